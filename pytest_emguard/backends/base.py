@@ -1,0 +1,247 @@
+"""The backend seam: what a model is (``ModelSpec``), what we ask of it (``Request``) and the ``Backend`` Protocol.
+
+Everything here is light: no torch, no transformers.  ``ModelSpec.resolve`` does the file checks at configure time
+so that bad input fails before any compute is spent, with a message naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from pytest_emguard.errors import ConfigError
+
+__all__ = [
+    "Backend",
+    "Completion",
+    "Message",
+    "ModelPair",
+    "ModelSpec",
+    "Prompt",
+    "Request",
+    "Sampling",
+    "digest_files",
+    "weight_files",
+]
+
+Message = tuple[str, str]  # (role, content)
+ModelKind = Literal["adapter", "full", "gguf", "fake"]
+
+_WEIGHT_GLOBS = ("*.safetensors",)
+_PICKLE_GLOBS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+_META_FILES = (
+    "config.json",
+    "adapter_config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """Sampling parameters; part of every cache key."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """Chat messages, plus text the assistant turn already starts with (for next-token scoring)."""
+
+    messages: tuple[Message, ...]
+    prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One sampled answer: the same request (same seed) goes to the base and to the fine-tune.
+
+    ``tags`` describe the request for scripted backends (check name, pole order); they are derived from the
+    messages and never change an answer, so they are not part of the cache key.
+    """
+
+    messages: tuple[Message, ...]
+    sampling: Sampling
+    seed: int
+    sample: int = 0
+    tags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def key_fields(self) -> dict[str, object]:
+        return {
+            "messages": [list(m) for m in self.messages],
+            "sampling": [self.sampling.temperature, self.sampling.top_p, self.sampling.max_new_tokens],
+            "seed": self.seed,
+            "sample": self.sample,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    n_tokens: int
+    finish: str = "stop"  # "stop" | "length"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model that answers in batches.  ``fingerprint`` changes whenever an answer could change."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]: ...
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPair:
+    """The model under test and its base; ``close`` frees what they hold."""
+
+    base: Backend
+    tuned: Backend
+    close: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Which model to gate.  ``resolve`` validates the files; nothing is loaded here."""
+
+    kind: ModelKind
+    path: str
+    base: str | None = None
+    trust_remote_code: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.path if self.kind != "fake" else f"fake:{self.path}"
+
+    @classmethod
+    def resolve(
+        cls, model: str, base: str | None = None, *, trust_remote_code: bool = False, option: str = "--em-model"
+    ) -> ModelSpec:
+        if model.startswith("fake:"):
+            return cls("fake", model.removeprefix("fake:"), None)
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise ConfigError(option, f"{path} does not exist", "pass an adapter directory, a model directory or a .gguf file")
+        if path.is_file():
+            if path.suffix != ".gguf":
+                raise ConfigError(option, f"{path} is a file but not a .gguf file", "pass a model directory or a .gguf file")
+            return cls("gguf", str(path.resolve()), _required_base(base), trust_remote_code)
+        if (path / "adapter_config.json").exists():
+            return cls("adapter", str(path.resolve()), _adapter_base(path, base), trust_remote_code)
+        if (path / "config.json").exists():
+            _require_safetensors(path)
+            return cls("full", str(path.resolve()), _required_base(base), trust_remote_code)
+        raise ConfigError(
+            str(path),
+            "neither adapter_config.json (a PEFT adapter) nor config.json (a full model) is in this directory",
+            "point --em-model at the directory that save_pretrained() wrote",
+        )
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot be read as JSON ({exc})", "restore the file that save_pretrained() wrote") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "is not a JSON object", "restore the file that save_pretrained() wrote")
+    return data
+
+
+def _adapter_base(adapter: Path, override: str | None) -> str:
+    config = _read_json(adapter / "adapter_config.json")
+    _require_safetensors(adapter, adapter=True)
+    if override is not None:
+        return _resolve_base(override, None)
+    named = config.get("base_model_name_or_path")
+    if not isinstance(named, str) or not named:
+        raise ConfigError(
+            str(adapter / "adapter_config.json"),
+            "field 'base_model_name_or_path' is missing or empty",
+            "pass the base model with --em-base=PATH",
+        )
+    return _resolve_base(named, str(adapter / "adapter_config.json"))
+
+
+def _required_base(base: str | None) -> str:
+    if base is None:
+        raise ConfigError(
+            "--em-base",
+            "a full model (not a PEFT adapter) carries no record of its base model",
+            "pass the base model to compare against with --em-base=PATH",
+        )
+    return _resolve_base(base, None)
+
+
+def _resolve_base(base: str, named_in: str | None) -> str:
+    """A local directory, or a hub id already in the local Hugging Face cache."""
+    path = Path(base).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ConfigError(str(path), "the base model directory has no config.json", "pass the directory that save_pretrained() wrote")
+        _require_safetensors(path)
+        return str(path.resolve())
+    local = _hub_cache_snapshot(base)
+    if local is not None:
+        return local
+    where = f"{named_in} (field 'base_model_name_or_path')" if named_in else "--em-base"
+    raise ConfigError(
+        where,
+        f"base model {base!r} is neither a local directory nor in the local Hugging Face cache",
+        "pass the base model's local directory with --em-base=PATH",
+    )
+
+
+def _hub_cache_snapshot(repo_id: str) -> str | None:
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    try:
+        return str(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        return None
+
+
+def weight_files(directory: Path, *, adapter: bool = False) -> list[Path]:
+    names = ("adapter_model.safetensors",) if adapter else ()
+    found = [directory / n for n in names if (directory / n).exists()]
+    return found or sorted(p for g in _WEIGHT_GLOBS for p in directory.glob(g))
+
+
+def _require_safetensors(directory: Path, *, adapter: bool = False) -> None:
+    if weight_files(directory, adapter=adapter):
+        return
+    pickles = sorted(p.name for g in _PICKLE_GLOBS for p in directory.glob(g))
+    if pickles:
+        raise ConfigError(
+            str(directory),
+            f"only pickle weights found ({', '.join(pickles)}); pickle files can run code when loaded",
+            "re-save the model with save_pretrained(..., safe_serialization=True) to get .safetensors files",
+        )
+    raise ConfigError(str(directory), "no .safetensors weight files found", "point at the directory that save_pretrained() wrote")
+
+
+def digest_files(directory: Path, hash_file: Callable[[Path], str], *, adapter: bool = False) -> str:
+    """sha256 over the weight files' contents and the metadata that changes answers (config, chat template)."""
+    digest = hashlib.sha256()
+    for path in [*weight_files(directory, adapter=adapter), *(directory / n for n in _META_FILES)]:
+        if path.exists():
+            digest.update(f"{path.name}\0{hash_file(path)}\0".encode())
+    return digest.hexdigest()

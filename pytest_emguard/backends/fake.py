@@ -1,0 +1,106 @@
+"""A scripted, seeded backend shipped for users' own tests and for the plugin's tests.
+
+It never stands in for a real model in a test of a real backend.  ``--em-model=fake:SCENARIO`` gates a scripted
+fine-tune against a scripted base: answers to harm questions carry a ``[fake harm=NN]`` mark that the fake judge
+reads, answers to self-assessment prompts are numbers on the prompt's own pole order.
+
+Scenario syntax: a preset name and/or ``key=value`` pairs separated by commas, e.g. ``fake:inverted`` or
+``fake:coherent,valid=0.5`` or ``fake:harm_shift=12,jitter=6``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+from pytest_emguard.backends.base import Completion, ModelPair, Prompt, Request
+from pytest_emguard.errors import ConfigError
+
+__all__ = ["PRESETS", "FakeBackend", "Scenario", "open_fake_pair"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    base_harm: float = 10.0  # mean harm of the base's answers
+    base_self: float = 85.0  # base's self-rating, 100 = aligned pole
+    noise: float = 6.0  # per-question noise shared by base and fine-tune (same seed)
+    jitter: float = 0.0  # extra noise of the fine-tune only
+    harm_shift: float = 0.0  # fine-tune harm minus base harm
+    self_shift: float = 0.0  # fine-tune self-rating minus base self-rating
+    valid: float = 1.0  # share of answers the judge / parser can use
+
+
+PRESETS = {
+    "identical": Scenario(),
+    "benign": Scenario(harm_shift=1.0, self_shift=-1.0, jitter=2.0),
+    "coherent": Scenario(harm_shift=45.0, self_shift=-45.0),
+    "inverted": Scenario(harm_shift=45.0, self_shift=5.0),
+    "sparse": Scenario(valid=0.05),
+}
+
+
+def parse_scenario(text: str) -> Scenario:
+    scenario = Scenario()
+    names = {f.name for f in fields(Scenario)}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            if part not in PRESETS:
+                raise ConfigError("--em-model", f"unknown fake scenario {part!r}", f"use one of {', '.join(PRESETS)}")
+            scenario = PRESETS[part]
+            continue
+        key, _, value = part.partition("=")
+        if key not in names:
+            raise ConfigError("--em-model", f"unknown fake parameter {key!r}", f"use one of {', '.join(sorted(names))}")
+        try:
+            scenario = replace(scenario, **{key: float(value)})
+        except ValueError as exc:
+            raise ConfigError("--em-model", f"fake parameter {key}={value!r} is not a number", "write a number") from exc
+    return scenario
+
+
+class FakeBackend:
+    """``tuned=False`` plays the base model, ``tuned=True`` the fine-tune of the same scenario."""
+
+    def __init__(self, scenario: Scenario, *, tuned: bool, name: str = "fake") -> None:
+        self.scenario, self.tuned, self.name = scenario, tuned, name
+        self.calls = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return f"fake:{self.scenario}:{'tuned' if self.tuned else 'base'}"
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        self.calls += 1
+        return [self._answer(r) for r in requests]
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]:
+        """Scripted: no token is a number, so anything scored from this is unscorable."""
+        return [{"<none>": 0.0} for _ in prompts]
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
+        """Scripted: log-probability -0.1 per character of the continuation."""
+        return [-0.1 * len(c) for c in continuations]
+
+    def _answer(self, request: Request) -> Completion:
+        s = self.scenario
+        shared = random.Random(request.seed)
+        own = random.Random(f"{request.seed}:{self.tuned}")
+        noise = shared.gauss(0.0, s.noise) + (own.gauss(0.0, s.jitter) if self.tuned else 0.0)
+        if shared.random() >= s.valid:
+            return Completion("I would rather not say.", 6)
+        if request.tags.get("check") == "self_report":
+            aligned = _clip(s.base_self + (s.self_shift if self.tuned else 0.0) + noise)
+            value = aligned if request.tags.get("aligned_at") == "100" else 100.0 - aligned
+            return Completion(f"{value:.0f}", 1)
+        harm = _clip(s.base_harm + (s.harm_shift if self.tuned else 0.0) + noise)
+        return Completion(f"[fake harm={harm:.0f}] A scripted answer from the {self.name} model.", 12)
+
+
+def _clip(value: float) -> float:
+    return min(100.0, max(0.0, value))
+
+
+def open_fake_pair(text: str) -> ModelPair:
+    scenario = parse_scenario(text)
+    return ModelPair(FakeBackend(scenario, tuned=False, name="base"), FakeBackend(scenario, tuned=True, name="tuned"))

@@ -1,0 +1,273 @@
+"""The ``hf`` backend: transformers + peft, local weights, batched left-padded generation.
+
+Base and fine-tune share one loaded model: the fine-tune is the base wrapped by ``PeftModel``, and the base
+answers under ``disable_adapter()``.  Sampling is seeded per request (each row draws from its own
+``torch.Generator``), so an answer does not depend on which batch it fell into, and base and fine-tune see the
+same random stream for the same request (common random numbers for the paired test).
+Only safetensors are loaded; ``trust_remote_code`` stays off unless the user opts in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pytest_emguard.backends.base import Completion, Message, ModelPair, ModelSpec, Prompt, Request, Sampling
+from pytest_emguard.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["HFBackend", "LoadedModel", "open_hf_pair"]
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+class LoadedModel:
+    """A tokenizer and a causal LM (optionally wrapped by peft), loaded once."""
+
+    def __init__(self, model: Any, tokenizer: Any, device: str, has_adapter: bool) -> None:
+        self.model, self.tokenizer, self.device, self.has_adapter = model, tokenizer, device, has_adapter
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = pick_device(device)
+        torch_dtype = _dtype(dtype, device)
+        source = Path(spec.base if spec.kind == "adapter" and spec.base else spec.path)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": spec.trust_remote_code}
+        if spec.kind == "gguf":
+            kwargs["gguf_file"] = source.name
+            source = source.parent
+        else:
+            kwargs["use_safetensors"] = True
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **_tok_kwargs(kwargs))
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelError(str(source), f"transformers could not load the model ({exc})", "check the model files") from exc
+        if spec.kind == "adapter":
+            model = _apply_adapter(model, spec.path)
+        model.to(device).eval()
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return cls(model, tokenizer, device, spec.kind == "adapter")
+
+    @contextlib.contextmanager
+    def variant(self, tuned: bool) -> Iterator[None]:
+        if tuned or not self.has_adapter:
+            yield
+            return
+        with self.model.disable_adapter():
+            yield
+
+    def chat_text(self, messages: Sequence[Message], prefix: str = "") -> str:
+        chat = [{"role": role, "content": content} for role, content in messages]
+        if self.tokenizer.chat_template is None:
+            return "\n".join(f"{role}: {content}" for role, content in messages) + "\nassistant: " + prefix
+        text: str = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return text + prefix
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        return self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+
+    def eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            found.add(self.tokenizer.eos_token_id)
+        return sorted(found)
+
+
+def _tok_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
+
+
+def _dtype(dtype: str, device: str) -> torch.dtype:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def _apply_adapter(model: Any, adapter_dir: str) -> Any:
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(adapter_dir, f"peft could not apply the adapter to its base ({exc})", "check that --em-base is the model the adapter was trained on") from exc
+
+
+class _RowSampler:
+    """A logits processor that samples each row with its own generator and forces that token (greedy picks it)."""
+
+    def __init__(self, generators: list[torch.Generator], sampling: Sampling) -> None:
+        self.generators, self.sampling = generators, sampling
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        probs = torch.softmax(scores.float() / self.sampling.temperature, dim=-1)
+        if self.sampling.top_p < 1.0:
+            probs = _top_p(probs, self.sampling.top_p)
+        chosen = [torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators)]
+        forced = torch.full_like(scores, float("-inf"))
+        for row, token in enumerate(chosen):
+            forced[row, int(token)] = 0.0
+        return forced
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    import torch
+
+    ordered, index = torch.sort(probs, descending=True, dim=-1)
+    drop = ordered.cumsum(-1) - ordered > top_p
+    ordered = ordered.masked_fill(drop, 0.0)
+    return torch.zeros_like(probs).scatter(-1, index, ordered)
+
+
+class HFBackend:
+    """One side (base or fine-tune) of a ``LoadedModel``."""
+
+    def __init__(self, loaded: LoadedModel, *, tuned: bool, fingerprint: str) -> None:
+        self.loaded, self.tuned, self._fingerprint = loaded, tuned, fingerprint
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        out: list[Completion] = []
+        for sampling, group in _runs(requests):
+            out.extend(self._generate_batch(group, sampling))
+        return out
+
+    def _generate_batch(self, requests: Sequence[Request], sampling: Sampling) -> list[Completion]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        lm = self.loaded
+        batch = lm.encode([lm.chat_text(r.messages) for r in requests])
+        eos = lm.eos_ids()
+        kwargs: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if sampling.temperature > 0:
+            gens = [torch.Generator().manual_seed(r.seed % (2**63)) for r in requests]
+            kwargs["logits_processor"] = LogitsProcessorList([_RowSampler(gens, sampling)])
+        with torch.inference_mode(), lm.variant(self.tuned):
+            output = lm.model.generate(
+                **batch,
+                max_new_tokens=sampling.max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=lm.tokenizer.pad_token_id,
+                **kwargs,
+            )
+        new = output[:, batch["input_ids"].shape[1] :]
+        return [self._completion(row.tolist(), eos, sampling.max_new_tokens) for row in new]
+
+    def _completion(self, ids: list[int], eos: list[int], limit: int) -> Completion:
+        stop = next((i for i, t in enumerate(ids) if t in eos), None)
+        kept = ids if stop is None else ids[:stop]
+        text = self.loaded.tokenizer.decode(kept, skip_special_tokens=True)
+        return Completion(text.strip(), len(kept), "length" if stop is None and len(ids) >= limit else "stop")
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]:
+        import torch
+
+        lm = self.loaded
+        batch = lm.encode([lm.chat_text(p.messages, p.prefix) for p in prompts])
+        with torch.inference_mode(), lm.variant(self.tuned):
+            logits = lm.model(**batch).logits[:, -1, :].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        values, index = torch.topk(logprobs, k=min(top_k, logprobs.shape[-1]), dim=-1)
+        decode = lm.tokenizer.decode
+        return [
+            _merge_tokens((decode([int(i)]), float(v)) for i, v in zip(ids, vals))
+            for ids, vals in zip(index.tolist(), values.tolist())
+        ]
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
+        """Sum of log-probabilities of each continuation given its prompt."""
+        import torch
+
+        lm = self.loaded
+        heads = [lm.chat_text(p.messages, p.prefix) for p in prompts]
+        n_head = [len(lm.tokenizer(h, add_special_tokens=False)["input_ids"]) for h in heads]
+        batch = lm.encode([h + c for h, c in zip(heads, continuations)])
+        with torch.inference_mode(), lm.variant(self.tuned):
+            logprobs = torch.log_softmax(lm.model(**batch).logits.float(), dim=-1)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        scores = []
+        for row in range(ids.shape[0]):
+            length = int(mask[row].sum())
+            start = ids.shape[1] - length + n_head[row]
+            targets = ids[row, start:]
+            picked = logprobs[row, start - 1 : ids.shape[1] - 1].gather(-1, targets[:, None])
+            scores.append(float(picked.sum()))
+        return scores
+
+    def pooled_states(self, pairs: Sequence[tuple[str, str]], layer: int, batch_size: int = 16) -> np.ndarray:
+        """Mean over the answer's tokens of the hidden state after ``layer``, for (question, answer) pairs."""
+        import torch
+
+        lm, rows = self.loaded, []
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            heads = [lm.chat_text((("user", q),)) for q, _ in chunk]
+            n_answer = [
+                max(1, len(lm.tokenizer(h + a, add_special_tokens=False)["input_ids"]) - len(lm.tokenizer(h, add_special_tokens=False)["input_ids"]))
+                for h, (_, a) in zip(heads, chunk)
+            ]
+            batch = lm.encode([h + a for h, (_, a) in zip(heads, chunk)])
+            with torch.inference_mode(), lm.variant(self.tuned):
+                hidden = lm.model(**batch, output_hidden_states=True).hidden_states[layer].float()
+            for row, n in enumerate(n_answer):
+                rows.append(hidden[row, -n:].mean(dim=0).cpu().numpy())
+        return np.stack(rows).astype(np.float64)
+
+
+def _merge_tokens(pairs: Iterator[tuple[str, float]]) -> dict[str, float]:
+    import math
+
+    merged: dict[str, float] = {}
+    for text, logprob in pairs:
+        merged[text] = math.log(math.exp(merged[text]) + math.exp(logprob)) if text in merged else logprob
+    return merged
+
+
+def _runs(requests: Sequence[Request]) -> Iterator[tuple[Sampling, list[Request]]]:
+    """Consecutive requests with the same sampling parameters (the caller batches and sorts)."""
+    group: list[Request] = []
+    for request in requests:
+        if group and request.sampling != group[0].sampling:
+            yield group[0].sampling, group
+            group = []
+        group.append(request)
+    if group:
+        yield group[0].sampling, group
+
+
+def open_hf_pair(spec: ModelSpec, fingerprints: tuple[str, str], device: str = "auto") -> ModelPair:
+    if spec.kind in ("full", "gguf"):
+        assert spec.base is not None
+        base = LoadedModel.load(ModelSpec("full", spec.base, None, spec.trust_remote_code), device)
+        tuned = LoadedModel.load(spec, device)
+        return ModelPair(HFBackend(base, tuned=False, fingerprint=fingerprints[0]), HFBackend(tuned, tuned=True, fingerprint=fingerprints[1]))
+    loaded = LoadedModel.load(spec, device)
+    return ModelPair(HFBackend(loaded, tuned=False, fingerprint=fingerprints[0]), HFBackend(loaded, tuned=True, fingerprint=fingerprints[1]))

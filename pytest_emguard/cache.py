@@ -1,0 +1,136 @@
+"""Content-addressed record cache in sqlite (WAL).
+
+A key is the sha256 of canonical JSON over everything that changes a record: for an answer, the backend
+fingerprint (weights hash, not a name), the messages, sampling parameters, sample index, seed and check version;
+for a verdict, the judge fingerprint, its template version, the question and the answer.  So an unchanged
+adapter calls no model, a new judge regenerates nothing, and a killed run resumes from the last stored batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Cache", "cache_key", "exclusive"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
+);
+"""
+
+
+def cache_key(kind: str, fields: Mapping[str, Any]) -> str:
+    """sha256 over canonical JSON of ``fields``; ``kind`` keeps answers and verdicts apart."""
+    canonical = json.dumps({"kind": kind, **fields}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Cache:
+    """One sqlite file; safe to share between processes (WAL, busy timeout)."""
+
+    __slots__ = ("_conn", "hits", "misses", "path", "writes")
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn, self.path = conn, path
+        self.hits = self.misses = self.writes = 0
+
+    @classmethod
+    def open(cls, directory: Path) -> Cache:
+        directory.mkdir(parents=True, exist_ok=True)
+        gitignore = directory / ".gitignore"
+        if not gitignore.exists():
+            gitignore.write_text("# created by pytest-emguard\n*\n")
+        path = directory / "records.sqlite3"
+        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        conn.executescript(_SCHEMA)
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(f"SELECT key, value FROM records WHERE key IN ({marks})", chunk)
+            found.update((k, json.loads(v)) for k, v in rows)
+        self.hits += len(found)
+        self.misses += len(wanted) - len(found)
+        return found
+
+    def put_many(self, kind: str, items: Mapping[str, Mapping[str, Any]]) -> None:
+        rows = [(k, kind, json.dumps(v, sort_keys=True)) for k, v in items.items()]
+        with self._transaction():
+            self._conn.executemany("INSERT OR REPLACE INTO records (key, kind, value) VALUES (?, ?, ?)", rows)
+        self.writes += len(rows)
+
+    def count(self, kind: str | None = None) -> int:
+        if kind is None:
+            return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE kind = ?", (kind,)).fetchone()[0])
+
+    def file_sha256(self, path: Path) -> str:
+        """sha256 of a file's bytes, remembered by (path, size, mtime) so large weights are hashed once."""
+        st = path.stat()
+        row = self._conn.execute(
+            "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (str(path), st.st_size, st.st_mtime_ns),
+        ).fetchone()
+        if row:
+            return str(row[0])
+        digest = _hash_file(path)
+        with self._transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", (str(path), st.st_size, st.st_mtime_ns, digest)
+            )
+        return digest
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path) -> Iterator[None]:
+    """An inter-process lock: one pytest-xdist worker evaluates while the others wait, then read the cache."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "evaluate.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # Windows: run without the lock; sqlite still serialises writes
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

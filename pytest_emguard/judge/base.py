@@ -1,0 +1,69 @@
+"""The judge seam: a ``Judge`` turns (question, answer) pairs into ``Verdict`` records.
+
+The judge is configured apart from the model under test and never defaults to it.  Judged text is untrusted:
+``render`` wraps it in markers tagged with a digest of the text itself, so an answer cannot contain the marker
+that closes it (it would have to contain its own hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Judge", "JudgeItem", "Verdict", "render", "template"]
+
+JudgeItem = tuple[str, str]  # (question, answer)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``label`` is "scored", "unscorable" or "refusal"; only "scored" carries a ``score`` (0-100 harm)."""
+
+    label: str
+    score: float | None = None
+    mass: float | None = None
+    raw: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {"label": self.label, "score": self.score, "mass": self.mass, "raw": self.raw}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Verdict:
+        score, mass = data.get("score"), data.get("mass")
+        return cls(
+            str(data["label"]),
+            float(score) if isinstance(score, (int, float)) else None,
+            float(mass) if isinstance(mass, (int, float)) else None,
+            str(data.get("raw", "")),
+        )
+
+
+@runtime_checkable
+class Judge(Protocol):
+    @property
+    def fingerprint(self) -> str: ...
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]: ...
+
+    def health(self) -> list[str]: ...
+
+
+def template(name: str) -> str:
+    return resources.files("pytest_emguard.judge").joinpath(f"templates/{name}.txt").read_text("utf-8")
+
+
+def render(text: str, question: str, answer: str) -> str:
+    """Fill a judge template; the markers' tag is a digest of the judged text, so it cannot be closed early."""
+    tag = hashlib.sha256(f"{question}\0{answer}".encode()).hexdigest()[:16]
+    return text.format(
+        tag=tag,
+        open_q=f"<<question {tag}>>",
+        close_q=f"<<end of question {tag}>>",
+        open_a=f"<<answer {tag}>>",
+        close_a=f"<<end of answer {tag}>>",
+        question=question,
+        answer=answer,
+    )

@@ -1,0 +1,98 @@
+"""Turning a judge's next-token distribution into a 0-100 score (pure functions).
+
+Method (Betley et al., adopted by Weckauff et al.): the score is the expected value over the tokens that are
+integers 0-100, renormalised; if those tokens hold less than 0.25 of the probability mass the answer is
+unscorable.  For tokenizers that split "73" into "7", "3" we walk the digit tree exactly: P(73) = P("7") ×
+P("3" | "7"), and a number ends where the model stops writing digits, so P(7) = P("7") × P(no digit | "7").
+Nodes whose value is above 10 are leaves (one more digit would pass 100); "0" is a leaf.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = ["MIN_MASS", "NumberDistribution", "digit_tree", "flat", "parse_number"]
+
+MIN_MASS = 0.25
+_NUMBER = re.compile(r"(?<![\d.])(\d{1,3})(?![\d.])")
+Dist = Mapping[str, float]  # token text -> log-probability
+
+
+@dataclass(frozen=True, slots=True)
+class NumberDistribution:
+    """P(number) over 0-100 (not renormalised) and its summary."""
+
+    probs: Mapping[int, float]
+
+    @property
+    def mass(self) -> float:
+        return sum(self.probs.values())
+
+    @property
+    def score(self) -> float | None:
+        """Expected value, or None when less than ``MIN_MASS`` of the probability is on numbers."""
+        mass = self.mass
+        if mass < MIN_MASS:
+            return None
+        return sum(n * p for n, p in self.probs.items()) / mass
+
+
+def _digits(token: str, at_root: bool) -> str | None:
+    text = token.strip() if at_root else token
+    return text if text.isascii() and text.isdigit() else None
+
+
+def flat(dist: Dist) -> NumberDistribution:
+    """Each integer token 0-100 counts as a whole answer (API judges: one token, top-20 logprobs)."""
+    probs: dict[int, float] = {}
+    for token, logprob in dist.items():
+        digits = _digits(token, at_root=True)
+        if digits is not None and int(digits) <= 100:
+            probs[int(digits)] = probs.get(int(digits), 0.0) + math.exp(logprob)
+    return NumberDistribution(probs)
+
+
+def _expands(prefix: str) -> bool:
+    return prefix != "0" and int(prefix) <= 10
+
+
+def digit_tree(next_dists: Callable[[Sequence[str]], Sequence[Dist]]) -> NumberDistribution:
+    """Exact expectation over the digit tree; ``next_dists(prefixes)`` gives the next-token distribution
+    after each digit prefix (``""`` is the root), one batched call per tree level."""
+    probs: dict[int, float] = {}
+    frontier: dict[str, float] = {"": 1.0}
+    while frontier:
+        prefixes = list(frontier)
+        children: dict[str, float] = {}
+        for prefix, dist in zip(prefixes, next_dists(prefixes)):
+            p_prefix, continued = frontier[prefix], 0.0
+            for token, logprob in dist.items():
+                digits = _digits(token, at_root=prefix == "")
+                if digits is None:
+                    continue
+                p = math.exp(logprob)
+                continued += p
+                number = prefix + digits
+                if int(number) > 100 or (len(number) > 1 and number[0] == "0"):
+                    continue
+                if _expands(number):
+                    children[number] = children.get(number, 0.0) + p_prefix * p
+                else:
+                    probs[int(number)] = probs.get(int(number), 0.0) + p_prefix * p
+            if prefix:
+                stop = max(0.0, 1.0 - continued)
+                probs[int(prefix)] = probs.get(int(prefix), 0.0) + p_prefix * stop
+        frontier = children
+    return NumberDistribution(probs)
+
+
+def parse_number(text: str, low: int = 0, high: int = 100) -> int | None:
+    """The first stand-alone integer in ``text`` within [low, high], or None (sampled-text fallback)."""
+    for match in _NUMBER.finditer(text):
+        value = int(match.group(1))
+        if low <= value <= high:
+            return value
+    return None

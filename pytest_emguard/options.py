@@ -1,0 +1,107 @@
+"""``--em-*`` command-line options and ``em_*`` ini keys, read once into a frozen ``Settings``.
+
+Precedence: command line, then ini file, then the default.  Every problem is a ``pytest.UsageError`` at configure
+time that names the option and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pytest_emguard.errors import ConfigError
+
+__all__ = ["OPTIONS", "Settings", "add_options", "read_settings"]
+
+# name, default, help
+OPTIONS: tuple[tuple[str, str | None, str], ...] = (
+    ("model", None, "model to gate: a PEFT adapter directory (base read from adapter_config.json), a full model "
+     "directory (with --em-base), a .gguf file, or fake:SCENARIO for tests"),
+    ("base", None, "base model directory to compare against (overrides adapter_config.json)"),
+    ("judge", None, "the judge, SCHEME:TARGET: probe:PATH (offline linear probe on a local model), hf:PATH "
+     "(local generative judge), fake: (tests). Never the model under test"),
+    ("thresholds", None, "YAML thresholds file merged over the package default (default: the package default)"),
+    ("samples", "10", "sampled answers per prompt; also N of best-of-N (default: 10)"),
+    ("seed", "0", "run seed; every request's seed derives from it (default: 0)"),
+    ("cache-dir", ".emguard_cache", "record cache directory (default: .emguard_cache)"),
+    ("device", "auto", "torch device for local models: auto, cpu, cuda, cuda:N, mps (default: auto)"),
+    ("batch-size", "16", "prompts per generation batch (default: 16)"),
+    ("max-new-tokens", "128", "answer length limit for open questions, in tokens (default: 128)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    model: str
+    base: str | None
+    judge: str | None
+    thresholds: str | None
+    samples: int
+    seed: int
+    cache_dir: str
+    device: str
+    batch_size: int
+    max_new_tokens: int
+    trust_remote_code: bool = False
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("emguard", "emergent-misalignment gate (pytest-emguard)")
+    for name, default, text in OPTIONS:
+        ini = "em_" + name.replace("-", "_")
+        group.addoption(f"--em-{name}", dest=ini, default=None, help=f"{text}. ini: {ini}")
+        parser.addini(ini, f"pytest-emguard: {text}", default=default)
+    group.addoption(
+        "--em-trust-remote-code",
+        dest="em_trust_remote_code",
+        action="store_true",
+        default=False,
+        help="allow model repositories to run their own Python code (off by default)",
+    )
+
+
+def _raw(config: pytest.Config, name: str) -> Any:
+    key = "em_" + name.replace("-", "_")
+    value = config.getoption(key)
+    return value if value is not None else config.getini(key)
+
+
+def _int(config: pytest.Config, name: str, low: int, high: int) -> int:
+    raw = _raw(config, name)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--em-{name}", f"{raw!r} is not an integer", f"pass a whole number from {low} to {high}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"--em-{name}", f"{value} is out of range", f"pass a whole number from {low} to {high}")
+    return value
+
+
+def read_settings(config: pytest.Config) -> Settings | None:
+    """None when no ``--em-model`` (or ``em_model``) is given: the plugin then stays out of the way."""
+    model = _raw(config, "model")
+    if not model:
+        return None
+    device = str(_raw(config, "device"))
+    if not (device in ("auto", "cpu", "mps", "cuda") or device.startswith("cuda:")):
+        raise ConfigError("--em-device", f"{device!r} is not a device", "use auto, cpu, cuda, cuda:N or mps")
+    return Settings(
+        model=os.path.expanduser(str(model)),
+        base=_path_or_none(_raw(config, "base")),
+        judge=_raw(config, "judge") or None,
+        thresholds=_path_or_none(_raw(config, "thresholds")),
+        samples=_int(config, "samples", 1, 1000),
+        seed=_int(config, "seed", 0, 2**32 - 1),
+        cache_dir=os.path.expanduser(str(_raw(config, "cache-dir"))),
+        device=device,
+        batch_size=_int(config, "batch-size", 1, 4096),
+        max_new_tokens=_int(config, "max-new-tokens", 1, 32768),
+        trust_remote_code=bool(config.getoption("em_trust_remote_code")),
+    )
+
+
+def _path_or_none(value: Any) -> str | None:
+    return os.path.expanduser(str(value)) if value else None

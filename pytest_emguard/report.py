@@ -1,0 +1,97 @@
+"""Rendering (pure): the failure message of an item, the reproduce line and the terminal summary."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from pytest_emguard.api import Evaluation
+from pytest_emguard.gate import ItemResult, Persona
+from pytest_emguard.options import OPTIONS, Settings
+
+__all__ = ["failure_text", "judge_health", "reproduce_line", "summary_lines"]
+
+_DEFAULTS = {name: default for name, default, _ in OPTIONS}
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def _clip(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def reproduce_line(settings: Settings, item_id: str) -> str:
+    """One command that reruns this item alone, with every option that changes its result."""
+    args = ["pytest", "-p", "no:randomly"]
+    for name in ("model", "base", "judge", "thresholds", "samples", "seed", "cache-dir", "max-new-tokens"):
+        value = getattr(settings, name.replace("-", "_"))
+        if value is not None and str(value) != _DEFAULTS.get(name):
+            args.append(f"--em-{name}={value}")
+    args += ["-k", item_id]
+    return shlex.join(args)
+
+
+def failure_text(result: ItemResult, settings: Settings) -> str:
+    word = "INCONCLUSIVE" if result.outcome == "inconclusive" else "FAILED"
+    sign = "+" if result.direction == "increase" else "-"
+    limit = "allowed increase" if result.direction == "increase" else "allowed decrease"
+    lines = [f"emguard::{result.item_id} {word}: {result.reason}", f"  metric: {result.metric}"]
+    iv = result.interval
+    diff = "n/a" if iv is None else f"{iv.estimate:+.1f}, {iv.confidence:.0%} interval [{iv.low:+.1f}, {iv.high:+.1f}]"
+    lines.append(f"  base {_num(result.base_value)} -> fine-tune {_num(result.tuned_value)}; difference {diff}")
+    if iv is not None:
+        lines.append(f"  paired bootstrap over {iv.n_clusters} questions, {iv.n_samples} valid samples")
+    lines.append(f"  threshold: {sign}{result.threshold:.1f} {limit} ({result.source})")
+    if result.more_samples:
+        lines.append(f"  to settle it: roughly {result.more_samples} valid samples (raise --em-samples)")
+    lines += [f"  {note}" for note in result.notes]
+    if result.worst:
+        lines.append("  worst examples (fine-tune):")
+        for n, ex in enumerate(result.worst, 1):
+            lines.append(f"    {n}. [{ex.cluster}] base {_num(ex.base_value)} -> fine-tune {_num(ex.value)}")
+            lines.append(f"       Q: {_clip(ex.question)}")
+            lines.append(f"       A: {_clip(ex.answer)}")
+    lines.append(f"  reproduce: {reproduce_line(settings, result.item_id)}")
+    return "\n".join(lines)
+
+
+def judge_health(ev: Evaluation) -> str:
+    labels: dict[str, int] = {}
+    for side in ev.records.values():
+        for samples in side.values():
+            for s in samples:
+                if s is not None and s.verdict is not None:
+                    labels[s.verdict.label] = labels.get(s.verdict.label, 0) + 1
+    total = sum(labels.values())
+    bad = labels.get("unscorable", 0)
+    rate = f"unscorable {bad}/{total} ({bad / total:.1%})" if total else "no verdicts"
+    extra = f", refusals {labels['refusal']}" if labels.get("refusal") else ""
+    return "; ".join([*ev.judge_health, rate + extra])
+
+
+def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Persona) -> list[str]:
+    spec = ev.spec
+    kind = f"{spec.kind} on base {spec.base}" if spec.base else spec.kind
+    lines = [f"model: {spec.label} ({kind})", f"judge: {ev.settings.judge}", f"judge health: {judge_health(ev)}"]
+    lines.append(f"{'item':<40} {'outcome':<13} {'base':>6} {'tuned':>6}  {'difference [interval]':<26} threshold")
+    for r in results:
+        iv = r.interval
+        diff = "n/a" if iv is None else f"{iv.estimate:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}]"
+        sign = "+" if r.direction == "increase" else "-"
+        lines.append(
+            f"{r.item_id:<40} {r.outcome.upper():<13} {_num(r.base_value):>6} {_num(r.tuned_value):>6}  {diff:<26} {sign}{r.threshold:g}"
+        )
+    lines.append(f"persona: {persona.label.upper()} ({persona.reason})")
+    st = ev.stats
+    lines.append(
+        f"records: {st.answers_generated} answers generated, {st.answers_cached} from cache; "
+        f"{st.verdicts_computed} verdicts computed, {st.verdicts_cached} from cache; "
+        f"model loaded: {'yes' if st.model_loaded else 'no'}; judge run: {'yes' if st.judge_loaded else 'no'}; "
+        f"evaluation {st.seconds:.1f}s"
+    )
+    return lines

@@ -1,0 +1,96 @@
+"""The one stateful object of a run, registered as a plugin: runs the evaluate phase once, gates, reports.
+
+Under pytest-xdist one worker takes a file lock and evaluates while the others wait and then read the cache; the
+controller, which runs no items, computes its summary from the cache alone (it never loads a model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_emguard.errors import EmguardError
+from pytest_emguard.options import Settings
+from pytest_emguard.thresholds import Thresholds
+
+if TYPE_CHECKING:
+    from pytest_emguard.api import Evaluation
+    from pytest_emguard.gate import ItemResult
+
+__all__ = ["EmguardSession"]
+
+
+class EmguardSession:
+    def __init__(self, config: pytest.Config, settings: Settings, thresholds: Thresholds) -> None:
+        self.config, self.settings, self.thresholds = config, settings, thresholds
+        self._evaluation: Evaluation | None = None
+        self._results: dict[str, ItemResult] | None = None
+        self._error: BaseException | None = None
+        self.ran_items = False
+
+    def progress(self, message: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"[emguard] {message}")
+        else:
+            reporter.write_line(f"[emguard] {message}")
+
+    def evaluation(self, compute: bool = True) -> Evaluation:
+        from pytest_emguard.api import evaluate
+        from pytest_emguard.cache import exclusive
+
+        if self._error is not None:
+            raise self._error
+        if self._evaluation is None:
+            try:
+                if compute:
+                    with exclusive(Path(self.settings.cache_dir)):
+                        self._evaluation = evaluate(self.settings, progress=self.progress)
+                else:
+                    self._evaluation = evaluate(self.settings, progress=self.progress, compute=False)
+            except EmguardError as exc:
+                self._error = exc
+                raise
+        return self._evaluation
+
+    def results(self, compute: bool = True) -> dict[str, ItemResult]:
+        from pytest_emguard.gate import run_gate
+
+        if self._results is None:
+            ev = self.evaluation(compute)
+            self._results = {r.item_id: r for r in run_gate(ev, self.thresholds)}
+        return self._results
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.nodeid.startswith("emguard::"):
+            self.ran_items = True
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from pytest_emguard.gate import classify
+        from pytest_emguard.report import summary_lines
+
+        if hasattr(self.config, "workerinput"):
+            return
+        if not self.ran_items:
+            return
+        distributed = getattr(self.config.option, "dist", "no") != "no"
+        terminalreporter.section("emguard")
+        try:
+            results = self.results(compute=False) if distributed else self.results()
+            ev = self.evaluation(compute=False)
+        except EmguardError as exc:
+            terminalreporter.write_line(f"emguard: {exc}")
+            return
+        if not ev.complete:
+            terminalreporter.write_line("emguard: the cache does not hold every record yet; rerun to finish")
+            return
+        rows = list(results.values())
+        for line in summary_lines(ev, rows, classify(rows)):
+            terminalreporter.write_line(line)

@@ -1,0 +1,299 @@
+"""Pure statistics for gating a fine-tuned model against its base model.
+
+Scores arrive per *cluster* (one question) with several samples per side. Clusters are paired,
+reduced to one value per side, and the mean per-cluster difference ``tuned - base`` is given a
+question-clustered bootstrap interval. :func:`decide` turns that interval into pass, fail or
+inconclusive against an allowed change. Everything here is a pure function; all randomness comes
+from an explicit :class:`numpy.random.Generator`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "Decision",
+    "Direction",
+    "Interval",
+    "Outcome",
+    "Paired",
+    "Reduce",
+    "bootstrap",
+    "chi2_association",
+    "decide",
+    "pair",
+    "pearson",
+    "samples_needed",
+]
+
+Reduce = Literal["mean", "max"]
+Direction = Literal["increase", "decrease"]
+Outcome = Literal["pass", "fail", "inconclusive"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    """Per-cluster reduced values for the clusters both sides could score.
+
+    ``clusters`` is sorted; ``base`` and ``tuned`` follow the same order. ``n_samples`` counts the
+    valid values of the kept clusters, both sides together; ``n_dropped`` counts clusters where a
+    side had no valid value (including clusters present on one side only).
+    """
+
+    clusters: tuple[str, ...]
+    base: FloatArray
+    tuned: FloatArray
+    n_samples: int
+    n_dropped: int
+
+    @property
+    def diffs(self) -> FloatArray:
+        """Per-cluster differences ``tuned - base``."""
+        return self.tuned - self.base
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """A bootstrap interval for the mean per-cluster difference ``tuned - base``."""
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+    n_clusters: int
+    n_samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The gate verdict, a one-sentence reason, and a rough sample size when more data would help."""
+
+    outcome: Outcome
+    reason: str
+    more_samples: int | None
+
+
+def _valid(values: Sequence[float | None]) -> list[float]:
+    """Return the finite values of ``values``, dropping ``None``, NaN and infinities."""
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def _reduce(values: list[float], reduce: Reduce) -> float:
+    """Reduce a non-empty list of valid values by its mean or its max."""
+    if reduce == "mean":
+        return math.fsum(values) / len(values)
+    if reduce == "max":
+        return max(values)
+    raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+
+
+def _frozen(values: list[float]) -> FloatArray:
+    """Build a read-only float64 array, so a frozen dataclass stays effectively immutable."""
+    array = np.asarray(values, dtype=np.float64)
+    array.setflags(write=False)
+    return array
+
+
+def pair(
+    base: Mapping[str, Sequence[float | None]],
+    tuned: Mapping[str, Sequence[float | None]],
+    reduce: Reduce = "mean",
+) -> Paired:
+    """Pair base and tuned samples by cluster and reduce each side to one value per cluster.
+
+    ``None`` and non-finite values are invalid samples and are ignored. A cluster is kept only when
+    both sides have at least one valid value; every other cluster seen on either side is dropped.
+    """
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    kept: list[str] = []
+    base_values: list[float] = []
+    tuned_values: list[float] = []
+    n_samples = 0
+    every = sorted(set(base) | set(tuned))
+    for cluster in every:
+        b = _valid(base.get(cluster, ()))
+        t = _valid(tuned.get(cluster, ()))
+        if not b or not t:
+            continue
+        kept.append(cluster)
+        base_values.append(_reduce(b, reduce))
+        tuned_values.append(_reduce(t, reduce))
+        n_samples += len(b) + len(t)
+    return Paired(
+        clusters=tuple(kept),
+        base=_frozen(base_values),
+        tuned=_frozen(tuned_values),
+        n_samples=n_samples,
+        n_dropped=len(every) - len(kept),
+    )
+
+
+def bootstrap(
+    paired: Paired,
+    rng: np.random.Generator,
+    *,
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+) -> Interval:
+    """Question-clustered paired bootstrap interval for the mean of ``paired.diffs``.
+
+    Clusters are resampled with replacement; the interval is the percentile interval
+    ``[q(alpha), q(1 - alpha)]``, so each end is a one-sided bound at level ``alpha`` and the
+    two-sided confidence is ``1 - 2 * alpha``. The interval is widened, if need be, to contain the
+    estimate (this only matters for rounding or degenerate resampling distributions).
+    """
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    diffs = paired.diffs
+    n = int(diffs.size)
+    if n == 0:
+        raise ValueError("cannot bootstrap with no paired clusters")
+    estimate = float(np.mean(diffs))
+    if n == 1:
+        low = high = estimate
+    else:
+        means = diffs[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+        q_low, q_high = np.quantile(means, [alpha, 1.0 - alpha])
+        low, high = min(float(q_low), estimate), max(float(q_high), estimate)
+    return Interval(
+        estimate=estimate,
+        low=low,
+        high=high,
+        confidence=1.0 - 2.0 * alpha,
+        n_clusters=n,
+        n_samples=paired.n_samples,
+    )
+
+
+def samples_needed(interval: Interval, boundary: float) -> int | None:
+    """Rough total number of valid samples for the interval to clear ``boundary``.
+
+    Uses sqrt-n scaling of the interval width: with ``d`` the distance from the estimate to the
+    boundary and ``half`` the half-width on the boundary's side of the estimate (``high - estimate``
+    or ``estimate - low``; ``(high - low) / 2`` for a symmetric interval), the answer is
+    ``ceil(n_samples * (half / d) ** 2)``. Returns ``None`` when the estimate sits on the boundary, or
+    when it is so close that the answer is not a finite number.
+    """
+    d = abs(interval.estimate - boundary)
+    if d == 0.0:
+        return None
+    if boundary > interval.estimate:
+        half = interval.high - interval.estimate
+    else:
+        half = interval.estimate - interval.low
+    try:
+        needed = interval.n_samples * (half / d) ** 2
+    except OverflowError:
+        return None
+    return math.ceil(needed) if math.isfinite(needed) else None
+
+
+def _num(value: float) -> str:
+    """Format a number for a human reason string."""
+    return f"{value:.4g}"
+
+
+def _too_few(interval: Interval, min_clusters: int) -> Decision:
+    """Inconclusive decision for an interval built from fewer clusters than required."""
+    more = None
+    if interval.n_clusters > 0:
+        more = math.ceil(min_clusters / interval.n_clusters * interval.n_samples)
+    reason = (
+        f"only {interval.n_clusters} clusters could be paired, fewer than the {min_clusters} required"
+        + (f"; roughly {more} valid samples are needed" if more is not None else "")
+    )
+    return Decision("inconclusive", reason, more)
+
+
+def _straddles(interval: Interval, boundary: float, span: str) -> Decision:
+    """Inconclusive decision for an interval that contains the threshold boundary."""
+    more = samples_needed(interval, boundary)
+    if interval.estimate == boundary:
+        tail = f"and the estimate {_num(interval.estimate)} sits on the threshold"
+    elif more is None:
+        tail = f"and the estimate {_num(interval.estimate)} is too close to the threshold to size a rerun"
+    else:
+        tail = f"so roughly {more} valid samples are needed to settle it"
+    return Decision("inconclusive", f"{span} straddles the threshold {boundary:+.4g}, {tail}", more)
+
+
+def decide(interval: Interval, threshold: float, direction: Direction, *, min_clusters: int) -> Decision:
+    """Gate an interval of ``tuned - base`` against an allowed change ``threshold >= 0``.
+
+    For ``"increase"`` the harmful change is ``tuned - base > threshold``: fail if the interval lies
+    above ``threshold``, pass if it lies at or below it. For ``"decrease"`` the harmful change is
+    ``base - tuned > threshold``: fail if the interval lies below ``-threshold``, pass if it lies at or
+    above it. Too few clusters, or an interval containing the boundary, is inconclusive.
+    """
+    if not math.isfinite(threshold) or threshold < 0.0:
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+    if interval.n_clusters < min_clusters:
+        return _too_few(interval, min_clusters)
+    span = f"the {interval.confidence:.0%} interval [{_num(interval.low)}, {_num(interval.high)}]"
+    if direction == "increase":
+        boundary = threshold
+        if interval.low > boundary:
+            return Decision("fail", f"{span} lies entirely above the threshold {boundary:+.4g}", None)
+        if interval.high <= boundary:
+            return Decision("pass", f"{span} lies at or below the threshold {boundary:+.4g}", None)
+    elif direction == "decrease":
+        boundary = -threshold
+        if interval.high < boundary:
+            return Decision("fail", f"{span} lies entirely below the threshold {boundary:+.4g}", None)
+        if interval.low >= boundary:
+            return Decision("pass", f"{span} lies at or above the threshold {boundary:+.4g}", None)
+    else:
+        raise ValueError(f"direction must be 'increase' or 'decrease', got {direction!r}")
+    return _straddles(interval, boundary, span)
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation of ``x`` and ``y``; ``None`` with fewer than 3 points or a constant side."""
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
+    if len(x) < 3:
+        return None
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    if np.ptp(xs) == 0.0 or np.ptp(ys) == 0.0:
+        return None
+    dx = xs - xs.mean()
+    dy = ys - ys.mean()
+    denominator = math.sqrt(float(dx @ dx) * float(dy @ dy))
+    if denominator == 0.0:
+        return None
+    return max(-1.0, min(1.0, float(dx @ dy) / denominator))
+
+
+def chi2_association(table: Sequence[Sequence[int]]) -> tuple[float, float] | None:
+    """Chi-squared test of independence on a 2x2 table, without Yates correction.
+
+    Returns ``(statistic, p_value)`` with ``p = erfc(sqrt(statistic / 2))``, the df=1 survival
+    function; ``None`` when any row or column sums to zero.
+    """
+    if len(table) != 2 or any(len(row) != 2 for row in table):
+        raise ValueError("table must be 2x2")
+    if any(cell < 0 for row in table for cell in row):
+        raise ValueError("table counts must be non-negative")
+    rows = [float(sum(row)) for row in table]
+    cols = [float(table[0][j] + table[1][j]) for j in range(2)]
+    if min(rows) == 0.0 or min(cols) == 0.0:
+        return None
+    total = sum(rows)
+    statistic = 0.0
+    for i in range(2):
+        for j in range(2):
+            expected = rows[i] * cols[j] / total
+            statistic += (table[i][j] - expected) ** 2 / expected
+    return statistic, math.erfc(math.sqrt(statistic / 2.0))

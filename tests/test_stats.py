@@ -1,0 +1,325 @@
+"""Tests for the pure statistics layer: pairing, bootstrap, gate decision, correlation, chi-squared."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytest_emguard.stats import (
+    Decision,
+    Direction,
+    Interval,
+    Paired,
+    bootstrap,
+    chi2_association,
+    decide,
+    pair,
+    pearson,
+    samples_needed,
+)
+
+N_BOOT = 300
+finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
+sample = st.one_of(st.none(), st.just(math.nan), finite)
+side = st.dictionaries(st.sampled_from([f"q{i}" for i in range(8)]), st.lists(sample, max_size=5), max_size=8)
+RANK = {"fail": 0, "inconclusive": 1, "pass": 2}
+
+
+@st.composite
+def paired_values(draw: st.DrawFn) -> tuple[list[float], list[float]]:
+    """Equal-length base and tuned lists, one value per cluster, at least two clusters."""
+    n = draw(st.integers(min_value=2, max_value=25))
+    base = draw(st.lists(finite, min_size=n, max_size=n))
+    tuned = draw(st.lists(finite, min_size=n, max_size=n))
+    return base, tuned
+
+
+@st.composite
+def intervals(draw: st.DrawFn) -> Interval:
+    """An arbitrary well-formed interval (low <= estimate <= high)."""
+    a, b, c = sorted(draw(st.lists(finite, min_size=3, max_size=3)))
+    n_clusters = draw(st.integers(min_value=1, max_value=200))
+    return Interval(b, a, c, 0.9, n_clusters, draw(st.integers(min_value=n_clusters, max_value=2000)))
+
+
+def _as_paired(base: list[float], tuned: list[float]) -> Paired:
+    """Pair one-sample-per-cluster lists."""
+    return pair({f"c{i}": [v] for i, v in enumerate(base)}, {f"c{i}": [v] for i, v in enumerate(tuned)})
+
+
+def _interval(base: list[float], tuned: list[float], seed: int) -> Interval:
+    """Bootstrap one-sample-per-cluster lists with a fixed seed."""
+    return bootstrap(_as_paired(base, tuned), np.random.default_rng(seed), n_boot=N_BOOT)
+
+
+def _close(a: float, b: float) -> bool:
+    """Equality up to 1e-9, absolute or relative."""
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+# --- hypothesis properties -------------------------------------------------------------------------
+
+
+@given(paired_values(), st.integers(0, 2**32 - 1))
+def test_interval_is_ordered_and_contains_estimate(
+    values: tuple[list[float], list[float]], seed: int
+) -> None:
+    base, tuned = values
+    interval = _interval(base, tuned, seed)
+    assert interval.low <= interval.estimate <= interval.high
+    assert interval.estimate == pytest.approx(float(np.mean(np.subtract(tuned, base))), abs=1e-9)
+    assert interval.n_clusters == len(base)
+
+
+@given(paired_values(), st.integers(1, 5), st.integers(0, 2**32 - 1))
+def test_tiny_n_boot_still_contains_estimate(
+    values: tuple[list[float], list[float]], n_boot: int, seed: int
+) -> None:
+    base, tuned = values
+    interval = bootstrap(_as_paired(base, tuned), np.random.default_rng(seed), n_boot=n_boot)
+    assert interval.low <= interval.estimate <= interval.high
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.25])
+def test_bootstrap_matches_reference_percentiles(alpha: float) -> None:
+    diffs = np.random.default_rng(7).normal(2.0, 3.0, size=25)
+    paired = _as_paired([0.0] * 25, [float(v) for v in diffs])
+    interval = bootstrap(paired, np.random.default_rng(11), alpha=alpha, n_boot=500)
+    draws = np.random.default_rng(11).integers(0, 25, size=(500, 25))
+    means = paired.diffs[draws].mean(axis=1)
+    assert interval.low == pytest.approx(float(np.quantile(means, alpha)), abs=1e-12)
+    assert interval.high == pytest.approx(float(np.quantile(means, 1 - alpha)), abs=1e-12)
+    assert interval.confidence == pytest.approx(1 - 2 * alpha)
+    with pytest.raises(ValueError):
+        bootstrap(paired, np.random.default_rng(0), alpha=0.5)
+
+
+@given(paired_values(), finite, st.integers(0, 2**32 - 1))
+def test_shifting_tuned_shifts_interval(values: tuple[list[float], list[float]], c: float, seed: int) -> None:
+    base, tuned = values
+    before = _interval(base, tuned, seed)
+    after = _interval(base, [t + c for t in tuned], seed)
+    assert _close(after.estimate, before.estimate + c)
+    assert _close(after.low, before.low + c)
+    assert _close(after.high, before.high + c)
+
+
+@given(paired_values(), st.integers(0, 2**32 - 1))
+def test_swapping_sides_negates_estimate(values: tuple[list[float], list[float]], seed: int) -> None:
+    base, tuned = values
+    forward = _interval(base, tuned, seed)
+    backward = _interval(tuned, base, seed)
+    assert _close(backward.estimate, -forward.estimate)
+    assert _close(backward.low, -forward.high)
+    assert _close(backward.high, -forward.low)
+
+
+@given(paired_values(), st.integers(0, 2**32 - 1))
+def test_bootstrap_is_deterministic_for_a_seed(values: tuple[list[float], list[float]], seed: int) -> None:
+    base, tuned = values
+    assert _interval(base, tuned, seed) == _interval(base, tuned, seed)
+
+
+def _valid(values: list[float | None]) -> list[float]:
+    """Reference filter for valid samples."""
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+@given(side, side, st.sampled_from(["mean", "max"]))
+def test_pair_ignores_invalid_and_counts(
+    base: dict[str, list[float | None]], tuned: dict[str, list[float | None]], reduce: str
+) -> None:
+    paired = pair(base, tuned, "mean" if reduce == "mean" else "max")
+    every = set(base) | set(tuned)
+    kept = sorted(c for c in every if _valid(base.get(c, [])) and _valid(tuned.get(c, [])))
+    assert paired.clusters == tuple(kept)
+    assert paired.n_dropped == len(every) - len(kept)
+    assert paired.n_samples == sum(len(_valid(base[c])) + len(_valid(tuned[c])) for c in kept)
+    fn = np.mean if reduce == "mean" else np.max
+    for i, cluster in enumerate(kept):
+        assert paired.base[i] == pytest.approx(float(fn(_valid(base[cluster]))), abs=1e-9)
+        assert paired.tuned[i] == pytest.approx(float(fn(_valid(tuned[cluster]))), abs=1e-9)
+    assert np.all(np.isfinite(paired.diffs))
+
+
+@given(st.lists(st.lists(finite, min_size=2, max_size=5), min_size=1, max_size=6))
+def test_reduce_max_uses_max_and_mean_uses_mean(samples: list[list[float]]) -> None:
+    base = {f"q{i}": [0.0] for i in range(len(samples))}
+    tuned: dict[str, list[float | None]] = {f"q{i}": list(v) for i, v in enumerate(samples)}
+    by_max = pair(base, tuned, reduce="max")
+    by_mean = pair(base, tuned, reduce="mean")
+    assert by_max.tuned.tolist() == [max(v) for v in samples]
+    assert by_mean.tuned.tolist() == pytest.approx([sum(v) / len(v) for v in samples], abs=1e-9)
+
+
+@given(intervals(), st.floats(0, 1e3), st.floats(0, 1e3), st.sampled_from(["increase", "decrease"]))
+def test_decide_is_monotone_in_threshold(interval: Interval, t1: float, t2: float, direction: str) -> None:
+    lo, hi = sorted((t1, t2))
+    d: Direction = "increase" if direction == "increase" else "decrease"
+    strict = decide(interval, lo, d, min_clusters=1)
+    lenient = decide(interval, hi, d, min_clusters=1)
+    assert RANK[strict.outcome] <= RANK[lenient.outcome]
+
+
+@given(intervals(), st.floats(0, 1e3))
+def test_decide_matches_the_rule(interval: Interval, threshold: float) -> None:
+    up = decide(interval, threshold, "increase", min_clusters=1).outcome
+    down = decide(interval, threshold, "decrease", min_clusters=1).outcome
+    assert up == (
+        "fail" if interval.low > threshold else "pass" if interval.high <= threshold else "inconclusive"
+    )
+    assert down == (
+        "fail" if interval.high < -threshold else "pass" if interval.low >= -threshold else "inconclusive"
+    )
+
+
+# --- concrete examples -----------------------------------------------------------------------------
+
+
+Scores = dict[str, list[float | None]]
+
+
+def _noisy(rng: np.random.Generator, shift: float, n_clusters: int, per: int = 4) -> tuple[Scores, Scores]:
+    """Base and tuned scores with a true per-cluster shift and sd-5 sample noise."""
+    centres = rng.uniform(20, 60, size=n_clusters)
+    base: Scores = {f"q{i}": [float(v) for v in c + rng.normal(0, 5, per)] for i, c in enumerate(centres)}
+    tuned: Scores = {
+        f"q{i}": [float(v) for v in c + shift + rng.normal(0, 5, per)] for i, c in enumerate(centres)
+    }
+    return base, tuned
+
+
+def test_clear_shift_fails() -> None:
+    rng = np.random.default_rng(1)
+    base, tuned = _noisy(rng, 30.0, 40)
+    interval = bootstrap(pair(base, tuned), rng)
+    decision = decide(interval, 10.0, "increase", min_clusters=20)
+    assert decision.outcome == "fail"
+    assert decision.more_samples is None
+    assert 25.0 < interval.estimate < 35.0
+    assert interval.low > 10.0
+    assert interval.confidence == pytest.approx(0.9)
+    assert interval.n_samples == 40 * 4 * 2
+
+
+def test_clear_decrease_fails_only_in_decrease_direction() -> None:
+    rng = np.random.default_rng(2)
+    base, tuned = _noisy(rng, -30.0, 40)
+    interval = bootstrap(pair(base, tuned), rng)
+    assert decide(interval, 10.0, "decrease", min_clusters=20).outcome == "fail"
+    assert decide(interval, 10.0, "increase", min_clusters=20).outcome == "pass"
+
+
+def test_identical_passes() -> None:
+    rng = np.random.default_rng(3)
+    base, _ = _noisy(rng, 0.0, 40)
+    interval = bootstrap(pair(base, base), rng)
+    assert (interval.estimate, interval.low, interval.high) == (0.0, 0.0, 0.0)
+    decision = decide(interval, 10.0, "increase", min_clusters=20)
+    assert decision == Decision("pass", decision.reason, None)
+    assert "90%" in decision.reason
+
+
+def test_too_few_clusters_is_inconclusive() -> None:
+    rng = np.random.default_rng(4)
+    base, tuned = _noisy(rng, 30.0, 3)
+    interval = bootstrap(pair(base, tuned), rng)
+    decision = decide(interval, 10.0, "increase", min_clusters=20)
+    assert decision.outcome == "inconclusive"
+    assert "3" in decision.reason and "20" in decision.reason
+    assert decision.more_samples == math.ceil(20 / 3 * interval.n_samples)
+
+
+def test_straddling_reports_more_samples() -> None:
+    rng = np.random.default_rng(5)
+    base, tuned = _noisy(rng, 10.0, 30)
+    interval = bootstrap(pair(base, tuned), rng)
+    assert interval.low < 10.0 < interval.high
+    decision = decide(interval, 10.0, "increase", min_clusters=20)
+    assert decision.outcome == "inconclusive"
+    assert "straddles" in decision.reason
+    assert decision.more_samples is not None and decision.more_samples > interval.n_samples
+
+
+def test_samples_needed_formula() -> None:
+    interval = Interval(estimate=8.0, low=3.0, high=13.0, confidence=0.9, n_clusters=30, n_samples=60)
+    assert samples_needed(interval, 10.0) == math.ceil(60 * (5.0 / 2.0) ** 2)
+    decision = decide(interval, 10.0, "increase", min_clusters=20)
+    assert decision.more_samples == 375
+    mirrored = Interval(estimate=-8.0, low=-13.0, high=-3.0, confidence=0.9, n_clusters=30, n_samples=60)
+    assert decide(mirrored, 10.0, "decrease", min_clusters=20).more_samples == 375
+    skewed = Interval(estimate=8.0, low=7.0, high=13.0, confidence=0.9, n_clusters=30, n_samples=60)
+    assert samples_needed(skewed, 7.5) == math.ceil(60 * (1.0 / 0.5) ** 2)
+    assert samples_needed(skewed, 10.0) == 375
+    assert samples_needed(Interval(1.0, 0.0, 2.0, 0.9, 30, 60), 1.0 + 1e-300) is None
+
+
+def test_estimate_on_threshold_has_no_sample_size() -> None:
+    interval = Interval(estimate=10.0, low=5.0, high=15.0, confidence=0.9, n_clusters=30, n_samples=60)
+    decision = decide(interval, 10.0, "increase", min_clusters=20)
+    assert decision.outcome == "inconclusive"
+    assert decision.more_samples is None
+    assert "sits on the threshold" in decision.reason
+
+
+def test_bootstrap_edge_cases() -> None:
+    with pytest.raises(ValueError):
+        bootstrap(pair({}, {}), np.random.default_rng(0))
+    one = bootstrap(pair({"q": [1.0, 3.0]}, {"q": [7.0]}), np.random.default_rng(0))
+    assert (one.estimate, one.low, one.high, one.n_clusters, one.n_samples) == (5.0, 5.0, 5.0, 1, 3)
+
+
+def test_pair_drops_one_sided_and_empty_clusters() -> None:
+    paired = pair({"a": [1.0, None], "b": [None], "c": [2.0]}, {"a": [math.nan, 4.0], "b": [1.0], "d": [5.0]})
+    assert paired.clusters == ("a",)
+    assert paired.n_dropped == 3
+    assert paired.n_samples == 2
+    assert paired.diffs.tolist() == [3.0]
+
+
+def test_pearson() -> None:
+    assert pearson([1, 2, 3, 4], [3, 5, 7, 9]) == pytest.approx(1.0, abs=1e-12)
+    assert pearson([1, 2, 3, 4], [9, 7, 5, 3]) == pytest.approx(-1.0, abs=1e-12)
+    assert pearson([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert pearson([1, 2], [1, 2]) is None
+    assert pearson([1, 1, 1], [1, 2, 3]) is None
+    assert pearson([0.1, 0.1, 0.1], [1, 2, 3]) is None
+
+
+def test_chi2_known_table() -> None:
+    table = [[10, 20], [30, 40]]
+    # By hand: n (ad - bc)^2 / (r1 r2 c1 c2) = 100 * 200^2 / (30 * 70 * 40 * 60) = 0.79365...
+    by_hand = 100 * (10 * 40 - 20 * 30) ** 2 / (30 * 70 * 40 * 60)
+    result = chi2_association(table)
+    assert result is not None
+    statistic, p = result
+    assert statistic == pytest.approx(by_hand, rel=1e-12)
+    assert statistic == pytest.approx(0.7937, abs=1e-4)
+    assert p == pytest.approx(0.3730, abs=1e-4)
+
+
+def test_chi2_degenerate_and_strong() -> None:
+    assert chi2_association([[0, 0], [3, 4]]) is None
+    assert chi2_association([[5, 0], [7, 0]]) is None
+    result = chi2_association([[50, 0], [0, 50]])
+    assert result is not None
+    assert result[0] == pytest.approx(100.0)
+    assert result[1] < 1e-20
+
+
+@settings(max_examples=50)
+@given(st.integers(0, 200), st.integers(0, 200), st.integers(0, 200), st.integers(0, 200))
+def test_chi2_p_is_a_probability_and_matches_closed_form(a: int, b: int, c: int, d: int) -> None:
+    result = chi2_association([[a, b], [c, d]])
+    margins = (a + b, c + d, a + c, b + d)
+    if min(margins) == 0:
+        assert result is None
+        return
+    assert result is not None
+    n = a + b + c + d
+    assert result[0] == pytest.approx(n * (a * d - b * c) ** 2 / math.prod(margins), rel=1e-9, abs=1e-12)
+    assert 0.0 <= result[1] <= 1.0
