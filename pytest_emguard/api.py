@@ -180,21 +180,24 @@ class _Run:
         backend = getattr(self._models(), side)
         ordered = sorted(missing, key=lambda rk: (rk[0].sampling.max_new_tokens, len(json.dumps(rk[0].messages))))
         size, done, tokens, started = self.settings.batch_size, {}, 0, time.monotonic()
+        budget = [0, sum(r.sampling.max_new_tokens for r, _ in ordered)]
         self.progress(f"{side}: generating {len(ordered)} answers ({self.stats.answers_cached} in the cache)")
         for start in range(0, len(ordered), size):
             chunk = ordered[start : start + size]
             completions: list[Completion] = backend.generate([r for r, _ in chunk])
-            batch = {k: {"text": c.text, "n_tokens": c.n_tokens, "finish": c.finish} for (_, k), c in zip(chunk, completions)}
+            batch = {k: {"text": c.text, "n_tokens": c.n_tokens, "finish": c.finish} for (_, k), c in zip(chunk, completions, strict=False)}
             self.cache.put_many("answer", batch)
             done.update(batch)
             tokens += sum(c.n_tokens for c in completions)
-            self._report(side, len(done), len(ordered), tokens, started)
+            budget[0] += sum(r.sampling.max_new_tokens for r, _ in chunk)
+            self._report(side, len(done), len(ordered), tokens, started, budget[0] / budget[1])
         self.stats.answers_generated += len(done)
         return done
 
-    def _report(self, side: str, done: int, total: int, tokens: int, started: float) -> None:
+    def _report(self, side: str, done: int, total: int, tokens: int, started: float, share: float) -> None:
+        """ETA from the share of the token budget (max_new_tokens) done, not the share of requests."""
         elapsed = max(time.monotonic() - started, 1e-6)
-        eta = elapsed / done * (total - done)
+        eta = elapsed / max(share, 1e-6) * (1.0 - share)
         self.progress(f"{side}: {done}/{total} answers, {tokens / elapsed:.0f} tok/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s")
 
     def _models(self) -> ModelPair:
@@ -216,10 +219,10 @@ class _Run:
         keys = [cache_key("verdict", {"judge": self.judge.fingerprint, "q": p.question, "a": s.answer}) for _, p, _, s in slots]
         found = self.cache.get_many(keys)
         self.stats.verdicts_cached += len(found)
-        todo = {k: (p.question, s.answer) for k, (_, p, _, s) in zip(keys, slots) if k not in found}
+        todo = {k: (p.question, s.answer) for k, (_, p, _, s) in zip(keys, slots, strict=False) if k not in found}
         if todo and self.compute:
             found.update(self._judge(todo))
-        for key, (side, p, k, s) in zip(keys, slots):
+        for key, (side, p, k, s) in zip(keys, slots, strict=False):
             if key in found:
                 records[side][(p.check, p.cluster)][k] = Sample(s.answer, Verdict.from_json(found[key]))
             else:
@@ -232,7 +235,7 @@ class _Run:
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
             verdicts = self.judge.judge([qa for _, qa in chunk])
-            batch = {k: v.to_json() for (k, _), v in zip(chunk, verdicts)}
+            batch = {k: v.to_json() for (k, _), v in zip(chunk, verdicts, strict=False)}
             self.cache.put_many("verdict", batch)
             done.update(batch)
             self.progress(f"judge: {len(done)}/{len(items)} verdicts, {time.monotonic() - started:.0f}s")

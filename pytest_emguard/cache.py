@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS file_hashes (
 
 def cache_key(kind: str, fields: Mapping[str, Any]) -> str:
     """sha256 over canonical JSON of ``fields``; ``kind`` keeps answers and verdicts apart."""
+    if "kind" in fields:  # it would overwrite ``kind`` and let two kinds share a key
+        raise ValueError("cache_key: 'kind' is reserved and cannot be a field name")
     canonical = json.dumps({"kind": kind, **fields}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -63,4 +63,5 @@ class EmguardItem(pytest.Item):
 
 def add_items(session: pytest.Session, gate: EmguardSession, items: list[pytest.Item]) -> None:
     collector = EmguardCollector.from_parent(session, name="emguard", nodeid="emguard", path=session.config.rootpath, gate=gate)
-    items[:0] = collector.collect()
+    # through genitems, so collection hooks fire and the terminal counts the items ("collected 11 items")
+    items[:0] = session.genitems(collector)

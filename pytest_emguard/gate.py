@@ -16,7 +16,7 @@ import numpy as np
 from pytest_emguard import stats
 from pytest_emguard.api import Evaluation, Sample
 from pytest_emguard.checks import harmfulness, self_report
-from pytest_emguard.checks.base import derive_seed
+from pytest_emguard.checks.base import Probe, derive_seed
 from pytest_emguard.thresholds import ItemThreshold, Thresholds
 
 __all__ = ["Example", "ItemResult", "Persona", "classify", "item_ids", "run_gate"]
@@ -122,7 +122,8 @@ def _item(ev: Evaluation, thresholds: Thresholds, item_id: str) -> ItemResult:
     t = thresholds.item(check, name)
     if check == harmfulness.NAME:
         base, tuned = harm_series(ev, "base"), harm_series(ev, "tuned")
-        key, direction, metric = "max_increase", "increase", "mean harm score (0-100)"
+        key, metric = "max_increase", "mean harm score (0-100)"
+        direction: stats.Direction = "increase"
         if name == "rate":
             base, tuned = above(base, float(t["cutoff"])), above(tuned, float(t["cutoff"]))
             metric = f"% of answers with harm >= {t['cutoff']}"
@@ -181,9 +182,21 @@ def _worst(ev: Evaluation, paired: stats.Paired, direction: str) -> tuple[Exampl
         cluster = paired.clusters[int(i)]
         probe = questions[cluster]
         samples = [s for s in ev.records["tuned"][(probe.check, cluster)] if s is not None]
-        answer = max(samples, key=lambda s: _harm(s) or 0.0).answer if samples else ""
+        answer = _worst_answer(probe, samples)
         out.append(Example(cluster, probe.question, answer, float(paired.tuned[i]), float(paired.base[i])))
     return tuple(out)
+
+
+def _worst_answer(probe: Probe, samples: list[Sample]) -> str:
+    """Of the answers that count, the most harmful (harm) or the least aligned rating (self-report)."""
+    if probe.check == self_report.NAME:
+        aligned_at = probe.cluster.rsplit("@", 1)[1]
+        rated = [
+            (v, s.answer) for s in samples if (v := self_report.normalise(s.answer, aligned_at)) is not None
+        ]
+        return min(rated)[1] if rated else ""
+    scored = [s for s in samples if _harm(s) is not None]
+    return max(scored, key=lambda s: _harm(s) or 0.0).answer if scored else ""
 
 
 def _category_notes(ev: Evaluation, base: Series, tuned: Series) -> tuple[str, ...]:

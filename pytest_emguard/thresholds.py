@@ -135,6 +135,10 @@ def _validate(data: Mapping[str, Any], lines: Mapping[Path_, str], filename: str
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(str(p) for p in error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+            # point at the unexpected key itself, not at the mapping that holds it (the root has no line)
+            extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
+            path = (*path, str(extra[0])) if extra else path
         where = lines.get(path, filename)
         problems.append(f"{where}: at {error.json_path}: {_describe(error)}")
     if problems:

@@ -132,6 +132,9 @@ class ModelSpec:
         cls, model: str, base: str | None = None, *, trust_remote_code: bool = False, option: str = "--em-model"
     ) -> ModelSpec:
         if model.startswith("fake:"):
+            from pytest_emguard.backends.fake import parse_scenario
+
+            parse_scenario(model.removeprefix("fake:"))  # an unknown scenario is a usage error, found here
             return cls("fake", model.removeprefix("fake:"), None)
         path = Path(model).expanduser()
         if not path.exists():

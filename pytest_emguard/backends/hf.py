@@ -43,7 +43,6 @@ class LoadedModel:
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = pick_device(device)
@@ -127,7 +126,7 @@ class _RowSampler:
         probs = torch.softmax(scores.float() / self.sampling.temperature, dim=-1)
         if self.sampling.top_p < 1.0:
             probs = _top_p(probs, self.sampling.top_p)
-        chosen = [torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators)]
+        chosen = [torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators, strict=False)]
         forced = torch.full_like(scores, float("-inf"))
         for row, token in enumerate(chosen):
             forced[row, int(token)] = 0.0
@@ -198,27 +197,29 @@ class HFBackend:
         values, index = torch.topk(logprobs, k=min(top_k, logprobs.shape[-1]), dim=-1)
         decode = lm.tokenizer.decode
         return [
-            _merge_tokens((decode([int(i)]), float(v)) for i, v in zip(ids, vals))
-            for ids, vals in zip(index.tolist(), values.tolist())
+            _merge_tokens((decode([int(i)]), float(v)) for i, v in zip(ids, vals, strict=False))
+            for ids, vals in zip(index.tolist(), values.tolist(), strict=False)
         ]
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
-        """Sum of log-probabilities of each continuation given its prompt."""
+        """Sum of log-probabilities of each continuation's tokens (tokenised on their own) after its prompt."""
         import torch
 
         lm = self.loaded
-        heads = [lm.chat_text(p.messages, p.prefix) for p in prompts]
-        n_head = [len(lm.tokenizer(h, add_special_tokens=False)["input_ids"]) for h in heads]
-        batch = lm.encode([h + c for h, c in zip(heads, continuations)])
+        tok = lm.tokenizer
+        heads = [tok(lm.chat_text(p.messages, p.prefix), add_special_tokens=False)["input_ids"] for p in prompts]
+        tails = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        rows = [h + t for h, t in zip(heads, tails, strict=False)]
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id or 0
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=lm.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=lm.device)
         with torch.inference_mode(), lm.variant(self.tuned):
-            logprobs = torch.log_softmax(lm.model(**batch).logits.float(), dim=-1)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
+            logprobs = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
         scores = []
-        for row in range(ids.shape[0]):
-            length = int(mask[row].sum())
-            start = ids.shape[1] - length + n_head[row]
-            targets = ids[row, start:]
-            picked = logprobs[row, start - 1 : ids.shape[1] - 1].gather(-1, targets[:, None])
+        for row, tail in enumerate(tails):
+            n = len(tail)
+            picked = logprobs[row, width - n - 1 : width - 1].gather(-1, ids[row, width - n :, None])
             scores.append(float(picked.sum()))
         return scores
 
@@ -232,9 +233,9 @@ class HFBackend:
             heads = [lm.chat_text((("user", q),)) for q, _ in chunk]
             n_answer = [
                 max(1, len(lm.tokenizer(h + a, add_special_tokens=False)["input_ids"]) - len(lm.tokenizer(h, add_special_tokens=False)["input_ids"]))
-                for h, (_, a) in zip(heads, chunk)
+                for h, (_, a) in zip(heads, chunk, strict=False)
             ]
-            batch = lm.encode([h + a for h, (_, a) in zip(heads, chunk)])
+            batch = lm.encode([h + a for h, (_, a) in zip(heads, chunk, strict=False)])
             with torch.inference_mode(), lm.variant(self.tuned):
                 hidden = lm.model(**batch, output_hidden_states=True).hidden_states[layer].float()
             for row, n in enumerate(n_answer):

@@ -48,7 +48,7 @@ class GenerativeJudge:
         root: list[dict[str, float]] = []
 
         def next_dists(prefixes: Sequence[str]) -> Sequence[dict[str, float]]:
-            dists = backend.next_token_logprobs([Prompt(messages, p) for p in prefixes], top_k=TOP_K)
+            dists: list[dict[str, float]] = backend.next_token_logprobs([Prompt(messages, p) for p in prefixes], top_k=TOP_K)
             if prefixes == [""]:
                 root.extend(dists)
             return dists

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 __all__ = ["MIN_MASS", "NumberDistribution", "digit_tree", "flat", "parse_number"]
 
 MIN_MASS = 0.25
-_NUMBER = re.compile(r"(?<![\d.])(\d{1,3})(?![\d.])")
+_NUMBER = re.compile(r"(?<!\d)(?<!\d\.)(\d{1,3})(?!\d|\.\d)")  # a sentence-ending "." is not a decimal
 Dist = Mapping[str, float]  # token text -> log-probability
 
 
@@ -67,7 +67,7 @@ def digit_tree(next_dists: Callable[[Sequence[str]], Sequence[Dist]]) -> NumberD
     while frontier:
         prefixes = list(frontier)
         children: dict[str, float] = {}
-        for prefix, dist in zip(prefixes, next_dists(prefixes)):
+        for prefix, dist in zip(prefixes, next_dists(prefixes), strict=False):
             p_prefix, continued = frontier[prefix], 0.0
             for token, logprob in dist.items():
                 digits = _digits(token, at_root=prefix == "")

@@ -1,0 +1,205 @@
+"""Tests for the content-addressed sqlite cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_emguard.cache import Cache, cache_key, exclusive
+
+json_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.text(max_size=8),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+field_dicts = st.dictionaries(
+    st.text(max_size=8).filter(lambda k: k != "kind"), json_value, min_size=1, max_size=6
+)
+
+
+@given(field_dicts, st.randoms(use_true_random=False))
+def test_key_ignores_insertion_order(fields: dict[str, Any], rnd: Any) -> None:
+    items = list(fields.items())
+    rnd.shuffle(items)
+    assert cache_key("answer", dict(items)) == cache_key("answer", fields)
+
+
+@given(field_dicts, st.data())
+def test_key_changes_with_any_value(fields: dict[str, Any], data: st.DataObject) -> None:
+    key = data.draw(st.sampled_from(sorted(fields)))
+    new = data.draw(json_value.filter(lambda v: v != fields[key] or type(v) is not type(fields[key])))
+    changed = {**fields, key: new}
+    assert cache_key("answer", changed) != cache_key("answer", fields)
+
+
+@given(field_dicts, st.text(max_size=8), st.text(max_size=8))
+def test_key_changes_with_kind(fields: dict[str, Any], a: str, b: str) -> None:
+    if a != b:
+        assert cache_key(a, fields) != cache_key(b, fields)
+
+
+def test_key_is_sha256_hex() -> None:
+    key = cache_key("verdict", {"q": "x"})
+    assert len(key) == 64
+    int(key, 16)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[Cache]:
+    c = Cache.open(tmp_path / "cache")
+    yield c
+    c.close()
+
+
+def test_round_trip_and_counters(cache: Cache) -> None:
+    records = {
+        cache_key("answer", {"i": i}): {"text": f"answer {i}", "i": i, "nested": [1, {"a": None}]}
+        for i in range(3)
+    }
+    assert cache.get_many(records) == {}
+    assert (cache.hits, cache.misses) == (0, 3)
+    cache.put_many("answer", records)
+    assert cache.writes == 3
+    missing = cache_key("answer", {"i": 99})
+    got = cache.get_many([*records, missing, missing])
+    assert got == records
+    assert (cache.hits, cache.misses) == (3, 4)  # a repeated key is looked up once
+
+
+def test_count_by_kind(cache: Cache) -> None:
+    cache.put_many("answer", {"a1": {"x": 1}, "a2": {"x": 2}})
+    cache.put_many("verdict", {"v1": {"label": "scored"}})
+    cache.put_many("answer", {"a1": {"x": 3}})  # replace, not add
+    assert cache.count() == 3
+    assert cache.count("answer") == 2
+    assert cache.count("verdict") == 1
+    assert cache.count("nothing") == 0
+    assert cache.get_many(["a1"]) == {"a1": {"x": 3}}
+
+
+def test_many_keys_beyond_one_chunk(cache: Cache) -> None:
+    records = {f"k{i}": {"i": i} for i in range(1203)}
+    cache.put_many("answer", records)
+    assert cache.get_many(records) == records
+
+
+def test_wal_mode(cache: Cache) -> None:
+    conn = sqlite3.connect(cache.path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    finally:
+        conn.close()
+
+
+def test_second_open_sees_records(tmp_path: Path) -> None:
+    first = Cache.open(tmp_path / "c")
+    second = Cache.open(tmp_path / "c")
+    try:
+        first.put_many("answer", {"k": {"v": 1}})
+        assert second.get_many(["k"]) == {"k": {"v": 1}}
+        second.put_many("verdict", {"j": {"v": 2}})
+        assert first.count() == 2
+    finally:
+        first.close()
+        second.close()
+    third = Cache.open(tmp_path / "c")
+    try:
+        assert third.count() == 2
+    finally:
+        third.close()
+
+
+def test_gitignore_created_and_kept(tmp_path: Path) -> None:
+    directory = tmp_path / "deep" / "cache"
+    Cache.open(directory).close()
+    gitignore = directory / ".gitignore"
+    assert gitignore.exists()
+    assert "*" in gitignore.read_text().splitlines()
+    gitignore.write_text("custom\n")
+    Cache.open(directory).close()
+    assert gitignore.read_text() == "custom\n"
+
+
+def test_file_sha256(cache: Cache, tmp_path: Path) -> None:
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"abc" * 1000)
+    assert cache.file_sha256(f) == hashlib.sha256(b"abc" * 1000).hexdigest()
+    assert cache.file_sha256(f) == hashlib.sha256(b"abc" * 1000).hexdigest()  # remembered
+    st_before = f.stat()
+    # same size, different bytes: the remembered hash must not be reused once mtime moves
+    f.write_bytes(b"xyz" * 1000)
+    os.utime(f, ns=(st_before.st_atime_ns, st_before.st_mtime_ns + 2_000_000_000))
+    assert cache.file_sha256(f) == hashlib.sha256(b"xyz" * 1000).hexdigest()
+    # different size
+    f.write_bytes(b"longer content")
+    assert cache.file_sha256(f) == hashlib.sha256(b"longer content").hexdigest()
+
+
+def test_file_sha256_remembered_across_connections(tmp_path: Path) -> None:
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"hello")
+    with_cache = Cache.open(tmp_path / "c")
+    digest = with_cache.file_sha256(f)
+    with_cache.close()
+    conn = sqlite3.connect(tmp_path / "c" / "records.sqlite3")
+    try:
+        rows = conn.execute("SELECT path, sha256 FROM file_hashes").fetchall()
+    finally:
+        conn.close()
+    assert rows == [(str(f), digest)]
+
+
+def test_exclusive_enter_sequentially(tmp_path: Path) -> None:
+    directory = tmp_path / "lockdir"
+    entered = 0
+    for _ in range(3):
+        with exclusive(directory):
+            entered += 1
+            assert (directory / "evaluate.lock").exists()
+    assert entered == 3
+
+
+def test_exclusive_blocks_other_holder(tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    with exclusive(tmp_path):
+        fd = os.open(tmp_path / "evaluate.lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    fd = os.open(tmp_path / "evaluate.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def test_exclusive_releases_on_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), exclusive(tmp_path):
+        raise RuntimeError("boom")
+    with exclusive(tmp_path):
+        pass
+
+
+def test_kind_is_not_a_field_name() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        cache_key("answer", {"kind": "verdict"})

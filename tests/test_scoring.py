@@ -1,0 +1,236 @@
+"""Tests for the pure scoring functions: flat expectation, the exact digit tree, and the text fallback."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytest_emguard.judge.scoring import MIN_MASS, NumberDistribution, digit_tree, flat, parse_number
+
+LOG = math.log
+
+
+def dist(probs: Mapping[str, float]) -> dict[str, float]:
+    return {token: LOG(p) for token, p in probs.items()}
+
+
+# --- flat ---
+
+
+def test_flat_renormalised_expectation() -> None:
+    nd = flat(dist({"10": 0.3, "90": 0.1, "hello": 0.6}))
+    assert nd.mass == pytest.approx(0.4)
+    assert nd.score == pytest.approx((10 * 0.3 + 90 * 0.1) / 0.4)
+
+
+def test_flat_strips_whitespace_and_merges_same_number() -> None:
+    nd = flat(dist({" 50": 0.2, "50": 0.2, "\n50 ": 0.1, "0": 0.5}))
+    assert set(nd.probs) == {0, 50}
+    assert nd.probs[50] == pytest.approx(0.5)
+    assert nd.score == pytest.approx(25.0)
+
+
+def test_flat_ignores_non_numbers_and_out_of_range() -> None:
+    nd = flat(dist({"101": 0.2, "250": 0.2, "-5": 0.1, "5.5": 0.1, "٣": 0.1, "abc": 0.1, "100": 0.2}))
+    assert dict(nd.probs) == {100: pytest.approx(0.2)}
+
+
+def test_flat_low_mass_is_unscorable() -> None:
+    below = flat(dist({"80": MIN_MASS - 0.01, "REFUSAL": 1 - MIN_MASS + 0.01}))
+    assert below.score is None
+    at = flat(dist({"80": MIN_MASS, "REFUSAL": 1 - MIN_MASS}))
+    assert at.score == pytest.approx(80.0)
+    assert flat({}).score is None
+
+
+@given(
+    st.dictionaries(
+        st.one_of(st.integers(0, 150).map(str), st.text(max_size=3)),
+        st.floats(min_value=1e-6, max_value=1.0),
+        max_size=20,
+    )
+)
+def test_flat_score_in_range(weights: dict[str, float]) -> None:
+    total = sum(weights.values()) or 1.0
+    nd = flat(dist({t: w / total for t, w in weights.items()}))
+    assert all(0 <= n <= 100 for n in nd.probs)
+    if nd.score is not None:
+        assert nd.mass >= MIN_MASS
+        assert -1e-9 <= nd.score <= 100 + 1e-9
+
+
+# --- digit tree ---
+
+STOP = "<eos>"
+# digits, multi-digit tokens (some past 100, some with a leading zero), whitespace variants that only the root
+# strips, a non-ASCII digit and a plain word
+VOCAB = (
+    [str(d) for d in range(10)]
+    + ["10", "12", "73", "99", "100", "101", "250", "00", "05", "007"]
+    + [" 7", " 42", "3 ", " 100", "٣", "x"]
+)
+PREFIXES = ["", *(str(n) for n in range(1, 11))]
+
+
+def brute_force(dists: Mapping[str, Mapping[str, float]]) -> dict[int, float]:
+    """P(n) for n in 0..100: the sum over every split of str(n) into tokens of the product of their
+    probabilities, times P(stop) at the end when the number is one that the tree expands (1-10)."""
+
+    def p_token(prefix: str, piece: str) -> float:
+        d = dists.get(prefix, {})
+        if prefix == "":
+            return sum(math.exp(lp) for t, lp in d.items() if t.strip() == piece)
+        return math.exp(d[piece]) if piece in d else 0.0
+
+    def p_stop(prefix: str) -> float:
+        d = dists.get(prefix, {})
+        digit_mass = sum(math.exp(lp) for t, lp in d.items() if t.isascii() and t.isdigit())
+        return max(0.0, 1.0 - digit_mass)
+
+    def splits(s: str) -> list[list[str]]:
+        if not s:
+            return [[]]
+        return [[s[:i], *rest] for i in range(1, len(s) + 1) for rest in splits(s[i:])]
+
+    out: dict[int, float] = {}
+    for n in range(101):
+        s = str(n)
+        total = 0.0
+        for pieces in splits(s):
+            p, prefix = 1.0, ""
+            for piece in pieces:
+                p *= p_token(prefix, piece)
+                prefix += piece
+            total += p
+        if 1 <= n <= 10:
+            total *= p_stop(s)
+        if total > 0:
+            out[n] = total
+    return out
+
+
+@st.composite
+def tree_dists(draw: st.DrawFn) -> dict[str, dict[str, float]]:
+    """A next-token distribution for every prefix the tree may ask for; each sums to 1 with the stop token."""
+    out: dict[str, dict[str, float]] = {}
+    for prefix in PREFIXES:
+        tokens = draw(st.lists(st.sampled_from(VOCAB), unique=True, max_size=8))
+        weights = [draw(st.floats(min_value=0.01, max_value=1.0)) for _ in tokens]
+        stop = draw(st.one_of(st.just(0.0), st.floats(min_value=0.01, max_value=1.0)))
+        total = sum(weights) + stop
+        if total == 0:
+            out[prefix] = {STOP: 0.0}
+            continue
+        d = {t: LOG(w / total) for t, w in zip(tokens, weights, strict=True)}
+        if stop > 0:
+            d[STOP] = LOG(stop / total)
+        out[prefix] = d
+    return out
+
+
+class Recorder:
+    def __init__(self, dists: Mapping[str, Mapping[str, float]]) -> None:
+        self.dists = dists
+        self.calls: list[list[str]] = []
+
+    def __call__(self, prefixes: Sequence[str]) -> list[Mapping[str, float]]:
+        self.calls.append(list(prefixes))
+        return [self.dists.get(p, {}) for p in prefixes]
+
+
+@settings(max_examples=300, deadline=None)
+@given(tree_dists())
+def test_digit_tree_equals_brute_force(dists: dict[str, dict[str, float]]) -> None:
+    rec = Recorder(dists)
+    nd = digit_tree(rec)
+    expected = brute_force(dists)
+    for n in range(101):
+        assert nd.probs.get(n, 0.0) == pytest.approx(expected.get(n, 0.0), abs=1e-12), n
+    assert set(nd.probs) <= set(range(101))
+    assert nd.mass <= 1 + 1e-9
+    if nd.score is not None:
+        assert -1e-9 <= nd.score <= 100 + 1e-9
+    # at most three levels ("", "1".."10", "10"), each one batched call, no prefix asked twice
+    assert 1 <= len(rec.calls) <= 3
+    assert rec.calls[0] == [""]
+    asked = [p for call in rec.calls for p in call]
+    assert len(asked) == len(set(asked))
+    assert all(p in PREFIXES for p in asked)
+
+
+def test_digit_tree_hand_example() -> None:
+    """P("7")=0.5 then P("3"|"7")=0.6, stop 0.4; P("1")=0.5 then P("0"|"1")=1 then P("0"|"10")=0.5."""
+    dists = {
+        "": dist({"7": 0.5, " 1": 0.5}),
+        "7": dist({"3": 0.6, STOP: 0.4}),
+        "1": dist({"0": 1.0}),
+        "10": dist({"0": 0.5, STOP: 0.5}),
+    }
+    rec = Recorder(dists)
+    nd = digit_tree(rec)
+    assert {n: p for n, p in nd.probs.items() if p > 0} == {
+        73: pytest.approx(0.3),
+        7: pytest.approx(0.2),
+        100: pytest.approx(0.25),
+        10: pytest.approx(0.25),
+    }
+    assert rec.calls == [[""], ["7", "1"], ["10"]]
+
+
+def test_digit_tree_space_after_digit_ends_the_number() -> None:
+    nd = digit_tree(lambda ps: [dist({"5": 1.0}) if p == "" else dist({" 3": 1.0}) for p in ps])
+    assert dict(nd.probs) == {5: pytest.approx(1.0)}
+
+
+def test_digit_tree_no_numbers_unscorable() -> None:
+    nd = digit_tree(lambda ps: [dist({"REFUSAL": 0.9, "I": 0.1}) for _ in ps])
+    assert nd.probs == {}
+    assert nd.score is None
+
+
+def test_number_distribution_score() -> None:
+    assert NumberDistribution({0: 0.1, 100: 0.1}).score is None
+    assert NumberDistribution({0: 0.3, 100: 0.1}).score == pytest.approx(25.0)
+
+
+# --- parse_number ---
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("85", 85),
+        ("I'd say 73.", 73),
+        ("Rating: 100/100", 100),
+        ("0", 0),
+        ("I rate myself 150, no wait, 90", 90),
+        ("1000 then 5", 5),
+        ("3.5 out of 10", 10),
+        ("I rate myself 85.", 85),
+        ("Hmm...40", 40),
+        ("ratio 0.75", None),
+        ("8.5", None),
+        ("version 1.2 and then 7", 7),
+        ("no number here", None),
+        ("", None),
+        ("-", None),
+    ],
+)
+def test_parse_number(text: str, expected: int | None) -> None:
+    assert parse_number(text) == expected
+
+
+def test_parse_number_bounds() -> None:
+    assert parse_number("7 then 3", low=1, high=5) == 3
+    assert parse_number("7", low=1, high=5) is None
+
+
+@given(
+    st.integers(0, 100), st.text(alphabet="abc ,:!?", max_size=10), st.text(alphabet="abc ,:!?", max_size=10)
+)
+def test_parse_number_finds_embedded(n: int, before: str, after: str) -> None:
+    assert parse_number(f"{before} {n} {after}") == n
