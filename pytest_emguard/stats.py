@@ -210,7 +210,7 @@ def _too_few(interval: Interval, min_clusters: int) -> Decision:
     if interval.n_clusters > 0:
         more = math.ceil(min_clusters / interval.n_clusters * interval.n_samples)
     reason = (
-        f"only {interval.n_clusters} clusters could be paired, fewer than the {min_clusters} required"
+        f"only {interval.n_clusters} cluster(s) could be paired, fewer than the {min_clusters} required"
         + (f"; roughly {more} valid samples are needed" if more is not None else "")
     )
     return Decision("inconclusive", reason, more)

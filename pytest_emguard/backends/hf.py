@@ -55,6 +55,9 @@ class LoadedModel:
         else:
             kwargs["use_safetensors"] = True
         try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
             tokenizer = AutoTokenizer.from_pretrained(source, **_tok_kwargs(kwargs))
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
@@ -224,23 +227,54 @@ class HFBackend:
         return scores
 
     def pooled_states(self, pairs: Sequence[tuple[str, str]], layer: int, batch_size: int = 16) -> np.ndarray:
-        """Mean over the answer's tokens of the hidden state after ``layer``, for (question, answer) pairs."""
-        import torch
-
+        """Mean over the answer's tokens of the hidden state after ``layer`` decoder layers, for (question,
+        answer) pairs.  The forward pass stops after that layer."""
         lm, rows = self.loaded, []
+        tok = lm.tokenizer
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
             heads = [lm.chat_text((("user", q),)) for q, _ in chunk]
-            n_answer = [
-                max(1, len(lm.tokenizer(h + a, add_special_tokens=False)["input_ids"]) - len(lm.tokenizer(h, add_special_tokens=False)["input_ids"]))
-                for h, (_, a) in zip(heads, chunk, strict=False)
-            ]
-            batch = lm.encode([h + a for h, (_, a) in zip(heads, chunk, strict=False)])
-            with torch.inference_mode(), lm.variant(self.tuned):
-                hidden = lm.model(**batch, output_hidden_states=True).hidden_states[layer].float()
-            for row, n in enumerate(n_answer):
-                rows.append(hidden[row, -n:].mean(dim=0).cpu().numpy())
+            n_head = [len(tok(h, add_special_tokens=False)["input_ids"]) for h in heads]
+            n_full = [len(tok(h + a, add_special_tokens=False)["input_ids"]) for h, (_, a) in zip(heads, chunk, strict=True)]
+            batch = lm.encode([h + a for h, (_, a) in zip(heads, chunk, strict=True)])
+            hidden = self._hidden_after(batch, layer)
+            for row, (head, full) in enumerate(zip(n_head, n_full, strict=True)):
+                rows.append(hidden[row, -max(1, full - head) :].mean(dim=0).cpu().numpy())
         return np.stack(rows).astype(np.float64)
+
+    def _hidden_after(self, batch: Any, layer: int) -> torch.Tensor:
+        import torch
+
+        lm = self.loaded
+        layers = _decoder_layers(lm.model)
+        with torch.inference_mode(), lm.variant(self.tuned):
+            if layers is None or not 0 < layer < len(layers):
+                return lm.model(**batch, output_hidden_states=True).hidden_states[layer].float()
+            captured: list[torch.Tensor] = []
+
+            def stop(_module: Any, _inputs: Any, output: Any) -> None:
+                captured.append(output[0] if isinstance(output, tuple) else output)
+                raise _Stop
+
+            handle = layers[layer - 1].register_forward_hook(stop)
+            try:
+                lm.model(**batch)
+            except _Stop:
+                pass
+            finally:
+                handle.remove()
+            return captured[0].float()
+
+
+class _Stop(Exception):
+    """Raised by a forward hook to end a pass once the wanted layer has run."""
+
+
+def _decoder_layers(model: Any) -> Any:
+    """The decoder layer list of a Llama/Qwen/Mistral-style causal LM (peft-wrapped or not), or None."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = getattr(getattr(inner, "model", None), "layers", None)
+    return layers if layers is not None and hasattr(layers, "__len__") else None
 
 
 def _merge_tokens(pairs: Iterator[tuple[str, float]]) -> dict[str, float]:
