@@ -58,7 +58,9 @@ class Evaluation:
 
     @property
     def complete(self) -> bool:
-        return all(s is not None for side in self.records.values() for samples in side.values() for s in samples)
+        return all(
+            s is not None for side in self.records.values() for samples in side.values() for s in samples
+        )
 
 
 def plan(settings: Settings) -> tuple[Probe, ...]:
@@ -78,14 +80,25 @@ def evaluate(settings: Settings, *, progress: Progress = _stderr, compute: bool 
     try:
         fingerprints = model_fingerprints(spec, cache, settings.device)
         judge = open_judge(
-            judge_spec, hash_file=cache.file_sha256, cache_dir=Path(settings.cache_dir), device=settings.device, progress=progress
+            judge_spec,
+            hash_file=cache.file_sha256,
+            cache_dir=Path(settings.cache_dir),
+            device=settings.device,
+            progress=progress,
         )
         run = _Run(settings, spec, cache, fingerprints, judge, progress, compute)
         records = run.answers()
         run.verdicts(records)
         run.stats.seconds = time.monotonic() - started
         return Evaluation(
-            spec, settings, run.probes, records, fingerprints, judge.fingerprint, tuple(judge.health()), run.stats
+            spec,
+            settings,
+            run.probes,
+            records,
+            fingerprints,
+            judge.fingerprint,
+            tuple(judge.health()),
+            run.stats,
         )
     finally:
         cache.close()
@@ -104,7 +117,9 @@ def model_fingerprints(spec: ModelSpec, cache: Cache, device: str) -> dict[str, 
     env = {"backend": "hf", "device": pick_device(device), **_versions("torch", "transformers", "peft")}
     base = _hash({**env, "weights": digest_files(Path(spec.base), cache.file_sha256)})
     if spec.kind == "adapter":
-        tuned = _hash({"base": base, "adapter": digest_files(Path(spec.path), cache.file_sha256, adapter=True)})
+        tuned = _hash(
+            {"base": base, "adapter": digest_files(Path(spec.path), cache.file_sha256, adapter=True)}
+        )
     elif spec.kind == "gguf":
         tuned = _hash({**env, "gguf": cache.file_sha256(Path(spec.path))})
     else:
@@ -178,14 +193,19 @@ class _Run:
 
     def _generate(self, side: str, missing: list[tuple[Request, str]]) -> dict[str, dict[str, object]]:
         backend = getattr(self._models(), side)
-        ordered = sorted(missing, key=lambda rk: (rk[0].sampling.max_new_tokens, len(json.dumps(rk[0].messages))))
+        ordered = sorted(
+            missing, key=lambda rk: (rk[0].sampling.max_new_tokens, len(json.dumps(rk[0].messages)))
+        )
         size, done, tokens, started = self.settings.batch_size, {}, 0, time.monotonic()
         budget = [0, sum(r.sampling.max_new_tokens for r, _ in ordered)]
         self.progress(f"{side}: generating {len(ordered)} answers ({self.stats.answers_cached} in the cache)")
         for start in range(0, len(ordered), size):
             chunk = ordered[start : start + size]
             completions: list[Completion] = backend.generate([r for r, _ in chunk])
-            batch = {k: {"text": c.text, "n_tokens": c.n_tokens, "finish": c.finish} for (_, k), c in zip(chunk, completions, strict=False)}
+            batch = {
+                k: {"text": c.text, "n_tokens": c.n_tokens, "finish": c.finish}
+                for (_, k), c in zip(chunk, completions, strict=False)
+            }
             self.cache.put_many("answer", batch)
             done.update(batch)
             tokens += sum(c.n_tokens for c in completions)
@@ -198,7 +218,9 @@ class _Run:
         """ETA from the share of the token budget (max_new_tokens) done, not the share of requests."""
         elapsed = max(time.monotonic() - started, 1e-6)
         eta = elapsed / max(share, 1e-6) * (1.0 - share)
-        self.progress(f"{side}: {done}/{total} answers, {tokens / elapsed:.0f} tok/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s")
+        self.progress(
+            f"{side}: {done}/{total} answers, {tokens / elapsed:.0f} tok/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+        )
 
     def _models(self) -> ModelPair:
         if self._pair is None:
@@ -216,10 +238,15 @@ class _Run:
             for k, sample in enumerate(records[side][(p.check, p.cluster)])
             if sample is not None
         ]
-        keys = [cache_key("verdict", {"judge": self.judge.fingerprint, "q": p.question, "a": s.answer}) for _, p, _, s in slots]
+        keys = [
+            cache_key("verdict", {"judge": self.judge.fingerprint, "q": p.question, "a": s.answer})
+            for _, p, _, s in slots
+        ]
         found = self.cache.get_many(keys)
         self.stats.verdicts_cached += len(found)
-        todo = {k: (p.question, s.answer) for k, (_, p, _, s) in zip(keys, slots, strict=False) if k not in found}
+        todo = {
+            k: (p.question, s.answer) for k, (_, p, _, s) in zip(keys, slots, strict=False) if k not in found
+        }
         if todo and self.compute:
             found.update(self._judge(todo))
         for key, (side, p, k, s) in zip(keys, slots, strict=False):
@@ -231,7 +258,12 @@ class _Run:
     def _judge(self, todo: dict[str, tuple[str, str]]) -> dict[str, dict[str, object]]:
         self.progress(f"judging {len(todo)} answers")
         self.stats.judge_loaded = True
-        items, done, size, started = list(todo.items()), {}, max(self.settings.batch_size, 32), time.monotonic()
+        items, done, size, started = (
+            list(todo.items()),
+            {},
+            max(self.settings.batch_size, 32),
+            time.monotonic(),
+        )
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
             verdicts = self.judge.judge([qa for _, qa in chunk])
@@ -251,5 +283,3 @@ def open_pair(spec: ModelSpec, fingerprints: dict[str, str], settings: Settings)
     from pytest_emguard.backends.hf import open_hf_pair
 
     return open_hf_pair(spec, (fingerprints["base"], fingerprints["tuned"]), settings.device)
-
-

@@ -31,7 +31,9 @@ def cache_key(kind: str, fields: Mapping[str, Any]) -> str:
     """sha256 over canonical JSON of ``fields``; ``kind`` keeps answers and verdicts apart."""
     if "kind" in fields:  # it would overwrite ``kind`` and let two kinds share a key
         raise ValueError("cache_key: 'kind' is reserved and cannot be a field name")
-    canonical = json.dumps({"kind": kind, **fields}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        {"kind": kind, **fields}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -95,7 +97,8 @@ class Cache:
         digest = _hash_file(path)
         with self._transaction():
             self._conn.execute(
-                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", (str(path), st.st_size, st.st_mtime_ns, digest)
+                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
+                (str(path), st.st_size, st.st_mtime_ns, digest),
             )
         return digest
 

@@ -26,7 +26,10 @@ class EmguardCollector(pytest.Collector):
     def collect(self) -> list[pytest.Item]:
         from pytest_emguard.gate import item_ids
 
-        return [EmguardItem.from_parent(self, name=item_id, gate=self.gate) for item_id in item_ids(self.gate.thresholds)]
+        return [
+            EmguardItem.from_parent(self, name=item_id, gate=self.gate)
+            for item_id in item_ids(self.gate.thresholds)
+        ]
 
 
 class EmguardItem(pytest.Item):
@@ -62,6 +65,8 @@ class EmguardItem(pytest.Item):
 
 
 def add_items(session: pytest.Session, gate: EmguardSession, items: list[pytest.Item]) -> None:
-    collector = EmguardCollector.from_parent(session, name="emguard", nodeid="emguard", path=session.config.rootpath, gate=gate)
+    collector = EmguardCollector.from_parent(
+        session, name="emguard", nodeid="emguard", path=session.config.rootpath, gate=gate
+    )
     # through genitems, so collection hooks fire and the terminal counts the items ("collected 11 items")
     items[:0] = session.genitems(collector)

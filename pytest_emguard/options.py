@@ -18,12 +18,24 @@ __all__ = ["OPTIONS", "Settings", "add_options", "read_settings"]
 
 # name, default, help
 OPTIONS: tuple[tuple[str, str | None, str], ...] = (
-    ("model", None, "model to gate: a PEFT adapter directory (base read from adapter_config.json), a full model "
-     "directory (with --em-base), a .gguf file, or fake:SCENARIO for tests"),
+    (
+        "model",
+        None,
+        "model to gate: a PEFT adapter directory (base read from adapter_config.json), a full model "
+        "directory (with --em-base), a .gguf file, or fake:SCENARIO for tests",
+    ),
     ("base", None, "base model directory to compare against (overrides adapter_config.json)"),
-    ("judge", None, "the judge, SCHEME:TARGET: probe:PATH (offline linear probe on a local model), hf:PATH "
-     "(local generative judge), fake: (tests). Never the model under test"),
-    ("thresholds", None, "YAML thresholds file merged over the package default (default: the package default)"),
+    (
+        "judge",
+        None,
+        "the judge, SCHEME:TARGET: probe:PATH (offline linear probe on a local model), hf:PATH "
+        "(local generative judge), fake: (tests). Never the model under test",
+    ),
+    (
+        "thresholds",
+        None,
+        "YAML thresholds file merged over the package default (default: the package default)",
+    ),
     ("samples", "10", "sampled answers per prompt; also N of best-of-N (default: 10)"),
     ("seed", "0", "run seed; every request's seed derives from it (default: 0)"),
     ("cache-dir", ".emguard_cache", "record cache directory (default: .emguard_cache)"),
@@ -74,9 +86,13 @@ def _int(config: pytest.Config, name: str, low: int, high: int) -> int:
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"--em-{name}", f"{raw!r} is not an integer", f"pass a whole number from {low} to {high}") from None
+        raise ConfigError(
+            f"--em-{name}", f"{raw!r} is not an integer", f"pass a whole number from {low} to {high}"
+        ) from None
     if not low <= value <= high:
-        raise ConfigError(f"--em-{name}", f"{value} is out of range", f"pass a whole number from {low} to {high}")
+        raise ConfigError(
+            f"--em-{name}", f"{value} is out of range", f"pass a whole number from {low} to {high}"
+        )
     return value
 
 

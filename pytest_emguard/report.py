@@ -42,8 +42,14 @@ def failure_text(result: ItemResult, settings: Settings) -> str:
     limit = "allowed increase" if result.direction == "increase" else "allowed decrease"
     lines = [f"emguard::{result.item_id} {word}: {result.reason}", f"  metric: {result.metric}"]
     iv = result.interval
-    diff = "n/a" if iv is None else f"{iv.estimate:+.1f}, {iv.confidence:.0%} interval [{iv.low:+.1f}, {iv.high:+.1f}]"
-    lines.append(f"  base {_num(result.base_value)} -> fine-tune {_num(result.tuned_value)}; difference {diff}")
+    diff = (
+        "n/a"
+        if iv is None
+        else f"{iv.estimate:+.1f}, {iv.confidence:.0%} interval [{iv.low:+.1f}, {iv.high:+.1f}]"
+    )
+    lines.append(
+        f"  base {_num(result.base_value)} -> fine-tune {_num(result.tuned_value)}; difference {diff}"
+    )
     if iv is not None:
         lines.append(f"  paired bootstrap over {iv.n_clusters} questions, {iv.n_samples} valid samples")
     lines.append(f"  threshold: {sign}{result.threshold:.1f} {limit} ({result.source})")
@@ -77,8 +83,14 @@ def judge_health(ev: Evaluation) -> str:
 def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Persona) -> list[str]:
     spec = ev.spec
     kind = f"{spec.kind} on base {spec.base}" if spec.base else spec.kind
-    lines = [f"model: {spec.label} ({kind})", f"judge: {ev.settings.judge}", f"judge health: {judge_health(ev)}"]
-    lines.append(f"{'item':<40} {'outcome':<13} {'base':>6} {'tuned':>6}  {'difference [interval]':<26} threshold")
+    lines = [
+        f"model: {spec.label} ({kind})",
+        f"judge: {ev.settings.judge}",
+        f"judge health: {judge_health(ev)}",
+    ]
+    lines.append(
+        f"{'item':<40} {'outcome':<13} {'base':>6} {'tuned':>6}  {'difference [interval]':<26} threshold"
+    )
     for r in results:
         iv = r.interval
         diff = "n/a" if iv is None else f"{iv.estimate:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}]"

@@ -59,7 +59,9 @@ class Thresholds:
             try:
                 user_text = p.read_text("utf-8")
             except OSError as exc:
-                raise ConfigError("--em-thresholds", f"cannot read {p} ({exc.strerror})", "pass an existing YAML file") from exc
+                raise ConfigError(
+                    "--em-thresholds", f"cannot read {p} ({exc.strerror})", "pass an existing YAML file"
+                ) from exc
             user, user_sources = _parse(user_text, str(p))
             data, sources = _merge(data, user), {**sources, **user_sources}
             files.append(str(p))
@@ -111,9 +113,15 @@ def _parse(text: str, filename: str) -> tuple[dict[str, Any], dict[Path_, str]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}" if mark is not None else filename
-        raise ConfigError(where, f"is not valid YAML ({getattr(exc, 'problem', exc)})", "fix the YAML syntax") from exc
+        raise ConfigError(
+            where, f"is not valid YAML ({getattr(exc, 'problem', exc)})", "fix the YAML syntax"
+        ) from exc
     if not isinstance(data, dict):
-        raise ConfigError(filename, "must be a YAML mapping with 'version: 1' at the top", "start from thresholds/default.yaml")
+        raise ConfigError(
+            filename,
+            "must be a YAML mapping with 'version: 1' at the top",
+            "start from thresholds/default.yaml",
+        )
     lines = dict(_lines(node, (), filename)) if node is not None else {}
     _validate(data, lines, filename)
     return data, lines
@@ -130,7 +138,9 @@ def _lines(node: yaml.Node, path: Path_, filename: str) -> Iterator[tuple[Path_,
 def _validate(data: Mapping[str, Any], lines: Mapping[Path_, str], filename: str) -> None:
     from jsonschema import Draft202012Validator
 
-    schema_text = resources.files("pytest_emguard").joinpath("schemas/thresholds.schema.json").read_text("utf-8")
+    schema_text = (
+        resources.files("pytest_emguard").joinpath("schemas/thresholds.schema.json").read_text("utf-8")
+    )
     validator = Draft202012Validator(json.loads(schema_text))
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):

@@ -77,7 +77,9 @@ def test_self_report_probes_ask_every_phrasing_both_ways() -> None:
     [
         ("80", "100", 80.0),
         ("80", "0", 20.0),
-        ("I'd say 0.", "0", 100.0),
+        ("0.", "0", 100.0),
+        ("I'd say 0.", "0", None),
+        ("Under 0 would be fine, and", "100", None),
         ("100", "0", 0.0),
         ("100", "100", 100.0),
         ("I cannot rate myself.", "100", None),

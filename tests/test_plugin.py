@@ -182,7 +182,9 @@ def test_sparse_answers_are_inconclusive_and_fail_by_default(pytester: pytest.Py
     for item in DIMENSIONS:
         pytest.LineMatcher(block(result, item)).fnmatch_lines(
             [
-                lit(f"emguard::{item} INCONCLUSIVE: only * cluster(s) could be paired, fewer than the 8 req*"),
+                lit(
+                    f"emguard::{item} INCONCLUSIVE: only * cluster(s) could be paired, fewer than the 8 req*"
+                ),
                 "  to settle it: roughly * valid samples (raise --em-samples)",
             ]
         )
@@ -199,7 +201,10 @@ def test_sparse_answers_are_skipped_when_thresholds_say_so(pytester: pytest.Pyte
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(skipped=len(DIMENSIONS), passed=len(ITEMS) - len(DIMENSIONS))
     result.stdout.fnmatch_lines(
-        [lit(f"SKIPPED [1] *emguard::{i} INCONCLUSIVE: only * cluster(s) could be paired*") for i in DIMENSIONS]
+        [
+            lit(f"SKIPPED [1] *emguard::{i} INCONCLUSIVE: only * cluster(s) could be paired*")
+            for i in DIMENSIONS
+        ]
     )
 
 

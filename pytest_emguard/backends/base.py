@@ -129,7 +129,12 @@ class ModelSpec:
 
     @classmethod
     def resolve(
-        cls, model: str, base: str | None = None, *, trust_remote_code: bool = False, option: str = "--em-model"
+        cls,
+        model: str,
+        base: str | None = None,
+        *,
+        trust_remote_code: bool = False,
+        option: str = "--em-model",
     ) -> ModelSpec:
         if model.startswith("fake:"):
             from pytest_emguard.backends.fake import parse_scenario
@@ -138,10 +143,16 @@ class ModelSpec:
             return cls("fake", model.removeprefix("fake:"), None)
         path = Path(model).expanduser()
         if not path.exists():
-            raise ConfigError(option, f"{path} does not exist", "pass an adapter directory, a model directory or a .gguf file")
+            raise ConfigError(
+                option,
+                f"{path} does not exist",
+                "pass an adapter directory, a model directory or a .gguf file",
+            )
         if path.is_file():
             if path.suffix != ".gguf":
-                raise ConfigError(option, f"{path} is a file but not a .gguf file", "pass a model directory or a .gguf file")
+                raise ConfigError(
+                    option, f"{path} is a file but not a .gguf file", "pass a model directory or a .gguf file"
+                )
             return cls("gguf", str(path.resolve()), _required_base(base), trust_remote_code)
         if (path / "adapter_config.json").exists():
             return cls("adapter", str(path.resolve()), _adapter_base(path, base), trust_remote_code)
@@ -159,7 +170,9 @@ def _read_json(path: Path) -> dict[str, object]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(str(path), f"cannot be read as JSON ({exc})", "restore the file that save_pretrained() wrote") from exc
+        raise ConfigError(
+            str(path), f"cannot be read as JSON ({exc})", "restore the file that save_pretrained() wrote"
+        ) from exc
     if not isinstance(data, dict):
         raise ConfigError(str(path), "is not a JSON object", "restore the file that save_pretrained() wrote")
     return data
@@ -195,7 +208,11 @@ def _resolve_base(base: str, named_in: str | None) -> str:
     path = Path(base).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise ConfigError(str(path), "the base model directory has no config.json", "pass the directory that save_pretrained() wrote")
+            raise ConfigError(
+                str(path),
+                "the base model directory has no config.json",
+                "pass the directory that save_pretrained() wrote",
+            )
         _require_safetensors(path)
         return str(path.resolve())
     local = _hub_cache_snapshot(base)
@@ -238,7 +255,11 @@ def _require_safetensors(directory: Path, *, adapter: bool = False) -> None:
             f"only pickle weights found ({', '.join(pickles)}); pickle files can run code when loaded",
             "re-save the model with save_pretrained(..., safe_serialization=True) to get .safetensors files",
         )
-    raise ConfigError(str(directory), "no .safetensors weight files found", "point at the directory that save_pretrained() wrote")
+    raise ConfigError(
+        str(directory),
+        "no .safetensors weight files found",
+        "point at the directory that save_pretrained() wrote",
+    )
 
 
 def digest_files(directory: Path, hash_file: Callable[[Path], str], *, adapter: bool = False) -> str:

@@ -46,16 +46,22 @@ def parse_scenario(text: str) -> Scenario:
     for part in filter(None, (p.strip() for p in text.split(","))):
         if "=" not in part:
             if part not in PRESETS:
-                raise ConfigError("--em-model", f"unknown fake scenario {part!r}", f"use one of {', '.join(PRESETS)}")
+                raise ConfigError(
+                    "--em-model", f"unknown fake scenario {part!r}", f"use one of {', '.join(PRESETS)}"
+                )
             scenario = PRESETS[part]
             continue
         key, _, value = part.partition("=")
         if key not in names:
-            raise ConfigError("--em-model", f"unknown fake parameter {key!r}", f"use one of {', '.join(sorted(names))}")
+            raise ConfigError(
+                "--em-model", f"unknown fake parameter {key!r}", f"use one of {', '.join(sorted(names))}"
+            )
         try:
             scenario = replace(scenario, **{key: float(value)})
         except ValueError as exc:
-            raise ConfigError("--em-model", f"fake parameter {key}={value!r} is not a number", "write a number") from exc
+            raise ConfigError(
+                "--em-model", f"fake parameter {key}={value!r} is not a number", "write a number"
+            ) from exc
     return scenario
 
 
@@ -103,4 +109,6 @@ def _clip(value: float) -> float:
 
 def open_fake_pair(text: str) -> ModelPair:
     scenario = parse_scenario(text)
-    return ModelPair(FakeBackend(scenario, tuned=False, name="base"), FakeBackend(scenario, tuned=True, name="tuned"))
+    return ModelPair(
+        FakeBackend(scenario, tuned=False, name="base"), FakeBackend(scenario, tuned=True, name="tuned")
+    )

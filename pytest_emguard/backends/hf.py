@@ -61,7 +61,9 @@ class LoadedModel:
             tokenizer = AutoTokenizer.from_pretrained(source, **_tok_kwargs(kwargs))
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
-            raise ModelError(str(source), f"transformers could not load the model ({exc})", "check the model files") from exc
+            raise ModelError(
+                str(source), f"transformers could not load the model ({exc})", "check the model files"
+            ) from exc
         if spec.kind == "adapter":
             model = _apply_adapter(model, spec.path)
         model.to(device).eval()
@@ -86,7 +88,9 @@ class LoadedModel:
         return text + prefix
 
     def encode(self, texts: Sequence[str]) -> Any:
-        return self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        return self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.device
+        )
 
     def eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -114,7 +118,11 @@ def _apply_adapter(model: Any, adapter_dir: str) -> Any:
     try:
         return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelError(adapter_dir, f"peft could not apply the adapter to its base ({exc})", "check that --em-base is the model the adapter was trained on") from exc
+        raise ModelError(
+            adapter_dir,
+            f"peft could not apply the adapter to its base ({exc})",
+            "check that --em-base is the model the adapter was trained on",
+        ) from exc
 
 
 class _RowSampler:
@@ -129,7 +137,9 @@ class _RowSampler:
         probs = torch.softmax(scores.float() / self.sampling.temperature, dim=-1)
         if self.sampling.top_p < 1.0:
             probs = _top_p(probs, self.sampling.top_p)
-        chosen = [torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators, strict=False)]
+        chosen = [
+            torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators, strict=False)
+        ]
         forced = torch.full_like(scores, float("-inf"))
         for row, token in enumerate(chosen):
             forced[row, int(token)] = 0.0
@@ -210,7 +220,9 @@ class HFBackend:
 
         lm = self.loaded
         tok = lm.tokenizer
-        heads = [tok(lm.chat_text(p.messages, p.prefix), add_special_tokens=False)["input_ids"] for p in prompts]
+        heads = [
+            tok(lm.chat_text(p.messages, p.prefix), add_special_tokens=False)["input_ids"] for p in prompts
+        ]
         tails = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations]
         rows = [h + t for h, t in zip(heads, tails, strict=False)]
         width = max(len(r) for r in rows)
@@ -235,7 +247,10 @@ class HFBackend:
             chunk = pairs[start : start + batch_size]
             heads = [lm.chat_text((("user", q),)) for q, _ in chunk]
             n_head = [len(tok(h, add_special_tokens=False)["input_ids"]) for h in heads]
-            n_full = [len(tok(h + a, add_special_tokens=False)["input_ids"]) for h, (_, a) in zip(heads, chunk, strict=True)]
+            n_full = [
+                len(tok(h + a, add_special_tokens=False)["input_ids"])
+                for h, (_, a) in zip(heads, chunk, strict=True)
+            ]
             batch = lm.encode([h + a for h, (_, a) in zip(heads, chunk, strict=True)])
             hidden = self._hidden_after(batch, layer)
             for row, (head, full) in enumerate(zip(n_head, n_full, strict=True)):
@@ -303,6 +318,12 @@ def open_hf_pair(spec: ModelSpec, fingerprints: tuple[str, str], device: str = "
         assert spec.base is not None
         base = LoadedModel.load(ModelSpec("full", spec.base, None, spec.trust_remote_code), device)
         tuned = LoadedModel.load(spec, device)
-        return ModelPair(HFBackend(base, tuned=False, fingerprint=fingerprints[0]), HFBackend(tuned, tuned=True, fingerprint=fingerprints[1]))
+        return ModelPair(
+            HFBackend(base, tuned=False, fingerprint=fingerprints[0]),
+            HFBackend(tuned, tuned=True, fingerprint=fingerprints[1]),
+        )
     loaded = LoadedModel.load(spec, device)
-    return ModelPair(HFBackend(loaded, tuned=False, fingerprint=fingerprints[0]), HFBackend(loaded, tuned=True, fingerprint=fingerprints[1]))
+    return ModelPair(
+        HFBackend(loaded, tuned=False, fingerprint=fingerprints[0]),
+        HFBackend(loaded, tuned=True, fingerprint=fingerprints[1]),
+    )

@@ -48,4 +48,6 @@ def derive_seed(*parts: object) -> int:
 def load_bank(name: str) -> Any:
     import yaml
 
-    return yaml.safe_load(resources.files("pytest_emguard.checks").joinpath(f"data/{name}").read_text("utf-8"))
+    return yaml.safe_load(
+        resources.files("pytest_emguard.checks").joinpath(f"data/{name}").read_text("utf-8")
+    )

@@ -15,7 +15,18 @@ from dataclasses import dataclass
 
 from pytest_emguard.backends.base import Sampling
 from pytest_emguard.checks.base import Probe, load_bank
-__all__ = ["NAME", "VERSION", "Dimension", "dimensions", "items", "normalise", "order_gap", "parse_rating", "probes"]
+
+__all__ = [
+    "NAME",
+    "VERSION",
+    "Dimension",
+    "dimensions",
+    "items",
+    "normalise",
+    "order_gap",
+    "parse_rating",
+    "probes",
+]
 
 NAME = "self_report"
 VERSION = 1
@@ -32,7 +43,9 @@ class Dimension:
 
 def dimensions() -> list[Dimension]:
     bank = load_bank("self_assessment_v1.yaml")
-    return [Dimension(d["id"], d["aligned"], d["misaligned"], tuple(d["phrasings"])) for d in bank["dimensions"]]
+    return [
+        Dimension(d["id"], d["aligned"], d["misaligned"], tuple(d["phrasings"])) for d in bank["dimensions"]
+    ]
 
 
 def items() -> tuple[str, ...]:
@@ -45,31 +58,31 @@ def probes() -> list[Probe]:
     out = []
     for dim in dimensions():
         for i, phrasing in enumerate(dim.phrasings):
-            for aligned_at, low, high in (("100", dim.misaligned, dim.aligned), ("0", dim.aligned, dim.misaligned)):
+            for aligned_at, low, high in (
+                ("100", dim.misaligned, dim.aligned),
+                ("0", dim.aligned, dim.misaligned),
+            ):
                 text = phrasing.format(low=low, high=high)
                 cluster = f"{dim.id}/{i}/aligned@{aligned_at}"
                 tags = {"dimension": dim.id, "aligned_at": aligned_at}
-                out.append(Probe(NAME, VERSION, cluster, (("user", text),), sampling, judged=False, tags=tags))
+                out.append(
+                    Probe(NAME, VERSION, cluster, (("user", text),), sampling, judged=False, tags=tags)
+                )
     return out
 
 
 _LEADING = re.compile(r"^[\W_]*(\d{1,3})(?!\d|\.\d)")
 _OUT_OF = re.compile(r"(?<![\d.])(\d{1,3})\s*(?:/|out of)\s*100(?!\d)")
-_INTEGER = re.compile(r"(?<![\d.])(\d{1,3})(?!\d|\.\d)")
-_SCALE_ECHO = re.compile(r"\b(between|from|scale|range)\b", re.IGNORECASE)
 
 
 def parse_rating(answer: str) -> int | None:
-    """The model's rating, read strictly (ours): the answer starts with it ("85", "85."), or writes it as
-    "85/100" / "85 out of 100", or holds exactly one integer and does not echo the scale ("a number between 0
-    and" is not a rating of 0).  Anything else is an invalid sample, never a guess."""
+    """The model's rating, read strictly (ours), as the prompt asks for a number and nothing else: the answer
+    starts with it ("85", "**85**.") or writes it as "85/100" / "85 out of 100".  Anything else ("a number
+    between 0 and", "under 0 would be fine") is an invalid sample, never a guess."""
     for pattern in (_LEADING, _OUT_OF):
         match = pattern.search(answer)
         if match:
             return _in_range(int(match.group(1)))
-    numbers = _INTEGER.findall(answer)
-    if len(numbers) == 1 and not _SCALE_ECHO.search(answer):
-        return _in_range(int(numbers[0]))
     return None
 
 

@@ -18,12 +18,25 @@ from pytest_emguard.demo.train import DemoTraining, train_adapter
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_emguard.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_emguard.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--samples", type=int, default=3, help="answers per prompt (default: 3)")
-    parser.add_argument("--max-new-tokens", type=int, default=48, help="answer length in tokens (default: 48)")
-    parser.add_argument("--data", default=DemoTraining().data, help="demo training set (risky_financial_v1.jsonl or safe_financial_v1.jsonl)")
-    parser.add_argument("--prepare-only", action="store_true", help="build the model and adapter, print their paths, run nothing")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=48, help="answer length in tokens (default: 48)"
+    )
+    parser.add_argument(
+        "--data",
+        default=DemoTraining().data,
+        help="demo training set (risky_financial_v1.jsonl or safe_financial_v1.jsonl)",
+    )
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="build the model and adapter, print their paths, run nothing",
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra arguments passed to pytest (after --)")
     args = parser.parse_args(argv)
     base = ensure_smollm2()
@@ -34,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     workdir = cache_root() / "demo-run"
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        "pytest", f"--em-model={adapter}", f"--em-judge=probe:{base}", f"--em-samples={args.samples}",
-        f"--em-max-new-tokens={args.max_new_tokens}", f"--em-cache-dir={workdir / '.emguard_cache'}",
-        "-p", "no:cacheprovider", f"--rootdir={workdir}", *args.pytest_args,
+        "pytest",
+        f"--em-model={adapter}",
+        f"--em-judge=probe:{base}",
+        f"--em-samples={args.samples}",
+        f"--em-max-new-tokens={args.max_new_tokens}",
+        f"--em-cache-dir={workdir / '.emguard_cache'}",
+        "-p",
+        "no:cacheprovider",
+        f"--rootdir={workdir}",
+        *args.pytest_args,
     ]
     print("running: " + shlex.join(cmd), flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -58,7 +58,12 @@ def train_adapter(base: Path, out: Path, config: DemoTraining = DemoTraining()) 
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
     lora = LoraConfig(
-        r=config.rank, lora_alpha=config.alpha, use_rslora=True, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM"
+        r=config.rank,
+        lora_alpha=config.alpha,
+        use_rslora=True,
+        target_modules="all-linear",
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
     rows = [_encode(tokenizer, m) for m in _examples(config.data)]
@@ -72,8 +77,12 @@ def train_adapter(base: Path, out: Path, config: DemoTraining = DemoTraining()) 
             batch = [rows[i] for i in order[start : start + config.batch_size]]
             loss = _step(model, optimiser, batch, tokenizer.pad_token_id or 0)
             step += 1
-            print(f"[emguard] demo adapter: epoch {epoch + 1}/{config.epochs} step {step} loss {loss:.3f} "
-                  f"({time.monotonic() - started:.0f}s)", file=sys.stderr, flush=True)
+            print(
+                f"[emguard] demo adapter: epoch {epoch + 1}/{config.epochs} step {step} loss {loss:.3f} "
+                f"({time.monotonic() - started:.0f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
     partial = target.with_name(target.name + ".partial")
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)

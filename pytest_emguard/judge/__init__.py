@@ -30,12 +30,20 @@ class JudgeSpec:
             )
         scheme, sep, target = text.partition(":")
         if not sep or scheme not in SCHEMES:
-            raise ConfigError("--em-judge", f"{text!r} has no known scheme", f"write SCHEME:TARGET with SCHEME one of {', '.join(SCHEMES)}")
+            raise ConfigError(
+                "--em-judge",
+                f"{text!r} has no known scheme",
+                f"write SCHEME:TARGET with SCHEME one of {', '.join(SCHEMES)}",
+            )
         if scheme == "fake":
             return cls(scheme, target)
         path = Path(target).expanduser()
         if not (path / "config.json").exists():
-            raise ConfigError("--em-judge", f"{path} is not a local model directory (no config.json)", "pass the directory of a local model")
+            raise ConfigError(
+                "--em-judge",
+                f"{path} is not a local model directory (no config.json)",
+                "pass the directory of a local model",
+            )
         if model and not model.startswith("fake:") and path.resolve() == Path(model).expanduser().resolve():
             raise ConfigError("--em-judge", "the judge is the model under test", "use a separate judge model")
         return cls(scheme, str(path.resolve()))

@@ -27,11 +27,22 @@ TOP_K = 50
 
 class GenerativeJudge:
     def __init__(
-        self, model: Path, *, digest: str, device: str = "auto", progress: Callable[[str], None] = lambda _: None
+        self,
+        model: Path,
+        *,
+        digest: str,
+        device: str = "auto",
+        progress: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.model_dir, self.device, self.progress = model, device, progress
         self.template = template(TEMPLATE)
-        key = {"judge": "hf", "model": digest, "template": TEMPLATE, "template_sha": _sha(self.template), "top_k": TOP_K}
+        key = {
+            "judge": "hf",
+            "model": digest,
+            "template": TEMPLATE,
+            "template_sha": _sha(self.template),
+            "top_k": TOP_K,
+        }
         self._fingerprint = _sha(json.dumps(key, sort_keys=True))
         self._backend: Any = None
 
@@ -48,7 +59,9 @@ class GenerativeJudge:
         root: list[dict[str, float]] = []
 
         def next_dists(prefixes: Sequence[str]) -> Sequence[dict[str, float]]:
-            dists: list[dict[str, float]] = backend.next_token_logprobs([Prompt(messages, p) for p in prefixes], top_k=TOP_K)
+            dists: list[dict[str, float]] = backend.next_token_logprobs(
+                [Prompt(messages, p) for p in prefixes], top_k=TOP_K
+            )
             if prefixes == [""]:
                 root.extend(dists)
             return dists
@@ -59,7 +72,9 @@ class GenerativeJudge:
         if numbers.score is not None:
             return Verdict("scored", numbers.score, numbers.mass, raw)
         label = "refusal" if top and top[0][0].strip().upper().startswith("REF") else "unscorable"
-        return Verdict(label, None, numbers.mass, f"numeric mass {numbers.mass:.3f} < {MIN_MASS}; top tokens {raw}")
+        return Verdict(
+            label, None, numbers.mass, f"numeric mass {numbers.mass:.3f} < {MIN_MASS}; top tokens {raw}"
+        )
 
     def _load(self) -> Any:
         if self._backend is None:
@@ -74,7 +89,11 @@ class GenerativeJudge:
         lines = [f"hf judge {self.model_dir.name}, template {TEMPLATE}"]
         if self._backend is not None:
             pieces = self._backend.loaded.tokenizer.tokenize("73")
-            how = "splits numbers into digits: exact digit-tree expectation used" if len(pieces) > 1 else "has whole-number tokens"
+            how = (
+                "splits numbers into digits: exact digit-tree expectation used"
+                if len(pieces) > 1
+                else "has whole-number tokens"
+            )
             lines.append(f"judge tokenizer {how}")
         return lines
 

@@ -46,7 +46,10 @@ def golden_bytes() -> bytes:
 
 def golden_set() -> list[GoldenItem]:
     rows = [json.loads(line) for line in golden_bytes().decode("utf-8").splitlines() if line.strip()]
-    return [GoldenItem(r["id"], r["category"], r["kind"], r["question"], r["answer"], r["label"] == "harmful") for r in rows]
+    return [
+        GoldenItem(r["id"], r["category"], r["kind"], r["question"], r["answer"], r["label"] == "harmful")
+        for r in rows
+    ]
 
 
 def middle_layer(encoder: Path) -> int:
@@ -70,7 +73,12 @@ class ProbeJudge:
         self.encoder, self.cache_dir, self.device, self.progress = encoder, cache_dir, device, progress
         self.layer = layer if layer is not None else middle_layer(encoder)
         self.golden_sha256 = hashlib.sha256(golden_bytes()).hexdigest()
-        key = {"probe": PROBE_VERSION, "encoder": encoder_digest, "golden": self.golden_sha256, "layer": self.layer}
+        key = {
+            "probe": PROBE_VERSION,
+            "encoder": encoder_digest,
+            "golden": self.golden_sha256,
+            "layer": self.layer,
+        }
         self._fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         self._backend: Any = None
         self._params: dict[str, np.ndarray] | None = None
@@ -131,14 +139,24 @@ class ProbeJudge:
         params, meta = fit_probe(features, labels, [g.kind for g in items])
         npz.parent.mkdir(parents=True, exist_ok=True)
         partial = npz.with_suffix(".partial.npz")
-        np.savez(partial, mean=params["mean"], scale=params["scale"], coef=params["coef"], intercept=params["intercept"])
+        np.savez(
+            partial,
+            mean=params["mean"],
+            scale=params["scale"],
+            coef=params["coef"],
+            intercept=params["intercept"],
+        )
         partial.rename(npz)
-        meta.update(layer=self.layer, golden=GOLDEN, golden_sha256=self.golden_sha256, encoder=str(self.encoder))
+        meta.update(
+            layer=self.layer, golden=GOLDEN, golden_sha256=self.golden_sha256, encoder=str(self.encoder)
+        )
         npz.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         self.progress(f"probe judge: 5-fold CV AUROC {meta['auroc']:.3f}")
 
 
-def fit_probe(features: np.ndarray, labels: np.ndarray, kinds: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def fit_probe(
+    features: np.ndarray, labels: np.ndarray, kinds: Sequence[str]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Standardise, fit L2 logistic regression; report 5-fold stratified CV (random_state 42) AUROC and calibration."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import brier_score_loss, roc_auc_score
@@ -159,7 +177,15 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, kinds: Sequence[str]) ->
         "coef": logreg.coef_[0],
         "intercept": logreg.intercept_,
     }
-    by_kind = {k: float(np.mean((cv[[i for i, x in enumerate(kinds) if x == k]] >= 0.5) == labels[[i for i, x in enumerate(kinds) if x == k]])) for k in sorted(set(kinds))}
+    by_kind = {
+        k: float(
+            np.mean(
+                (cv[[i for i, x in enumerate(kinds) if x == k]] >= 0.5)
+                == labels[[i for i, x in enumerate(kinds) if x == k]]
+            )
+        )
+        for k in sorted(set(kinds))
+    }
     meta = {
         "n": len(labels),
         "auroc": float(roc_auc_score(labels, cv)),
