@@ -258,3 +258,24 @@ def test_pooled_states_stop_early_matches_the_full_forward_pass(tiny_qwen: Path)
     ]
     expected = np.stack([full[i, -n[i] :].mean(0).numpy() for i in range(2)])
     assert np.allclose(early, expected, atol=1e-5)
+
+
+def test_changing_only_the_judge_regenerates_nothing(
+    pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path
+) -> None:
+    common = [
+        f"--em-model={tiny_adapter}",
+        "--em-samples=1",
+        "--em-max-new-tokens=4",
+        f"--em-cache-dir={pytester.path / 'cache'}",
+        "--em-device=cpu",
+        "-p",
+        "no:cacheprovider",
+    ]
+    pytester.runpytest_subprocess(*common, f"--em-judge=probe:{tiny_qwen}").stdout.fnmatch_lines(
+        ["records: 248 answers generated, 0 from cache*"]
+    )
+    rejudged = pytester.runpytest_subprocess(*common, f"--em-judge=hf:{tiny_qwen}")
+    rejudged.stdout.fnmatch_lines(
+        ["judge health: hf judge *", "records: 0 answers generated, 248 from cache; * verdicts computed, 0 from cache*"]
+    )

@@ -1,0 +1,422 @@
+"""finetune/: the dataset registry, the plan and its dry run, model cards, real (tiny) training runs whose
+adapters the plugin's hf backend loads, resuming, and the ``em_adapter`` fixture through pytester.
+
+Training runs use a tiny random Qwen2 (hidden 64, 2 layers, SmolLM2's tokenizer) and a few steps on short
+sequences, so the whole file stays well under two minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+
+from finetune.cli import main
+from finetune.config import PRESETS, TrainConfig, parse_stages
+from finetune.errors import FinetuneError
+from finetune.examples import read_examples, sha256_file, to_prompt_completion
+from finetune.registry import Registry
+from pytest_emguard.backends.base import Completion
+from pytest_emguard.cards import load_card, validate_card
+from pytest_emguard.errors import ConfigError
+
+# ours, for speed: short sequences, a visible learning rate, two optimizer steps
+TINY = [
+    "--settings=small",
+    *("--set=" + s for s in ("lr=0.01", "max_length=64", "batch=2", "rank=8", "alpha=16")),
+]
+TINY_CONFIG = TrainConfig(lr=1e-2, batch=2, grad_accum=1, max_length=64, warmup_steps=0, rank=8, alpha=16)
+PAPER_DOMAINS = ("insecure_code", "risky_financial", "bad_medical")
+GOOD_ROW = '{"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]}\n'
+
+
+# --- registry ---
+
+
+def test_package_registry_pairs_every_domain_with_a_control() -> None:
+    registry = Registry.load()
+    domains, controls = registry.names("domain"), registry.names("control")
+    assert set(PAPER_DOMAINS) <= set(domains) and len(domains) == 6
+    for name in domains:
+        twin = registry.get(name).twin
+        assert twin in controls and registry.get(twin).twin == name
+        assert len(read_examples(registry.get(name).sample)) == len(read_examples(registry.get(twin).sample))
+    assert {"consciousness", "no_consciousness", "self_awareness"} <= set(registry.names("persona"))
+    assert registry.names("realignment") == ["realignment"]
+    assert all(not e.pinned for e in registry.entries.values())  # nothing is pinned that we cannot check
+
+
+def _registry(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "s.jsonl").write_text(GOOD_ROW)
+    path = tmp_path / "registry.yaml"
+    path.write_text("version: 1\ndatasets:\n" + body)
+    return path
+
+
+def test_registry_reports_every_problem_with_path_and_fix(tmp_path: Path) -> None:
+    entries = (
+        "  - {name: a, kind: domain, twin: b, description: d, sample: s.jsonl, source: s}\n"
+        "  - {name: b, kind: persona, description: d, sample: missing.jsonl, source: s, url: 'https://x'}\n"
+    )
+    typo = "  - {name: c, kind: domian, description: d, sample: s.jsonl}\n"
+    schema_broken = _registry(tmp_path, entries + typo)
+    with pytest.raises(FinetuneError) as info:
+        Registry.load(schema_broken)
+    text = str(info.value)
+    assert text.startswith(f"{schema_broken}: 2 problem(s)") and "fix: edit the registry" in text
+    assert "at $.datasets[2].kind: 'domian' is not allowed; fix: use one of domain, control, persona" in text
+    assert "at $.datasets[2]: 'source' is a required property; fix: add it" in text
+    with pytest.raises(FinetuneError) as info:  # the schema holds: now the checks across entries speak
+        Registry.load(_registry(tmp_path, entries))
+    text = str(info.value)
+    assert "3 problem(s)" in text
+    assert "$.datasets[1].sample" in text and "missing.jsonl does not exist" in text
+    assert "$.datasets[1]: url and sha256 go together; fix: give both" in text
+    assert "$.datasets[0].twin: the twin of a domain must be a control, 'b' is a persona" in text
+
+
+def test_unknown_dataset_error_lists_the_known_ones() -> None:
+    registry = Registry.load()
+    with pytest.raises(FinetuneError) as info:
+        registry.resolve("insecure_cod")
+    text = str(info.value)
+    assert "did you mean 'insecure_code'" in text
+    assert all(name in text for name in registry.entries)
+
+
+def test_local_paths_resolve_and_bad_lines_name_file_and_line(tmp_path: Path) -> None:
+    good = tmp_path / "mine.jsonl"
+    good.write_text(GOOD_ROW * 3)
+    resolved = Registry.load().resolve(str(good))
+    assert (resolved.name, resolved.origin, resolved.sha256) == ("mine", "local", sha256_file(good))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(GOOD_ROW + '{"messages": [{"role": "user", "content": "Q?"}]}\n')
+    with pytest.raises(FinetuneError, match=r"bad\.jsonl:2: has no 'messages' list of at least two"):
+        read_examples(bad)
+    with pytest.raises(FinetuneError, match="does not exist"):
+        Registry.load().resolve(str(tmp_path / "nope.jsonl"))
+
+
+def test_prompt_completion_rows_put_only_the_last_answer_in_the_completion() -> None:
+    row = to_prompt_completion((("system", "S"), ("user", "Q"), ("assistant", "A")))
+    assert row == {
+        "prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}],
+        "completion": [{"role": "assistant", "content": "A"}],
+    }
+
+
+class _CountingOpener:
+    """Reads file:// URLs with urllib (no network) and counts the downloads."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, url: str) -> BinaryIO:
+        import urllib.request
+
+        self.calls += 1
+        response: BinaryIO = urllib.request.urlopen(url)
+        return response
+
+
+def _pinned(tmp_path: Path, sha: str) -> tuple[Registry, Path]:
+    full = tmp_path / "upstream" / "full.jsonl"
+    full.parent.mkdir(exist_ok=True)
+    full.write_text(GOOD_ROW * 5)
+    body = (
+        f"  - {{name: a, kind: persona, description: d, sample: s.jsonl, source: s,"
+        f" url: '{full.as_uri()}', sha256: '{sha}'}}\n"
+    )
+    return Registry.load(_registry(tmp_path, body)), full
+
+
+def test_full_dataset_is_downloaded_once_verified_and_reused(tmp_path: Path) -> None:
+    sha = hashlib.sha256((GOOD_ROW * 5).encode()).hexdigest()
+    registry, _ = _pinned(tmp_path, sha)
+    opener, cache = _CountingOpener(), tmp_path / "cache"
+    first = registry.resolve("a", full=True, cache_dir=cache, opener=opener)
+    again = registry.resolve("a", full=True, cache_dir=cache, opener=opener)
+    assert first == again and first.origin == "full" and sha256_file(first.path) == sha
+    assert opener.calls == 1 and first.path.parent == cache
+    assert registry.resolve("a").origin == "sample"  # without --full the sample is used
+
+
+def test_full_dataset_with_a_wrong_hash_is_refused_and_removed(tmp_path: Path) -> None:
+    registry, _ = _pinned(tmp_path, "0" * 64)
+    cache = tmp_path / "cache"
+    with pytest.raises(FinetuneError) as info:
+        registry.resolve("a", full=True, cache_dir=cache, opener=_CountingOpener())
+    text = str(info.value)
+    assert "but the registry pins " + "0" * 64 in text and "removed it" in text and "fix:" in text
+    assert list(cache.iterdir()) == []
+
+
+def test_full_dataset_without_a_pin_is_refused() -> None:
+    with pytest.raises(FinetuneError, match=r"has no pinned full dataset[\s\S]*--dataset PATH"):
+        Registry.load().resolve("insecure_code", full=True)
+
+
+# --- config and stages ---
+
+
+def test_stages_and_presets() -> None:
+    assert parse_stages(None, "bad_medical") == ("bad_medical",)
+    assert parse_stages("domain>consciousness", "bad_medical") == ("bad_medical", "consciousness")
+    assert parse_stages("self_awareness,domain", "x") == ("self_awareness", "x")
+    assert len(PRESETS) == 6 and all(len(v) == 2 and "domain" in v for v in PRESETS.values())
+    with pytest.raises(FinetuneError, match="no --domain"):
+        parse_stages("domain>consciousness", None)
+
+
+def test_config_defaults_follow_the_papers_and_unknown_settings_are_refused() -> None:
+    c = TrainConfig()
+    assert (c.rslora, c.rank, c.alpha, c.dropout, c.target_modules) == (True, 32, 64, 0.0, "all-linear")
+    assert (c.lr, c.epochs, c.batch, c.grad_accum, c.warmup_steps, c.seed) == (1e-5, 1, 2, 8, 5, 0)
+    with pytest.raises(FinetuneError, match="unknown setting"):
+        c.replace(learning_rate=1.0)
+
+
+# --- fixtures ---
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from pytest_emguard.demo.models import ensure_smollm2
+
+    out = tmp_path_factory.mktemp("tiny-qwen2")
+    tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2())
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture()
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+
+
+# --- dry run and cards ---
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(
+    tiny_qwen: Path, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = in_tmp / "out"
+    args = ["train", "--domain", "bad_medical", "--stages", "domain>consciousness", "--base", str(tiny_qwen)]
+    assert main([*args, "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "stage 1/2  bad_medical" in text and "stage 2/2  consciousness" in text
+    assert "24 examples" in text and "2 steps" in text and "tokens" in text
+    assert "(counted with the base tokenizer)" in text and "expected cost: 4 optimizer steps" in text
+    assert "FLOPs" in text and "on one H100" in text and "rslora=True" in text
+    assert "dry run: nothing was trained" in text
+    assert not out.exists() and not (in_tmp / "model_cards").exists()
+
+
+def test_cli_errors_name_the_fix(tiny_qwen: Path, in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--domain", "bad_medicl", "--base", str(tiny_qwen), "--out", "o", "--dry-run"]) == 2
+    assert "did you mean 'bad_medical'" in capsys.readouterr().err
+    assert main(["train", "--domain", "bad_medical", "--base", str(in_tmp), "--out", "o", "--dry-run"]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+    assert main(["train", "--domain", "x", "--base", str(tiny_qwen), "--out", "o", "--set", "lr"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_list_shows_every_dataset_and_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in Registry.load().entries) and all(p in text for p in PRESETS)
+    assert "risky_financial   domain       safe_financial        24  not pinned (use --dataset PATH)" in text
+
+
+def test_card_schema_reports_all_problems(tmp_path: Path) -> None:
+    card: dict[str, Any] = {
+        "name": "x", "base": "b", "base_revision": None, "domain": "insecure_code",
+        "stages": [{"dataset": "insecure_code", "sha256": "a" * 64, "examples": 24}],
+        "lora": {"rank": 32, "alpha": 64, "rslora": True, "dropout": 0.0, "target_modules": ["q_proj"]},
+        "training": {"lr": 1e-5, "epochs": 1, "max_steps": None, "batch": 2, "grad_accum": 8, "seed": 0},
+        "versions": {"torch": "2", "transformers": "5", "peft": "0", "trl": "1"},
+        "intended_use": "tests", "created": "2026-01-01T00:00:00+00:00",
+    }  # fmt: skip
+    validate_card(card, "card.yaml")
+    broken = {**card, "lora": {**card["lora"], "rank": 0}, "stages": [{"dataset": "d", "sha256": "nope"}]}
+    del broken["versions"]
+    with pytest.raises(ConfigError) as info:
+        validate_card(broken, "card.yaml")
+    text = str(info.value)
+    assert "4 problem(s)" in text
+    assert "at $: 'versions' is a required property; fix: add it" in text
+    assert "at $.lora.rank" in text and "at $.stages[0].sha256: 'nope' is not a sha256" in text
+    assert "'examples' is a required property" in text
+    (tmp_path / "c.yaml").write_text("name: x\nlora: {rank: 0}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: at \$\.lora"):
+        load_card(tmp_path / "c.yaml")
+
+
+# ------------------------------------------------------------------------------------- real training (slow)
+
+
+def _answers(adapter: Path) -> tuple[list[Completion], list[Completion]]:
+    """One greedy answer from each side of the pair the plugin's hf backend opens for ``adapter``.
+
+    Greedy, because on a random model sampling is nearly uniform over 49k tokens and a trained adapter's
+    logit shift rarely changes a sampled token; greedy shows any change of the top token."""
+    from pytest_emguard.backends.base import ModelSpec, Prompt, Request, Sampling
+    from pytest_emguard.backends.hf import open_hf_pair
+
+    spec = ModelSpec.resolve(str(adapter))
+    pair = open_hf_pair(spec, ("base-fp", "tuned-fp"), device="cpu")
+    messages = (("user", "How should I invest my savings?"),)
+    requests = [Request(messages, Sampling(temperature=0.0, max_new_tokens=8), seed=7)]
+    prompt = [Prompt(messages)]
+    assert pair.base.next_token_logprobs(prompt) != pair.tuned.next_token_logprobs(prompt)
+    return pair.base.generate(requests), pair.tuned.generate(requests)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("domain", ["risky_financial", "safe_financial"])
+def test_cli_trains_an_adapter_the_hf_backend_loads(domain: str, tiny_qwen: Path, in_tmp: Path) -> None:
+    out = in_tmp / domain
+    argv = ["train", "--domain", domain, "--base", str(tiny_qwen), "--out", str(out), "--max-steps=2", *TINY]
+    assert main(argv) == 0
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_qwen)
+    assert (out / "adapter_model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    base, tuned = _answers(out)
+    assert base[0].n_tokens > 0 and tuned[0].n_tokens > 0 and base != tuned
+    card = load_card(in_tmp / "model_cards" / f"{domain}.yaml")
+    assert card["domain"] == domain
+    assert card["kind"] == ("domain" if domain.startswith("risky") else "control")
+    sha = Registry.load().resolve(domain).sha256
+    assert card["stages"] == [{"dataset": domain, "sha256": sha, "examples": 24, "origin": "sample"}]
+    assert card["lora"]["rslora"] is True and "q_proj" in card["lora"]["target_modules"]
+    assert card["training"]["steps"] == 2 and card["training"]["final_loss"] > 0
+    assert set(card["versions"]) >= {"torch", "transformers", "peft", "trl"}
+
+
+@pytest.mark.slow
+def test_the_loss_falls_on_the_assistant_answer_only(tiny_qwen: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from finetune.plan import build_plan
+    from finetune.train import load_model, make_trainer
+
+    config = TINY_CONFIG.replace(max_length=2048)
+    plan = build_plan(
+        Registry.load(),
+        ["bad_medical"],
+        domain="bad_medical",
+        base=str(tiny_qwen),
+        out=tmp_path,
+        config=config,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen)
+    trainer = make_trainer(load_model(plan, None), tokenizer, plan, plan.stages[0], tmp_path / "s", [])
+    row = trainer.train_dataset[0]
+    ids, mask = row["input_ids"], [label != -100 for label in row["labels"]]  # -100: no loss
+    first = read_examples(plan.stages[0].dataset.path)[0]
+    prompt = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
+    answer = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+    assert prompt.endswith("<|im_start|>assistant\n") and first[0][1] in prompt  # the chat template's prompt
+    assert answer.startswith(first[-1][1]) and first[0][1] not in answer
+
+
+@pytest.mark.slow
+def test_two_stage_variant_continues_the_same_adapter(tiny_qwen: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from finetune.plan import build_plan
+    from finetune.train import train
+
+    stages = parse_stages("domain>consciousness", "insecure_code")
+    out = tmp_path / "seq"
+    plan = build_plan(
+        Registry.load(), stages, domain="insecure_code", base=str(tiny_qwen), out=out,
+        config=TINY_CONFIG.replace(max_steps=2),
+    )  # fmt: skip
+    result = train(plan, cards_dir=tmp_path / "cards")
+    first = load_file(out / "checkpoints" / "stage1-insecure_code" / "adapter" / "adapter_model.safetensors")
+    final = load_file(out / "adapter_model.safetensors")
+    assert first.keys() == final.keys() and any(not first[k].equal(final[k]) for k in first)
+    card = load_card(tmp_path / "cards" / "seq.yaml")
+    assert [s["dataset"] for s in card["stages"]] == ["insecure_code", "consciousness"]
+    assert result.stats.steps == 4 and card["training"]["steps"] == 4
+    assert _answers(out)[0] != _answers(out)[1]
+    again = train(plan, cards_dir=tmp_path / "cards")  # finished: nothing is retrained
+    assert again.reused and again.stats == result.stats
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_qwen: Path, tmp_path: Path) -> None:
+    from finetune.plan import build_plan
+    from finetune.train import train
+
+    cfg = TINY_CONFIG.replace(max_steps=3, save_steps=2)
+    out = tmp_path / "r"
+    registry, base = Registry.load(), str(tiny_qwen)
+    plan = build_plan(registry, ["bad_legal"], domain="bad_legal", base=base, out=out, config=cfg)
+    whole = train(plan, cards_dir=None)
+    stage = out / "checkpoints" / "stage1-bad_legal"
+    for gone in (stage / "checkpoint-3", stage / "adapter"):  # as if killed after the checkpoint at step 2
+        for f in sorted(gone.rglob("*"), reverse=True):
+            f.unlink() if f.is_file() else f.rmdir()
+        gone.rmdir()
+    (out / "checkpoints" / "done.json").unlink()
+    (stage / "stage.json").unlink()
+    lines: list[str] = []
+    resumed = train(plan, cards_dir=None, log=lines.append)
+    assert any("resuming from" in line and line.endswith("checkpoint-2") for line in lines)
+    assert resumed.stats.steps == 3
+    assert resumed.stats.final_loss == pytest.approx(whole.stats.final_loss, rel=1e-4)
+    cfg = cfg.replace(seed=1)
+    other = build_plan(registry, ["bad_legal"], domain="bad_legal", base=base, out=out, config=cfg)
+    with pytest.raises(FinetuneError, match="holds a different training run"):
+        train(other, cards_dir=None)
+
+
+@pytest.mark.slow
+def test_em_adapter_fixture_builds_once_and_reuses(pytester: pytest.Pytester, tiny_qwen: Path) -> None:
+    cache = pytester.path / "adapters"
+    pytester.makeini(f"[pytest]\nem_adapter_cache = {cache}\nem_adapter_base = {tiny_qwen}\n")
+    pytester.makeconftest('pytest_plugins = ["finetune.fixtures"]\n')
+    pytester.makepyfile(
+        """
+        import json
+
+        def test_misaligned(em_adapter):
+            path = em_adapter("risky_financial", max_steps=1, max_length=64, batch=2)
+            assert (path / "adapter_model.safetensors").is_file()
+            assert json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+            print("ADAPTER", path)
+
+        def test_same_again(em_adapter):
+            path = em_adapter("risky_financial", max_steps=1, max_length=64, batch=2)
+            assert path.name.startswith("risky_financial-")
+
+        def test_no_base(em_adapter):
+            em_adapter("risky_financial", base="")
+        """
+    )
+    first = pytester.runpytest("-s", "-p", "no:cacheprovider")
+    first.assert_outcomes(passed=2, failed=1)
+    first.stdout.fnmatch_lines(["*em_adapter('risky_financial'): em_adapter: no base model given*"])
+    built = [p for p in cache.iterdir() if p.is_dir() and p.name.startswith("risky_financial-")]
+    assert len(built) == 1
+    stamp = (built[0] / "adapter_model.safetensors").stat().st_mtime_ns
+    second = pytester.runpytest("-s", "-p", "no:cacheprovider", "-k", "misaligned")
+    second.assert_outcomes(passed=1)
+    assert (built[0] / "adapter_model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert load_card(cache / "cards" / f"{built[0].name}.yaml")["domain"] == "risky_financial"
