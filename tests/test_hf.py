@@ -277,5 +277,20 @@ def test_changing_only_the_judge_regenerates_nothing(
     )
     rejudged = pytester.runpytest_subprocess(*common, f"--em-judge=hf:{tiny_qwen}")
     rejudged.stdout.fnmatch_lines(
-        ["judge health: hf judge *", "records: 0 answers generated, 248 from cache; * verdicts computed, 0 from cache*"]
+        [
+            "judge health: hf judge *",
+            "records: 0 answers generated, 248 from cache; * verdicts computed, 0 from cache*",
+        ]
     )
+
+
+def test_a_gguf_file_is_gated_against_its_base(smollm2: Path) -> None:
+    """--em-model=FILE.gguf: resolved with --em-base, loaded through transformers' gguf_file, answers."""
+    from pytest_emguard.demo.models import ensure_smollm2_gguf
+
+    spec = ModelSpec.resolve(str(ensure_smollm2_gguf()), str(smollm2))
+    assert spec.kind == "gguf" and spec.base == str(smollm2.resolve())
+    pair = open_hf_pair(spec, ("base-fp", "gguf-fp"), device="cpu")
+    request = _requests(1, max_new_tokens=8)
+    assert pair.tuned.generate(request)[0].n_tokens > 0
+    assert pair.base.generate(request)[0].n_tokens > 0

