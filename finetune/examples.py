@@ -7,27 +7,19 @@ puts the loss on that final assistant turn alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from finetune.errors import FinetuneError
+from pytest_emguard.cache import sha256_file
 
 __all__ = ["Messages", "read_examples", "sha256_file", "to_prompt_completion"]
 
 Messages = tuple[tuple[str, str], ...]  # ((role, content), ...)
 _ROLES = ("system", "user", "assistant")
 _FIX = 'write each line as {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}'
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_examples(path: Path) -> list[Messages]:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pytest
 from finetune.config import FIXTURE_CONFIG, TrainConfig
 from finetune.errors import FinetuneError
 from finetune.registry import Registry
+from pytest_emguard.cache import file_lock, sha256_file
 
 __all__ = ["AdapterFactory", "em_adapter"]
 
@@ -95,7 +95,7 @@ class AdapterFactory:
         key = _key(base_dir, [self.registry.resolve(n).sha256 for n in names], names, config)
         out = self.cache_dir / f"{domain}-{key[:16]}"
         plan = build_plan(self.registry, names, domain=domain, base=str(base_dir), out=out, config=config)
-        with _locked(self.cache_dir / f"{out.name}.lock"):
+        with file_lock(self.cache_dir / f"{out.name}.lock"):
             return train(plan, cards_dir=self.cache_dir / "cards").adapter
 
 
@@ -121,7 +121,6 @@ def _base_dir(base: str | os.PathLike[str] | None) -> Path:
 def _key(base: Path, hashes: Sequence[str], names: Sequence[str], config: TrainConfig) -> str:
     """sha256 over the base's weights and chat template, the datasets and the settings."""
     from finetune import __version__
-    from finetune.examples import sha256_file
     from pytest_emguard.backends.base import digest_files
 
     payload = {
@@ -131,26 +130,6 @@ def _key(base: Path, hashes: Sequence[str], names: Sequence[str], config: TrainC
         "finetune": __version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One builder per adapter across pytest-xdist workers; the others wait and then reuse it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no lock (run one worker)
-            yield
-            return
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def _option(config: pytest.Config, name: str) -> str | None:

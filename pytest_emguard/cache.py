@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Cache", "cache_key", "exclusive"]
+__all__ = ["Cache", "cache_key", "exclusive", "file_lock", "sha256_file"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL);
@@ -94,7 +94,7 @@ class Cache:
         ).fetchone()
         if row:
             return str(row[0])
-        digest = _hash_file(path)
+        digest = sha256_file(path)
         with self._transaction():
             self._conn.execute(
                 "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
@@ -113,7 +113,7 @@ class Cache:
         self._conn.execute("COMMIT")
 
 
-def _hash_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -122,10 +122,10 @@ def _hash_file(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def exclusive(directory: Path) -> Iterator[None]:
-    """An inter-process lock: one pytest-xdist worker evaluates while the others wait, then read the cache."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / "evaluate.lock", os.O_RDWR | os.O_CREAT, 0o644)
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive inter-process lock on ``path`` (created if missing); no lock where fcntl is missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             import fcntl
@@ -139,3 +139,8 @@ def exclusive(directory: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def exclusive(directory: Path) -> contextlib.AbstractContextManager[None]:
+    """One pytest-xdist worker evaluates while the others wait, then read the cache."""
+    return file_lock(directory / "evaluate.lock")

