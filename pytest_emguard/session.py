@@ -54,7 +54,7 @@ class EmguardSession:
                         self._evaluation = evaluate(self.settings, progress=self.progress)
                 else:
                     self._evaluation = evaluate(self.settings, progress=self.progress, compute=False)
-            except EmguardError as exc:
+            except Exception as exc:  # every item reports the same failure; none retries a broken evaluation
                 self._error = exc
                 raise
         return self._evaluation
@@ -87,6 +87,12 @@ class EmguardSession:
             ev = self.evaluation(compute=False)
         except EmguardError as exc:
             terminalreporter.write_line(f"emguard: {exc}")
+            return
+        except Exception as exc:
+            terminalreporter.write_line(
+                f"emguard: the evaluation failed ({type(exc).__name__}: {exc}); finished "
+                "batches are in the cache, so a rerun resumes from them"
+            )
             return
         if not ev.complete:
             terminalreporter.write_line("emguard: the cache does not hold every record yet; rerun to finish")

@@ -454,3 +454,19 @@ def test_ini_keys_gate_without_command_line_options(pytester: pytest.Pytester) -
     override = pytester.runpytest("-p", "no:cacheprovider", "--em-model=fake:identical")
     override.assert_outcomes(passed=11)
     override.stdout.fnmatch_lines(["model: fake:identical (fake)", "persona: ALIGNED*"])
+
+
+def test_a_crashed_run_resumes_from_the_stored_batches(pytester: pytest.Pytester) -> None:
+    """The fake model dies on its third batch; the rerun generates only what the first run did not store."""
+    args = ("--em-samples=2", "--em-batch-size=50")
+    crashed = gate(pytester, "coherent,crash_after=2", *args)
+    crashed.stdout.fnmatch_lines(
+        [
+            "*RuntimeError: scripted crash on generate() call 3*",
+            "emguard: the evaluation failed (RuntimeError: scripted crash*a rerun resumes from them",
+        ]
+    )
+    crashed.assert_outcomes(failed=11)
+    resumed = gate(pytester, "coherent", *args)
+    resumed.stdout.fnmatch_lines(["records: 396 answers generated, 100 from cache*"])
+    resumed.assert_outcomes(failed=10, passed=1)

@@ -29,6 +29,7 @@ class Scenario:
     harm_shift: float = 0.0  # fine-tune harm minus base harm
     self_shift: float = 0.0  # fine-tune self-rating minus base self-rating
     valid: float = 1.0  # share of answers the judge / parser can use
+    crash_after: float = 0.0  # raise on generate() call number crash_after + 1 (0 = never): a killed run
 
 
 PRESETS = {
@@ -74,10 +75,13 @@ class FakeBackend:
 
     @property
     def fingerprint(self) -> str:
-        return f"fake:{self.scenario}:{'tuned' if self.tuned else 'base'}"
+        """Everything that changes an answer; ``crash_after`` does not, so a rerun reuses a crashed run's work."""
+        return f"fake:{replace(self.scenario, crash_after=0.0)}:{'tuned' if self.tuned else 'base'}"
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         self.calls += 1
+        if self.scenario.crash_after and self.calls > self.scenario.crash_after:
+            raise RuntimeError(f"scripted crash on generate() call {self.calls}")
         return [self._answer(r) for r in requests]
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]:
