@@ -61,13 +61,17 @@ def _expands(prefix: str) -> bool:
 
 def digit_tree(next_dists: Callable[[Sequence[str]], Sequence[Dist]]) -> NumberDistribution:
     """Exact expectation over the digit tree; ``next_dists(prefixes)`` gives the next-token distribution
-    after each digit prefix (``""`` is the root), one batched call per tree level."""
+    after each digit prefix (``""`` is the root), one batched call per prefix length.  Prefixes are expanded
+    shortest first, so every path to a prefix (a multi-digit token "10", or "1" then "0") is summed before the
+    prefix is asked for, and no prefix is asked for twice."""
     probs: dict[int, float] = {}
-    frontier: dict[str, float] = {"": 1.0}
-    while frontier:
+    pending: dict[str, float] = {"": 1.0}
+    while pending:
+        length = min(len(p) for p in pending)
+        frontier = {p: pending.pop(p) for p in [p for p in pending if len(p) == length]}
         prefixes = list(frontier)
-        children: dict[str, float] = {}
-        for prefix, dist in zip(prefixes, next_dists(prefixes), strict=False):
+        children = pending
+        for prefix, dist in zip(prefixes, next_dists(prefixes), strict=True):
             p_prefix, continued = frontier[prefix], 0.0
             for token, logprob in dist.items():
                 digits = _digits(token, at_root=prefix == "")
@@ -85,7 +89,6 @@ def digit_tree(next_dists: Callable[[Sequence[str]], Sequence[Dist]]) -> NumberD
             if prefix:
                 stop = max(0.0, 1.0 - continued)
                 probs[int(prefix)] = probs.get(int(prefix), 0.0) + p_prefix * stop
-        frontier = children
     return NumberDistribution(probs)
 
 
