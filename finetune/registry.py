@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Literal
 
 from finetune.errors import FinetuneError
 from finetune.examples import sha256_file
+from pytest_emguard.yamlschema import schema_problems
 
 __all__ = ["KINDS", "DatasetEntry", "Opener", "Registry", "ResolvedDataset", "default_cache_dir"]
 
@@ -237,31 +238,7 @@ def _entry(raw: Mapping[str, Any], root: Path) -> DatasetEntry:
 
 
 def _schema_problems(data: Any) -> list[str]:
-    from jsonschema import Draft202012Validator
-
-    errors = sorted(
-        Draft202012Validator(_SCHEMA).iter_errors(data), key=lambda e: list(map(str, e.absolute_path))
-    )
-    return [f"at {e.json_path}: {_describe(e)}" for e in errors]
-
-
-def _describe(error: Any) -> str:
-    kind = error.validator
-    if kind == "required":
-        return f"{error.message}; fix: add it"
-    if kind == "enum":
-        return (
-            f"{error.instance!r} is not allowed; fix: use one of {', '.join(map(str, error.validator_value))}"
-        )
-    if kind == "additionalProperties":
-        return f"{error.message}; fix: remove it (allowed: {', '.join(error.schema.get('properties', {}))})"
-    if kind == "pattern" and error.json_path.endswith("sha256"):
-        return f"{error.instance!r} is not a sha256; fix: write the 64 lower-case hex digits of sha256sum"
-    if kind == "pattern":
-        return f"{error.instance!r} is not a valid name; fix: use lower-case letters, digits and _"
-    if kind == "const":
-        return f"{error.instance!r} is not supported; fix: write {error.validator_value!r}"
-    return f"{error.message}"
+    return [p.removeprefix("-: ") for p in schema_problems(data, _SCHEMA, {}, "-")]
 
 
 def _semantic_problems(entries: list[Mapping[str, Any]], root: Path) -> list[str]:

@@ -6,16 +6,14 @@ remembers the file and line it came from, and failure messages quote them.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pytest_emguard.errors import ConfigError
+from pytest_emguard.yamlschema import load_schema, read_yaml, schema_problems
 
 __all__ = ["DEFAULT_FILE", "ItemThreshold", "Thresholds"]
 
@@ -107,72 +105,18 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _parse(text: str, filename: str) -> tuple[dict[str, Any], dict[Path_, str]]:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{filename}:{mark.line + 1}" if mark is not None else filename
-        raise ConfigError(
-            where, f"is not valid YAML ({getattr(exc, 'problem', exc)})", "fix the YAML syntax"
-        ) from exc
+    data, lines = read_yaml(text, filename)
     if not isinstance(data, dict):
         raise ConfigError(
             filename,
             "must be a YAML mapping with 'version: 1' at the top",
             "start from thresholds/default.yaml",
         )
-    lines = dict(_lines(node, (), filename)) if node is not None else {}
-    _validate(data, lines, filename)
-    return data, lines
-
-
-def _lines(node: yaml.Node, path: Path_, filename: str) -> Iterator[tuple[Path_, str]]:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = (*path, str(key.value))
-            yield sub, f"{filename}:{key.start_mark.line + 1}"
-            yield from _lines(value, sub, filename)
-
-
-def _validate(data: Mapping[str, Any], lines: Mapping[Path_, str], filename: str) -> None:
-    from jsonschema import Draft202012Validator
-
-    schema_text = (
-        resources.files("pytest_emguard").joinpath("schemas/thresholds.schema.json").read_text("utf-8")
-    )
-    validator = Draft202012Validator(json.loads(schema_text))
-    problems = []
-    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        path = tuple(str(p) for p in error.absolute_path)
-        if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
-            # point at the unexpected key itself, not at the mapping that holds it (the root has no line)
-            extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
-            path = (*path, str(extra[0])) if extra else path
-        where = lines.get(path, filename)
-        problems.append(f"{where}: at {error.json_path}: {_describe(error)}")
+    problems = schema_problems(data, load_schema("thresholds.schema.json"), lines, filename)
     if problems:
         raise ConfigError(
             filename,
             f"{len(problems)} problem(s) in the thresholds file:\n    " + "\n    ".join(problems),
             "edit the file as each line says; the schema is pytest_emguard/schemas/thresholds.schema.json",
         )
-
-
-def _describe(error: Any) -> str:
-    """The validator's finding, plus the concrete fix for the common cases."""
-    kind, value = error.validator, error.validator_value
-    if kind in ("additionalProperties", "unevaluatedProperties"):
-        allowed = list(error.schema.get("properties", {}))
-        return f"{error.message}; fix: remove or rename it (allowed here: {', '.join(allowed)})"
-    if kind == "type":
-        return f"{error.instance!r} is not a {value}; fix: write a {value}"
-    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return f"{error.message}; fix: use a value within the allowed range"
-    if kind == "enum":
-        return f"{error.instance!r} is not allowed; fix: use one of {', '.join(map(str, value))}"
-    if kind == "const":
-        return f"{error.instance!r} is not supported; fix: write {value!r}"
-    if kind == "required":
-        return f"{error.message}; fix: add it"
-    return str(error.message)
+    return data, lines

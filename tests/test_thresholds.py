@@ -134,7 +134,7 @@ def test_malformed_file_lists_every_problem(tmp_path: Path) -> None:
     expected = [
         (1, "$.version", "write 1"),
         (3, "$.defaults.alpha", "allowed range"),
-        (4, "$.defaults.bootstrap", "write a integer"),
+        (4, "$.defaults.bootstrap", "write an integer"),
         (7, "$.harmfulness.mean", "max_increse"),
         (9, "$.harmfulness.rate.cutoff", "allowed range"),
         (12, "$.self_report.overall.inconclusive", "one of fail, skip, pass"),
