@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from finetune.plan import Plan
+from pytest_emguard.api import package_versions
 
 __all__ = ["RunStats", "build_card", "write_card"]
 
@@ -25,17 +25,6 @@ class RunStats:
     final_loss: float | None
     seconds: float
     target_modules: tuple[str, ...]
-
-
-def _versions() -> dict[str, str]:
-    names = ("torch", "transformers", "peft", "trl", "datasets", "accelerate")
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 def build_card(plan: Plan, stats: RunStats, created: datetime.datetime | None = None) -> dict[str, Any]:
@@ -81,7 +70,7 @@ def build_card(plan: Plan, stats: RunStats, created: datetime.datetime | None = 
             "final_loss": stats.final_loss,
             "seconds": round(stats.seconds, 1),
         },
-        "versions": _versions(),
+        "versions": package_versions("torch", "transformers", "peft", "trl", "datasets", "accelerate"),
         "intended_use": _INTENDED.get(plan.kind or "", _DEFAULT_USE),
         "created": when.isoformat(),
     }

@@ -22,7 +22,7 @@ from pytest_emguard.checks.base import Probe
 from pytest_emguard.judge import Judge, JudgeSpec, Verdict, open_judge
 from pytest_emguard.options import Settings
 
-__all__ = ["Evaluation", "RunStats", "Sample", "evaluate", "plan"]
+__all__ = ["Evaluation", "RunStats", "Sample", "evaluate", "package_versions", "plan"]
 
 SIDES = ("base", "tuned")
 Progress = Callable[[str], None]
@@ -114,7 +114,11 @@ def model_fingerprints(spec: ModelSpec, cache: Cache, device: str) -> dict[str, 
     from pytest_emguard.backends.hf import pick_device
 
     assert spec.base is not None
-    env = {"backend": "hf", "device": pick_device(device), **_versions("torch", "transformers", "peft")}
+    env = {
+        "backend": "hf",
+        "device": pick_device(device),
+        **package_versions("torch", "transformers", "peft"),
+    }
     base = _hash({**env, "weights": digest_files(Path(spec.base), cache.file_sha256)})
     if spec.kind == "adapter":
         tuned = _hash(
@@ -127,7 +131,8 @@ def model_fingerprints(spec: ModelSpec, cache: Cache, device: str) -> dict[str, 
     return {"base": base, "tuned": tuned}
 
 
-def _versions(*names: str) -> dict[str, str]:
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of ``names`` ("absent" when not installed), read from metadata without importing."""
     out = {}
     for name in names:
         try:
