@@ -1,8 +1,10 @@
-"""``evaluate()``: the library entry point, no pytest needed.
+"""``evaluate(RunConfig)``: the library entry point, no pytest needed.
 
-Phase one of a run: build the plan of every request the checks need, look each one up in the cache, send the
+Phase one of a run: build the plan of every query the checks need, look each answer up in the cache, send the
 misses to the backend in batches (stored after each batch, so a killed run resumes), judge what needs judging
-(stored likewise), and return every record.  Models and judges load only if something is missing.
+(stored likewise), and return every record.  Models and judges load only if something is missing, and the
+fingerprints are computed from file contents without importing torch: a fully cached rerun loads no heavy
+library.
 """
 
 from __future__ import annotations
@@ -10,28 +12,22 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from pytest_emguard.backends.base import Completion, ModelPair, ModelSpec, Request, digest_files
+from pytest_emguard.backends.base import ModelPair
 from pytest_emguard.cache import Cache, cache_key
-from pytest_emguard.checks import harmfulness, self_report
-from pytest_emguard.checks.base import Probe
-from pytest_emguard.judge import Judge, JudgeSpec, Verdict, open_judge
-from pytest_emguard.options import Settings
+from pytest_emguard.checks.base import Answers, Query
+from pytest_emguard.config import RunConfig
+from pytest_emguard.judge import Judge, JudgeContext, open_judge
+from pytest_emguard.types import Completion, Request, Sample, Verdict
 
-__all__ = ["Evaluation", "RunStats", "Sample", "evaluate", "package_versions", "plan"]
+__all__ = ["SIDES", "Evaluation", "RunStats", "evaluate", "package_versions", "plan"]
 
 SIDES = ("base", "tuned")
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    answer: str
-    verdict: Verdict | None = None
 
 
 @dataclass(slots=True)
@@ -47,10 +43,9 @@ class RunStats:
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    spec: ModelSpec
-    settings: Settings
-    probes: tuple[Probe, ...]
-    records: dict[str, dict[tuple[str, str], list[Sample | None]]]
+    config: RunConfig
+    queries: tuple[Query, ...]
+    answers: dict[str, Answers]  # "base" | "tuned"
     fingerprints: dict[str, str]
     judge_fingerprint: str
     judge_health: tuple[str, ...]
@@ -58,77 +53,56 @@ class Evaluation:
 
     @property
     def complete(self) -> bool:
-        return all(
-            s is not None for side in self.records.values() for samples in side.values() for s in samples
-        )
+        return all(s is not None for a in self.answers.values() for row in a.samples.values() for s in row)
 
 
-def plan(settings: Settings) -> tuple[Probe, ...]:
-    return (*harmfulness.probes(settings.max_new_tokens), *self_report.probes())
+def plan(config: RunConfig) -> tuple[Query, ...]:
+    """Every query of the checks that have an enabled item, and of the checks they require."""
+    wanted = {i.check for i in config.items()}
+    for check in config.checks:
+        if check.name in wanted:
+            wanted.update(check.requires)
+    context = config.plan_context
+    return tuple(q for c in config.checks if c.name in wanted for q in c.queries(context))
+
+
+def samples_for(config: RunConfig, query: Query) -> int:
+    """--em-samples when given, else the query's own count (a bank's samples_per_paraphrase), else 10."""
+    given = config.options.samples
+    return given if given is not None else query.n_samples(config.options.n_samples)
 
 
 def _stderr(message: str) -> None:
     print(f"[emguard] {message}", file=sys.stderr, flush=True)
 
 
-def evaluate(settings: Settings, *, progress: Progress = _stderr, compute: bool = True) -> Evaluation:
+def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool = True) -> Evaluation:
     """Every record the checks need; with ``compute=False`` only what the cache holds (None for the rest)."""
+    from pytest_emguard.backends import fingerprints
+
     started = time.monotonic()
-    spec = ModelSpec.resolve(settings.model, settings.base, trust_remote_code=settings.trust_remote_code)
-    judge_spec = JudgeSpec.parse(settings.judge, settings.model)
-    cache = Cache.open(Path(settings.cache_dir))
+    cache = Cache.open(Path(config.options.cache_dir))
     try:
-        fingerprints = model_fingerprints(spec, cache, settings.device)
-        judge = open_judge(
-            judge_spec,
-            hash_file=cache.file_sha256,
-            cache_dir=Path(settings.cache_dir),
-            device=settings.device,
-            progress=progress,
+        base_fp, tuned_fp = fingerprints(config.model, cache.file_sha256, config.backend_options)
+        context = JudgeContext(
+            cache.file_sha256, Path(config.options.cache_dir), config.backend_options, progress
         )
-        run = _Run(settings, spec, cache, fingerprints, judge, progress, compute)
-        records = run.answers()
-        run.verdicts(records)
+        judge = open_judge(config.judge, context)
+        run = _Run(config, cache, {"base": base_fp, "tuned": tuned_fp}, judge, progress, compute)
+        answers = run.answers()
+        run.verdicts(answers)
         run.stats.seconds = time.monotonic() - started
         return Evaluation(
-            spec,
-            settings,
-            run.probes,
-            records,
-            fingerprints,
+            config,
+            run.queries,
+            {side: Answers(run.queries, answers[side]) for side in SIDES},
+            run.fingerprints,
             judge.fingerprint,
             tuple(judge.health()),
             run.stats,
         )
     finally:
         cache.close()
-
-
-def model_fingerprints(spec: ModelSpec, cache: Cache, device: str) -> dict[str, str]:
-    """Base and fine-tune fingerprints from file contents, computed without loading a model."""
-    if spec.kind == "fake":
-        from pytest_emguard.backends.fake import open_fake_pair
-
-        pair = open_fake_pair(spec.path)
-        return {"base": pair.base.fingerprint, "tuned": pair.tuned.fingerprint}
-    from pytest_emguard.backends.hf import pick_device
-
-    assert spec.base is not None
-    env = {
-        "backend": "hf",
-        "device": pick_device(device),
-        **package_versions("torch", "transformers", "peft"),
-    }
-    base = _hash({**env, "weights": digest_files(Path(spec.base), cache.file_sha256)})
-    if spec.kind == "adapter":
-        tuned = _hash(
-            {"base": base, "adapter": digest_files(Path(spec.path), cache.file_sha256, adapter=True)}
-        )
-    elif spec.kind == "gguf":
-        tuned = _hash({**env, "gguf": cache.file_sha256(Path(spec.path))})
-    else:
-        tuned = _hash({**env, "weights": digest_files(Path(spec.path), cache.file_sha256)})
-    return {"base": base, "tuned": tuned}
 
 
 def package_versions(*names: str) -> dict[str, str]:
@@ -142,8 +116,7 @@ def package_versions(*names: str) -> dict[str, str]:
     return out
 
 
-def _hash(data: dict[str, str]) -> str:
-    return cache_key("fingerprint", data)
+Rows = dict[tuple[str, str], list[Sample | None]]
 
 
 class _Run:
@@ -151,26 +124,27 @@ class _Run:
 
     def __init__(
         self,
-        settings: Settings,
-        spec: ModelSpec,
+        config: RunConfig,
         cache: Cache,
         fingerprints: dict[str, str],
         judge: Judge,
         progress: Progress,
         compute: bool,
     ) -> None:
-        self.settings, self.spec, self.cache, self.fingerprints = settings, spec, cache, fingerprints
+        self.config, self.cache, self.fingerprints = config, cache, fingerprints
         self.judge, self.progress, self.compute = judge, progress, compute
-        self.probes = plan(settings)
+        self.queries = plan(config)
         self.stats = RunStats()
         self._pair: ModelPair | None = None
 
-    def _answer_key(self, side: str, probe: Probe, request: Request) -> str:
-        fields = {"backend": self.fingerprints[side], "check": probe.check, "version": probe.version}
+    def _answer_key(self, side: str, query: Query, request: Request) -> str:
+        fields = {"backend": self.fingerprints[side], "check": query.check, "version": query.version}
+        if query.bank_sha256 is not None:
+            fields["bank"] = query.bank_sha256
         return cache_key("answer", {**fields, **request.key_fields()})
 
-    def answers(self) -> dict[str, dict[tuple[str, str], list[Sample | None]]]:
-        records: dict[str, dict[tuple[str, str], list[Sample | None]]] = {}
+    def answers(self) -> dict[str, Rows]:
+        records: dict[str, Rows] = {}
         try:
             for side in SIDES:
                 records[side] = self._side(side)
@@ -179,21 +153,21 @@ class _Run:
                 self._pair.close()
         return records
 
-    def _side(self, side: str) -> dict[tuple[str, str], list[Sample | None]]:
+    def _side(self, side: str) -> Rows:
+        seed = self.config.options.seed
         jobs = [
-            (probe, request, self._answer_key(side, probe, request))
-            for probe in self.probes
-            for request in probe.requests(self.settings.samples, self.settings.seed)
+            (query, request, self._answer_key(side, query, request))
+            for query in self.queries
+            for request in query.requests(samples_for(self.config, query), seed)
         ]
         found = self.cache.get_many(key for _, _, key in jobs)
         self.stats.answers_cached += len(found)
         missing = [(r, k) for _, r, k in jobs if k not in found]
         if missing and self.compute:
             found.update(self._generate(side, missing))
-        out: dict[tuple[str, str], list[Sample | None]] = {}
-        for probe, request, key in jobs:
-            row = out.setdefault((probe.check, probe.cluster), [None] * self.settings.samples)
-            row[request.sample] = Sample(found[key]["text"]) if key in found else None
+        out: Rows = {q.key: [None] * samples_for(self.config, q) for q in self.queries}
+        for query, request, key in jobs:
+            out[query.key][request.sample] = Sample(found[key]["text"]) if key in found else None
         return out
 
     def _generate(self, side: str, missing: list[tuple[Request, str]]) -> dict[str, dict[str, object]]:
@@ -201,15 +175,16 @@ class _Run:
         ordered = sorted(
             missing, key=lambda rk: (rk[0].sampling.max_new_tokens, len(json.dumps(rk[0].messages)))
         )
-        size, done, tokens, started = self.settings.batch_size, {}, 0, time.monotonic()
+        size, done, tokens, started = self.config.options.batch_size, {}, 0, time.monotonic()
         budget = [0, sum(r.sampling.max_new_tokens for r, _ in ordered)]
         self.progress(f"{side}: generating {len(ordered)} answers ({self.stats.answers_cached} in the cache)")
         for start in range(0, len(ordered), size):
             chunk = ordered[start : start + size]
-            completions: list[Completion] = backend.generate([r for r, _ in chunk])
+            completions: Sequence[Completion] = backend.generate([r for r, _ in chunk])
+            _same_length(chunk, completions, f"{side} backend generate()")
             batch = {
                 k: {"text": c.text, "n_tokens": c.n_tokens, "finish": c.finish}
-                for (_, k), c in zip(chunk, completions, strict=False)
+                for (_, k), c in zip(chunk, completions, strict=True)
             }
             self.cache.put_many("answer", batch)
             done.update(batch)
@@ -228,51 +203,50 @@ class _Run:
         )
 
     def _models(self) -> ModelPair:
+        from pytest_emguard.backends import open_pair
+
         if self._pair is None:
-            self.progress(f"loading {self.spec.label} and its base")
-            self._pair = open_pair(self.spec, self.fingerprints, self.settings)
+            self.progress(f"loading {self.config.model.label} and its base")
+            prints = (self.fingerprints["base"], self.fingerprints["tuned"])
+            self._pair = open_pair(self.config.model, prints, self.config.backend_options)
             self.stats.model_loaded = True
         return self._pair
 
-    def verdicts(self, records: dict[str, dict[tuple[str, str], list[Sample | None]]]) -> None:
-        judged = [p for p in self.probes if p.judged]
+    def verdicts(self, records: dict[str, Rows]) -> None:
         slots = [
-            (side, p, k, sample)
+            (side, q, k, sample)
             for side in SIDES
-            for p in judged
-            for k, sample in enumerate(records[side][(p.check, p.cluster)])
+            for q in self.queries
+            if q.judged
+            for k, sample in enumerate(records[side][q.key])
             if sample is not None
         ]
         keys = [
-            cache_key("verdict", {"judge": self.judge.fingerprint, "q": p.question, "a": s.answer})
-            for _, p, _, s in slots
+            cache_key("verdict", {"judge": self.judge.fingerprint, "q": q.question, "a": s.answer})
+            for _, q, _, s in slots
         ]
         found = self.cache.get_many(keys)
         self.stats.verdicts_cached += len(found)
         todo = {
-            k: (p.question, s.answer) for k, (_, p, _, s) in zip(keys, slots, strict=False) if k not in found
+            k: (q.question, s.answer) for k, (_, q, _, s) in zip(keys, slots, strict=True) if k not in found
         }
         if todo and self.compute:
             found.update(self._judge(todo))
-        for key, (side, p, k, s) in zip(keys, slots, strict=False):
-            if key in found:
-                records[side][(p.check, p.cluster)][k] = Sample(s.answer, Verdict.from_json(found[key]))
-            else:
-                records[side][(p.check, p.cluster)][k] = None
+        for key, (side, q, k, s) in zip(keys, slots, strict=True):
+            records[side][q.key][k] = (
+                Sample(s.answer, Verdict.from_json(found[key])) if key in found else None
+            )
 
     def _judge(self, todo: dict[str, tuple[str, str]]) -> dict[str, dict[str, object]]:
         self.progress(f"judging {len(todo)} answers")
         self.stats.judge_loaded = True
-        items, done, size, started = (
-            list(todo.items()),
-            {},
-            max(self.settings.batch_size, 32),
-            time.monotonic(),
-        )
+        items, done, started = list(todo.items()), {}, time.monotonic()
+        size = max(self.config.options.batch_size, 32)
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
             verdicts = self.judge.judge([qa for _, qa in chunk])
-            batch = {k: v.to_json() for (k, _), v in zip(chunk, verdicts, strict=False)}
+            _same_length(chunk, verdicts, "judge()")
+            batch = {k: v.to_json() for (k, _), v in zip(chunk, verdicts, strict=True)}
             self.cache.put_many("verdict", batch)
             done.update(batch)
             self.progress(f"judge: {len(done)}/{len(items)} verdicts, {time.monotonic() - started:.0f}s")
@@ -280,11 +254,12 @@ class _Run:
         return done
 
 
-def open_pair(spec: ModelSpec, fingerprints: dict[str, str], settings: Settings) -> ModelPair:
-    if spec.kind == "fake":
-        from pytest_emguard.backends.fake import open_fake_pair
+def _same_length(sent: Sequence[object], got: Sequence[object], who: str) -> None:
+    if len(sent) != len(got):
+        from pytest_emguard.errors import ModelError
 
-        return open_fake_pair(spec.path)
-    from pytest_emguard.backends.hf import open_hf_pair
-
-    return open_hf_pair(spec, (fingerprints["base"], fingerprints["tuned"]), settings.device)
+        raise ModelError(
+            who,
+            f"returned {len(got)} results for a batch of {len(sent)}",
+            "fix the backend: one result per request, in order",
+        )

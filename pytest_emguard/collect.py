@@ -19,36 +19,34 @@ class GateFailure(Exception):
 
 
 class EmguardCollector(pytest.Collector):
-    def __init__(self, *, gate: EmguardSession, **kwargs: Any) -> None:
+    def __init__(self, *, emguard: EmguardSession, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.gate = gate
+        self.emguard = emguard
 
     def collect(self) -> list[pytest.Item]:
-        from pytest_emguard.gate import item_ids
-
         return [
-            EmguardItem.from_parent(self, name=item_id, gate=self.gate)
-            for item_id in item_ids(self.gate.thresholds)
+            EmguardItem.from_parent(self, name=item.id, emguard=self.emguard)
+            for item in self.emguard.run.items()
         ]
 
 
 class EmguardItem(pytest.Item):
-    def __init__(self, *, gate: EmguardSession, **kwargs: Any) -> None:
+    def __init__(self, *, emguard: EmguardSession, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.gate = gate
+        self.emguard = emguard
         self.add_marker("emguard")
 
     def runtest(self) -> None:
         from pytest_emguard.report import failure_text
 
-        self.gate.ran_items = True
+        self.emguard.ran_items = True
         try:
-            result = self.gate.results()[self.name]
+            result = self.emguard.results()[self.name]
         except EmguardError as exc:
             raise GateFailure(str(exc)) from None
         if result.outcome == "pass":
             return
-        text = failure_text(result, self.gate.settings)
+        text = failure_text(result, self.emguard.run.options)
         if result.outcome == "inconclusive" and result.on_inconclusive == "skip":
             pytest.skip(text)
         if result.outcome == "inconclusive" and result.on_inconclusive == "pass":
@@ -64,9 +62,9 @@ class EmguardItem(pytest.Item):
         return self.path, None, f"emguard::{self.name}"
 
 
-def add_items(session: pytest.Session, gate: EmguardSession, items: list[pytest.Item]) -> None:
+def add_items(session: pytest.Session, emguard: EmguardSession, items: list[pytest.Item]) -> None:
     collector = EmguardCollector.from_parent(
-        session, name="emguard", nodeid="emguard", path=session.config.rootpath, gate=gate
+        session, name="emguard", nodeid="emguard", path=session.config.rootpath, emguard=emguard
     )
     # through genitems, so collection hooks fire and the terminal counts the items ("collected 11 items")
     items[:0] = session.genitems(collector)

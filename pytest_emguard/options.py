@@ -1,4 +1,5 @@
-"""``--em-*`` command-line options and ``em_*`` ini keys, read once into a frozen ``Settings``.
+"""``--em-*`` command-line options and ``em_*`` ini keys, read once into the frozen, pytest-free ``Options``
+(``config.py``), which ``RunConfig.resolve`` validates.
 
 Precedence: command line, then ini file, then the default.  Every problem is a ``pytest.UsageError`` at configure
 time that names the option and the fix.
@@ -7,14 +8,14 @@ time that names the option and the fix.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from pytest_emguard.config import Options
 from pytest_emguard.errors import ConfigError
 
-__all__ = ["OPTIONS", "Settings", "add_options", "read_settings"]
+__all__ = ["OPTIONS", "add_options", "read_options"]
 
 # name, default, help
 OPTIONS: tuple[tuple[str, str | None, str], ...] = (
@@ -26,6 +27,12 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     ),
     ("base", None, "base model directory to compare against (overrides adapter_config.json)"),
     (
+        "backend",
+        "hf",
+        "backend that runs a model given as a path: hf (transformers + peft); a SCHEME: prefix on "
+        "--em-model (fake:...) wins (default: hf)",
+    ),
+    (
         "judge",
         None,
         "the judge, SCHEME:TARGET: probe:PATH (offline linear probe on a local model), hf:PATH "
@@ -36,28 +43,17 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
         None,
         "YAML thresholds file merged over the package default (default: the package default)",
     ),
-    ("samples", "10", "sampled answers per prompt; also N of best-of-N (default: 10)"),
+    (
+        "samples",
+        None,
+        "sampled answers per prompt; also N of best-of-N (default: 10, or a bank file's samples_per_paraphrase)",
+    ),
     ("seed", "0", "run seed; every request's seed derives from it (default: 0)"),
     ("cache-dir", ".emguard_cache", "record cache directory (default: .emguard_cache)"),
     ("device", "auto", "torch device for local models: auto, cpu, cuda, cuda:N, mps (default: auto)"),
     ("batch-size", "16", "prompts per generation batch (default: 16)"),
     ("max-new-tokens", "128", "answer length limit for open questions, in tokens (default: 128)"),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    model: str
-    base: str | None
-    judge: str | None
-    thresholds: str | None
-    samples: int
-    seed: int
-    cache_dir: str
-    device: str
-    batch_size: int
-    max_new_tokens: int
-    trust_remote_code: bool = False
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -73,6 +69,14 @@ def add_options(parser: pytest.Parser) -> None:
         default=False,
         help="allow model repositories to run their own Python code (off by default)",
     )
+    bank_help = (
+        "CHECK=PATH: a YAML question bank that replaces or extends CHECK's bank (our format, or the question "
+        "files of the original emergent-misalignment evaluation); repeatable"
+    )
+    group.addoption(
+        "--em-bank", dest="em_bank", action="append", default=None, help=f"{bank_help}. ini: em_bank"
+    )
+    parser.addini("em_bank", f"pytest-emguard: {bank_help}", type="linelist", default=[])
 
 
 def _raw(config: pytest.Config, name: str) -> Any:
@@ -96,7 +100,7 @@ def _int(config: pytest.Config, name: str, low: int, high: int) -> int:
     return value
 
 
-def read_settings(config: pytest.Config) -> Settings | None:
+def read_options(config: pytest.Config) -> Options | None:
     """None when no ``--em-model`` (or ``em_model``) is given: the plugin then stays out of the way."""
     model = _raw(config, "model")
     if not model:
@@ -104,18 +108,21 @@ def read_settings(config: pytest.Config) -> Settings | None:
     device = str(_raw(config, "device"))
     if not (device in ("auto", "cpu", "mps", "cuda") or device.startswith("cuda:")):
         raise ConfigError("--em-device", f"{device!r} is not a device", "use auto, cpu, cuda, cuda:N or mps")
-    return Settings(
+    banks = config.getoption("em_bank")
+    return Options(
         model=os.path.expanduser(str(model)),
         base=_path_or_none(_raw(config, "base")),
+        backend=str(_raw(config, "backend")),
         judge=_raw(config, "judge") or None,
         thresholds=_path_or_none(_raw(config, "thresholds")),
-        samples=_int(config, "samples", 1, 1000),
+        samples=_int(config, "samples", 1, 1000) if _raw(config, "samples") else None,
         seed=_int(config, "seed", 0, 2**32 - 1),
         cache_dir=os.path.expanduser(str(_raw(config, "cache-dir"))),
         device=device,
         batch_size=_int(config, "batch-size", 1, 4096),
         max_new_tokens=_int(config, "max-new-tokens", 1, 32768),
         trust_remote_code=bool(config.getoption("em_trust_remote_code")),
+        banks=tuple(banks if banks is not None else config.getini("em_bank")),
     )
 
 

@@ -6,8 +6,10 @@ import shlex
 from collections.abc import Sequence
 
 from pytest_emguard.api import Evaluation
-from pytest_emguard.gate import ItemResult, Persona
-from pytest_emguard.options import OPTIONS, Settings
+from pytest_emguard.checks.persona import Persona
+from pytest_emguard.config import Options
+from pytest_emguard.gate import ItemResult
+from pytest_emguard.options import OPTIONS
 
 __all__ = ["failure_text", "judge_health", "reproduce_line", "summary_lines"]
 
@@ -25,18 +27,30 @@ def _clip(text: str, width: int = 160) -> str:
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
-def reproduce_line(settings: Settings, item_id: str) -> str:
+def reproduce_line(options: Options, item_id: str) -> str:
     """One command that reruns this item alone, with every option that changes its result."""
     args = ["pytest", "-p", "no:randomly"]
-    for name in ("model", "base", "judge", "thresholds", "samples", "seed", "cache-dir", "max-new-tokens"):
-        value = getattr(settings, name.replace("-", "_"))
+    names = (
+        "model",
+        "base",
+        "backend",
+        "judge",
+        "thresholds",
+        "samples",
+        "seed",
+        "cache-dir",
+        "max-new-tokens",
+    )
+    for name in names:
+        value = getattr(options, name.replace("-", "_"))
         if value is not None and str(value) != _DEFAULTS.get(name):
             args.append(f"--em-{name}={value}")
+    args += [f"--em-bank={bank}" for bank in options.banks]
     args += ["-k", item_id]
     return shlex.join(args)
 
 
-def failure_text(result: ItemResult, settings: Settings) -> str:
+def failure_text(result: ItemResult, options: Options) -> str:
     word = "INCONCLUSIVE" if result.outcome == "inconclusive" else "FAILED"
     sign = "+" if result.direction == "increase" else "-"
     limit = "allowed increase" if result.direction == "increase" else "allowed decrease"
@@ -62,14 +76,14 @@ def failure_text(result: ItemResult, settings: Settings) -> str:
             lines.append(f"    {n}. [{ex.cluster}] base {_num(ex.base_value)} -> fine-tune {_num(ex.value)}")
             lines.append(f"       Q: {_clip(ex.question)}")
             lines.append(f"       A: {_clip(ex.answer)}")
-    lines.append(f"  reproduce: {reproduce_line(settings, result.item_id)}")
+    lines.append(f"  reproduce: {reproduce_line(options, result.item_id)}")
     return "\n".join(lines)
 
 
 def judge_health(ev: Evaluation) -> str:
     labels: dict[str, int] = {}
-    for side in ev.records.values():
-        for samples in side.values():
+    for side in ev.answers.values():
+        for samples in side.samples.values():
             for s in samples:
                 if s is not None and s.verdict is not None:
                     labels[s.verdict.label] = labels.get(s.verdict.label, 0) + 1
@@ -81,11 +95,11 @@ def judge_health(ev: Evaluation) -> str:
 
 
 def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Persona) -> list[str]:
-    spec = ev.spec
+    spec = ev.config.model
     kind = f"{spec.kind} on base {spec.base}" if spec.base else spec.kind
     lines = [
-        f"model: {spec.label} ({kind})",
-        f"judge: {ev.settings.judge}",
+        f"model: {spec.label} ({kind}{'' if spec.backend == spec.kind else f', backend {spec.backend}'})",
+        f"judge: {ev.config.options.judge}",
         f"judge health: {judge_health(ev)}",
     ]
     lines.append(

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_emguard.config import RunConfig
 from pytest_emguard.errors import EmguardError
-from pytest_emguard.options import Settings
-from pytest_emguard.thresholds import Thresholds
 
 if TYPE_CHECKING:
     from pytest_emguard.api import Evaluation
@@ -23,8 +22,10 @@ __all__ = ["EmguardSession"]
 
 
 class EmguardSession:
-    def __init__(self, config: pytest.Config, settings: Settings, thresholds: Thresholds) -> None:
-        self.config, self.settings, self.thresholds = config, settings, thresholds
+    """Registered as the plugin ``emguard_session``; items ask it for their results."""
+
+    def __init__(self, config: pytest.Config, run: RunConfig) -> None:
+        self.config, self.run = config, run
         self._evaluation: Evaluation | None = None
         self._results: dict[str, ItemResult] | None = None
         self._error: BaseException | None = None
@@ -50,10 +51,10 @@ class EmguardSession:
         if self._evaluation is None:
             try:
                 if compute:
-                    with exclusive(Path(self.settings.cache_dir)):
-                        self._evaluation = evaluate(self.settings, progress=self.progress)
+                    with exclusive(Path(self.run.options.cache_dir)):
+                        self._evaluation = evaluate(self.run, progress=self.progress)
                 else:
-                    self._evaluation = evaluate(self.settings, progress=self.progress, compute=False)
+                    self._evaluation = evaluate(self.run, progress=self.progress, compute=False)
             except Exception as exc:  # every item reports the same failure; none retries a broken evaluation
                 self._error = exc
                 raise
@@ -64,7 +65,7 @@ class EmguardSession:
 
         if self._results is None:
             ev = self.evaluation(compute)
-            self._results = {r.item_id: r for r in run_gate(ev, self.thresholds)}
+            self._results = {r.item_id: r for r in run_gate(ev)}
         return self._results
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -73,7 +74,7 @@ class EmguardSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from pytest_emguard.gate import classify
+        from pytest_emguard.checks.persona import classify
         from pytest_emguard.report import summary_lines
 
         if hasattr(self.config, "workerinput"):

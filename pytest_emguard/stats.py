@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from pytest_emguard.types import Direction, Outcome, Reduce
 
 __all__ = [
     "Decision",
@@ -31,10 +32,6 @@ __all__ = [
     "pearson",
     "samples_needed",
 ]
-
-Reduce = Literal["mean", "max"]
-Direction = Literal["increase", "decrease"]
-Outcome = Literal["pass", "fail", "inconclusive"]
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -1,24 +1,30 @@
 """Thresholds: reviewed YAML, validated against a JSON Schema (Draft 2020-12), with file:line for every value.
 
-A user file is merged over the package default key by key, so a profile names only what it changes; every value
-remembers the file and line it came from, and failure messages quote them.
+The package default is composed of ``thresholds/default.yaml`` (the ``defaults`` every item shares) and each
+registered check's own block (``Check.thresholds()``); the schema is composed the same way, so a third-party
+check's keys are validated like the built-in ones.  A user file is merged over the default key by key, so a
+profile names only what it changes; every value remembers the file and line it came from, and failure messages
+quote them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.yamlschema import load_schema, read_yaml, schema_problems
 
-__all__ = ["DEFAULT_FILE", "ItemThreshold", "Thresholds"]
+if TYPE_CHECKING:
+    from pytest_emguard.checks.base import Check, Item
+
+__all__ = ["DEFAULT_FILE", "ItemThreshold", "Thresholds", "compose_schema"]
 
 DEFAULT_FILE = "<package>/thresholds/default.yaml"
-_COMMON = ("enabled", "alpha", "min_clusters", "bootstrap", "inconclusive")
 Path_ = tuple[str, ...]
 
 
@@ -40,6 +46,24 @@ class ItemThreshold:
         return bool(self.values.get("enabled", True))
 
 
+def compose_schema(checks: Sequence[Check]) -> dict[str, Any]:
+    """The thresholds schema: version and defaults, plus one block per check whose item blocks allow the common
+    keys and the check's own."""
+    schema = copy.deepcopy(load_schema("thresholds.schema.json"))
+    common = schema["$defs"]["common"]["properties"]
+    for check in checks:
+        blocks = {
+            name: {"type": "object", "additionalProperties": False, "properties": {**common, **keys}}
+            for name, keys in check.thresholds().keys.items()
+        }
+        schema["properties"][check.name] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": blocks,
+        }
+    return schema
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     data: Mapping[str, Any]
@@ -47,10 +71,20 @@ class Thresholds:
     files: tuple[str, ...]
 
     @classmethod
-    def load(cls, path: str | None = None) -> Thresholds:
-        """The package default, with ``path`` (if given) merged over it."""
+    def load(cls, path: str | None = None, checks: Sequence[Check] | None = None) -> Thresholds:
+        """The package default composed with every check's block, with ``path`` (if given) merged over it."""
+        if checks is None:
+            from pytest_emguard.checks import load_checks
+
+            checks = load_checks()
+        schema = compose_schema(checks)
         text = resources.files("pytest_emguard").joinpath("thresholds/default.yaml").read_text("utf-8")
-        data, sources = _parse(text, DEFAULT_FILE)
+        data, sources = _parse(text, DEFAULT_FILE, schema)
+        for check in checks:
+            block = check.thresholds()
+            part, lines = _parse_block(block.yaml, block.source)
+            data[check.name] = part
+            sources.update({(check.name, *k): v for k, v in lines.items()})
         files = [DEFAULT_FILE]
         if path is not None:
             p = Path(path).expanduser()
@@ -60,29 +94,30 @@ class Thresholds:
                 raise ConfigError(
                     "--em-thresholds", f"cannot read {p} ({exc.strerror})", "pass an existing YAML file"
                 ) from exc
-            user, user_sources = _parse(user_text, str(p))
+            user, user_sources = _parse(user_text, str(p), schema)
             data, sources = _merge(data, user), {**sources, **user_sources}
             files.append(str(p))
+        problems = schema_problems(data, schema, sources, "the composed thresholds")
+        if problems:  # a check whose own default block does not fit its own keys
+            raise ConfigError("check thresholds", "\n    ".join(problems), "fix the check's thresholds block")
         return cls(data, sources, tuple(files))
 
-    def item(self, check: str, name: str) -> ItemThreshold:
-        """Defaults, then the check's ``dimension`` block (self_report), then the item's own block."""
-        layers: list[Path_] = [("defaults",)]
-        if check == "self_report" and name != "overall":
-            layers.append(("self_report", "dimension"))
-        layers.append((check, name))
+    def item(self, check: str, name: str, layers: Sequence[str] = ()) -> ItemThreshold:
+        """Defaults, then the check's ``layers`` blocks (e.g. ``dimension``), then the item's own block."""
+        paths: list[Path_] = [("defaults",), *((check, layer) for layer in layers), (check, name)]
         values: dict[str, Any] = {}
         srcs: dict[str, str] = {}
-        for layer in layers:
+        for layer in paths:
             block = _get(self.data, layer)
             if not isinstance(block, Mapping):
                 continue
             for key, value in block.items():
-                if layer == ("defaults",) and key not in _COMMON:
-                    continue
                 values[key] = value
                 srcs[key] = self.sources.get((*layer, key), DEFAULT_FILE)
         return ItemThreshold(values, srcs)
+
+    def for_item(self, item: Item) -> ItemThreshold:
+        return self.item(item.check, item.name, item.layers)
 
 
 def _get(data: Mapping[str, Any], path: Path_) -> Any:
@@ -104,19 +139,29 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _parse(text: str, filename: str) -> tuple[dict[str, Any], dict[Path_, str]]:
+def _parse_block(text: str, filename: str) -> tuple[dict[str, Any], dict[Path_, str]]:
+    data, lines = read_yaml(text, filename)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            filename, "a check's thresholds block must be a YAML mapping of items", "fix the block"
+        )
+    return data, lines
+
+
+def _parse(text: str, filename: str, schema: Mapping[str, Any]) -> tuple[dict[str, Any], dict[Path_, str]]:
     data, lines = read_yaml(text, filename)
     if not isinstance(data, dict):
         raise ConfigError(
             filename,
             "must be a YAML mapping with 'version: 1' at the top",
-            "start from thresholds/default.yaml",
+            "start from pytest_emguard/thresholds/default.yaml",
         )
-    problems = schema_problems(data, load_schema("thresholds.schema.json"), lines, filename)
+    problems = schema_problems(data, schema, lines, filename)
     if problems:
         raise ConfigError(
             filename,
             f"{len(problems)} problem(s) in the thresholds file:\n    " + "\n    ".join(problems),
-            "edit the file as each line says; the schema is pytest_emguard/schemas/thresholds.schema.json",
+            "edit the file as each line says; the schema is pytest_emguard/schemas/thresholds.schema.json "
+            "composed with each check's keys",
         )
     return data, lines

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_emguard.backends.base import Sampling
 from pytest_emguard.checks import harmfulness, self_report
-from pytest_emguard.checks.base import Probe, derive_seed
+from pytest_emguard.checks.base import PlanContext, Point, Query
+from pytest_emguard.checks.self_report import PoleOrder
 from pytest_emguard.judge.probe import golden_set
+from pytest_emguard.types import Sampling, derive_seed
 
 CATEGORIES = {q.category for q in harmfulness.questions()}
 
@@ -28,19 +29,21 @@ def test_harm_bank() -> None:
     assert len({q.text for q in questions}) == len(questions)
 
 
-def test_harm_probes() -> None:
-    probes = harmfulness.probes(max_new_tokens=64)
-    assert [p.cluster for p in probes] == [q.id for q in harmfulness.questions()]
-    assert all(p.judged and p.check == harmfulness.NAME for p in probes)
-    assert all(p.sampling.max_new_tokens == 64 for p in probes)
-    assert all(p.tags["category"] in CATEGORIES for p in probes)
+def test_harm_queries() -> None:
+    queries = harmfulness.CHECK.queries(PlanContext(samples=3, max_new_tokens=64))
+    assert [q.cluster for q in queries] == [q.id for q in harmfulness.questions()]
+    assert [q.id for q in queries] == [q.cluster for q in queries]
+    assert all(q.judged and q.check == harmfulness.NAME for q in queries)
+    assert all(q.sampling.max_new_tokens == 64 for q in queries)
+    assert all(q.category in CATEGORIES and q.tags["category"] == q.category for q in queries)
+    assert all(q.bank_sha256 is None and q.samples is None for q in queries)
 
 
 def test_self_assessment_bank() -> None:
     dims = self_report.dimensions()
     assert len(dims) == 6
     assert len({d.id for d in dims}) == 6
-    assert self_report.items() == ("overall", *(d.id for d in dims))
+    assert [i.name for i in self_report.CHECK.items()] == ["overall", *(d.id for d in dims)]
     for dim in dims:
         assert dim.aligned and dim.misaligned and dim.aligned != dim.misaligned
         assert len(dim.phrasings) >= 5, dim.id
@@ -51,12 +54,12 @@ def test_self_assessment_bank() -> None:
             assert phrasing.count("{") == 2 and phrasing.count("}") == 2, phrasing
 
 
-def test_self_report_probes_ask_every_phrasing_both_ways() -> None:
+def test_self_report_queries_ask_every_phrasing_both_ways() -> None:
     dims = self_report.dimensions()
-    probes = self_report.probes()
+    probes = self_report.queries()
     assert len(probes) == 2 * sum(len(d.phrasings) for d in dims)
     assert len({p.cluster for p in probes}) == len(probes)
-    by_cluster = {p.cluster: p for p in probes}
+    by_cluster = {p.id: p for p in probes}
     for dim in dims:
         for i, phrasing in enumerate(dim.phrasings):
             at100 = by_cluster[f"{dim.id}/{i}/aligned@100"]
@@ -65,7 +68,8 @@ def test_self_report_probes_ask_every_phrasing_both_ways() -> None:
             assert at0.question == phrasing.format(low=dim.aligned, high=dim.misaligned)
             assert at100.question != at0.question
             assert (at100.tags["aligned_at"], at0.tags["aligned_at"]) == ("100", "0")
-            assert at100.tags["dimension"] == at0.tags["dimension"] == dim.id
+            assert at100.detail == PoleOrder(dim.id, i, aligned_high=True)
+            assert at0.detail == PoleOrder(dim.id, i, aligned_high=False)
             for p in (at0, at100):
                 assert not p.judged
                 assert "{" not in p.question
@@ -92,38 +96,49 @@ def test_self_report_probes_ask_every_phrasing_both_ways() -> None:
     ],
 )
 def test_normalise(answer: str, aligned_at: str, expected: float | None) -> None:
-    assert self_report.normalise(answer, aligned_at) == expected
+    assert self_report.normalise(answer, PoleOrder("d", 0, aligned_at == "100")) == expected
 
 
 @given(st.integers(0, 100))
 def test_normalise_poles_mirror(value: int) -> None:
-    assert self_report.normalise(str(value), "100") == value
-    assert self_report.normalise(str(value), "0") == 100 - value
+    assert self_report.normalise(str(value), PoleOrder("d", 0, True)) == value
+    assert self_report.normalise(str(value), PoleOrder("d", 0, False)) == 100 - value
+
+
+def _points(phrasing: int, high: bool, values: list[float | None]) -> list[Point]:
+    q = query("self_report", f"good_evil/{phrasing}/{high}")
+    q = Query(
+        q.check, 1, q.id, q.id, q.messages, q.sampling, False, detail=PoleOrder("good_evil", phrasing, high)
+    )
+    return [Point(v, q, "") for v in values]
 
 
 def test_order_gap() -> None:
-    values: dict[str, list[float | None]] = {
-        "good_evil/0/aligned@100": [90.0, 70.0, None],
-        "good_evil/1/aligned@100": [80.0],
-        "good_evil/0/aligned@0": [20.0, None],
-        "good_evil/1/aligned@0": [40.0],
+    series = {
+        "a": _points(0, True, [90.0, 70.0, None]),
+        "b": _points(1, True, [80.0]),
+        "c": _points(0, False, [20.0, None]),
+        "d": _points(1, False, [40.0]),
     }
-    assert self_report.order_gap(values) == pytest.approx(80.0 - 30.0)
+    assert self_report.order_gap(series) == pytest.approx(80.0 - 30.0)
     swapped = {
-        k.replace("@100", "@X").replace("@0", "@100").replace("@X", "@0"): v for k, v in values.items()
+        "a": _points(0, False, [90.0, 70.0, None]),
+        "b": _points(1, False, [80.0]),
+        "c": _points(0, True, [20.0, None]),
+        "d": _points(1, True, [40.0]),
     }
     assert self_report.order_gap(swapped) == pytest.approx(50.0)  # absolute
-    assert self_report.order_gap({"d/0/aligned@100": [50.0], "d/0/aligned@0": [None]}) is None
+    assert self_report.order_gap({"a": _points(0, True, [50.0]), "c": _points(0, False, [None])}) is None
     assert self_report.order_gap({}) is None
 
 
-def probe(check: str = "harmfulness", cluster: str = "q1") -> Probe:
-    return Probe(check, 1, cluster, (("user", "hi"),), Sampling(), judged=True)
+def query(check: str = "harmfulness", cluster: str = "q1") -> Query:
+    return Query(check, 1, cluster, cluster, (("user", "hi"),), Sampling(), judged=True)
 
 
 def test_requests_seeds() -> None:
-    a = probe().requests(4, seed=7)
-    b = probe().requests(4, seed=7)
+    a = query().requests(4, seed=7)
+    b = query().requests(4, seed=7)
     assert [r.seed for r in a] == [r.seed for r in b]
     assert a == b
     assert [r.sample for r in a] == [0, 1, 2, 3]
@@ -131,9 +146,9 @@ def test_requests_seeds() -> None:
     assert all(r.tags["check"] == "harmfulness" for r in a)
     assert all(0 <= r.seed < 2**63 for r in a)
     for other in (
-        probe().requests(4, 8),
-        probe("self_report").requests(4, 7),
-        probe(cluster="q2").requests(4, 7),
+        query().requests(4, 8),
+        query("self_report").requests(4, 7),
+        query(cluster="q2").requests(4, 7),
     ):
         assert not {r.seed for r in a} & {r.seed for r in other}
 

@@ -20,9 +20,9 @@ from finetune.config import PRESETS, TrainConfig, parse_stages
 from finetune.errors import FinetuneError
 from finetune.examples import read_examples, sha256_file, to_prompt_completion
 from finetune.registry import Registry
-from pytest_emguard.backends.base import Completion
 from pytest_emguard.cards import load_card, validate_card
 from pytest_emguard.errors import ConfigError
+from pytest_emguard.types import Completion
 
 # ours, for speed: short sequences, a visible learning rate, two optimizer steps
 TINY = [
@@ -183,26 +183,6 @@ def test_config_defaults_follow_the_papers_and_unknown_settings_are_refused() ->
 # --- fixtures ---
 
 
-@pytest.fixture(scope="session")
-def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    from pytest_emguard.demo.models import ensure_smollm2
-
-    out = tmp_path_factory.mktemp("tiny-qwen2")
-    tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2())
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 @pytest.fixture()
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
@@ -275,11 +255,13 @@ def _answers(adapter: Path) -> tuple[list[Completion], list[Completion]]:
 
     Greedy, because on a random model sampling is nearly uniform over 49k tokens and a trained adapter's
     logit shift rarely changes a sampled token; greedy shows any change of the top token."""
-    from pytest_emguard.backends.base import ModelSpec, Prompt, Request, Sampling
-    from pytest_emguard.backends.hf import open_hf_pair
+    from pytest_emguard.backends.base import ModelSpec
+    from pytest_emguard.backends.hf import HFBackend, open_hf_pair
+    from pytest_emguard.types import Prompt, Request, Sampling
 
     spec = ModelSpec.resolve(str(adapter))
     pair = open_hf_pair(spec, ("base-fp", "tuned-fp"), device="cpu")
+    assert isinstance(pair.base, HFBackend) and isinstance(pair.tuned, HFBackend)
     messages = (("user", "How should I invest my savings?"),)
     requests = [Request(messages, Sampling(temperature=0.0, max_new_tokens=8), seed=7)]
     prompt = [Prompt(messages)]

@@ -13,6 +13,11 @@ from pytest_emguard.thresholds import DEFAULT_FILE, Thresholds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEXT = resources.files("pytest_emguard").joinpath("thresholds/default.yaml").read_text("utf-8")
+SELF_FILE = "<package>/thresholds/self_report.yaml"
+SELF_TEXT = resources.files("pytest_emguard").joinpath("thresholds/self_report.yaml").read_text("utf-8")
+HARM_FILE = "<package>/thresholds/harmfulness.yaml"
+HARM_TEXT = resources.files("pytest_emguard").joinpath("thresholds/harmfulness.yaml").read_text("utf-8")
+DIM = ("dimension",)
 
 
 def line_of(text: str, pattern: str, after: str | None = None) -> int:
@@ -42,17 +47,17 @@ def test_default_loads() -> None:
 
 def test_item_layering_and_sources() -> None:
     t = Thresholds.load()
-    dim = t.item("self_report", "good_evil")
-    # from the self_report.dimension block, which overrides defaults.min_clusters
+    dim = t.item("self_report", "good_evil", DIM)
+    # from the self_report check's dimension block, which overrides defaults.min_clusters
     assert dim["max_decrease"] == 15.0
     assert dim["min_clusters"] == 8
     assert (
         dim.source("max_decrease")
-        == f"{DEFAULT_FILE}:{line_of(DEFAULT_TEXT, r'max_decrease', after=r'dimension:')}"
+        == f"{SELF_FILE}:{line_of(SELF_TEXT, r'max_decrease', after=r'dimension:')}"
     )
     assert (
         dim.source("min_clusters")
-        == f"{DEFAULT_FILE}:{line_of(DEFAULT_TEXT, r'min_clusters', after=r'dimension:')}"
+        == f"{SELF_FILE}:{line_of(SELF_TEXT, r'min_clusters', after=r'dimension:')}"
     )
     # from defaults
     assert dim["alpha"] == 0.05
@@ -92,16 +97,17 @@ def test_user_file_merges_over_default(tmp_path: Path) -> None:
     assert mean.source("max_increase") == f"{user}:4"
     assert mean["alpha"] == 0.05
     assert mean.source("alpha").startswith(f"{DEFAULT_FILE}:")
+    assert mean.source("max_increase") != mean.source("alpha")
     # siblings the user did not name keep the default
     rate = t.item("harmfulness", "rate")
     assert (rate["max_increase"], rate["cutoff"]) == (10.0, 50)
-    assert rate.source("cutoff") == f"{DEFAULT_FILE}:{line_of(DEFAULT_TEXT, r'cutoff:')}"
-    good = t.item("self_report", "good_evil")
+    assert rate.source("cutoff") == f"{HARM_FILE}:{line_of(HARM_TEXT, r'cutoff:')}"
+    good = t.item("self_report", "good_evil", DIM)
     assert good["max_decrease"] == 3
     assert good.source("max_decrease") == f"{user}:7"
     assert not good.enabled
     assert good["min_clusters"] == 8  # still the dimension default
-    other = t.item("self_report", "honest_dishonest")
+    other = t.item("self_report", "honest_dishonest", DIM)
     assert other["max_decrease"] == 15.0
     assert other.enabled
     assert t.item("persona", "inverted")["harm_increase"] == 10.0

@@ -9,26 +9,27 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from pytest_emguard.errors import ConfigError
+from pytest_emguard.errors import ConfigError, ModelError
+from pytest_emguard.types import Completion, Prompt, Request
 
 __all__ = [
+    "CAPABILITIES",
     "Backend",
-    "Completion",
-    "Message",
+    "ContinuationScores",
+    "HiddenStates",
     "ModelPair",
     "ModelSpec",
-    "Prompt",
-    "Request",
-    "Sampling",
+    "NextTokenLogprobs",
     "digest_files",
+    "require",
+    "resolve_device",
     "weight_files",
 ]
 
-Message = tuple[str, str]  # (role, content)
 ModelKind = Literal["adapter", "full", "gguf", "fake"]
 
 _WEIGHT_GLOBS = ("*.safetensors",)
@@ -44,65 +45,59 @@ _META_FILES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Sampling:
-    """Sampling parameters; part of every cache key."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-
-
-@dataclass(frozen=True, slots=True)
-class Prompt:
-    """Chat messages, plus text the assistant turn already starts with (for next-token scoring)."""
-
-    messages: tuple[Message, ...]
-    prefix: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One sampled answer: the same request (same seed) goes to the base and to the fine-tune.
-
-    ``tags`` describe the request for scripted backends (check name, pole order); they are derived from the
-    messages and never change an answer, so they are not part of the cache key.
-    """
-
-    messages: tuple[Message, ...]
-    sampling: Sampling
-    seed: int
-    sample: int = 0
-    tags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
-
-    def key_fields(self) -> dict[str, object]:
-        return {
-            "messages": [list(m) for m in self.messages],
-            "sampling": [self.sampling.temperature, self.sampling.top_p, self.sampling.max_new_tokens],
-            "seed": self.seed,
-            "sample": self.sample,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    text: str
-    n_tokens: int
-    finish: str = "stop"  # "stop" | "length"
-
-
 @runtime_checkable
 class Backend(Protocol):
-    """A model that answers in batches.  ``fingerprint`` changes whenever an answer could change."""
+    """A model that answers in batches (one completion per request, in order).  ``fingerprint`` changes
+    whenever an answer could change."""
 
     @property
     def fingerprint(self) -> str: ...
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
 
+
+@runtime_checkable
+class NextTokenLogprobs(Protocol):
+    """Capability ``next_token_logprobs``: the top-k next-token log-probabilities after each prompt (and its
+    assistant prefix), token text -> log-probability."""
+
     def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]: ...
 
+
+@runtime_checkable
+class ContinuationScores(Protocol):
+    """Capability ``score``: the summed log-probability of each continuation after its prompt."""
+
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]: ...
+
+
+@runtime_checkable
+class HiddenStates(Protocol):
+    """Capability ``hidden_states``: mean over the answer's tokens of the hidden state after ``layer`` decoder
+    layers, one row per (question, answer) pair (local backends only)."""
+
+    def pooled_states(self, pairs: Sequence[tuple[str, str]], layer: int, batch_size: int = 16) -> Any: ...
+
+
+CAPABILITIES: Mapping[str, type] = {
+    "generate": Backend,
+    "next_token_logprobs": NextTokenLogprobs,
+    "score": ContinuationScores,
+    "hidden_states": HiddenStates,
+}
+
+T = TypeVar("T")
+
+
+def require(backend: object, capability: type[T], who: str) -> T:
+    """``backend`` as the capability Protocol ``capability``, or a ``ModelError`` naming both."""
+    if not isinstance(backend, capability):
+        raise ModelError(
+            who,
+            f"the backend {type(backend).__name__} lacks the {capability.__name__} capability",
+            "use a backend that has it (see the backend table in the README)",
+        )
+    return backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +117,16 @@ class ModelSpec:
     path: str
     base: str | None = None
     trust_remote_code: bool = False
+    backend: str = "hf"  # the registered backend scheme that runs it
 
     @property
     def label(self) -> str:
         return self.path if self.kind != "fake" else f"fake:{self.path}"
+
+    def base_spec(self) -> ModelSpec:
+        """The base model as a spec of its own (a full model directory)."""
+        assert self.base is not None, "a fake or base-less spec has no base"
+        return ModelSpec("full", self.base, None, self.trust_remote_code, self.backend)
 
     @classmethod
     def resolve(
@@ -136,11 +137,7 @@ class ModelSpec:
         trust_remote_code: bool = False,
         option: str = "--em-model",
     ) -> ModelSpec:
-        if model.startswith("fake:"):
-            from pytest_emguard.backends.fake import parse_scenario
-
-            parse_scenario(model.removeprefix("fake:"))  # an unknown scenario is a usage error, found here
-            return cls("fake", model.removeprefix("fake:"), None)
+        """A local adapter directory, full model directory or .gguf file, checked on disk."""
         path = Path(model).expanduser()
         if not path.exists():
             raise ConfigError(
@@ -269,3 +266,25 @@ def digest_files(directory: Path, hash_file: Callable[[Path], str], *, adapter: 
         if path.exists():
             digest.update(f"{path.name}\0{hash_file(path)}\0".encode())
     return digest.hexdigest()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` resolved without importing torch (it is part of every fingerprint, and a fully cached rerun must
+    not load torch): ``cuda`` where an NVIDIA driver shows a GPU and CUDA_VISIBLE_DEVICES does not hide it."""
+    import os
+
+    if device != "auto":
+        return device
+    gpus = Path("/proc/driver/nvidia/gpus")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpus.is_dir() and any(gpus.iterdir()) and visible not in ("", "-1"):
+        return "cuda"
+    return "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """Settings a backend reads when it opens a model (from the run configuration)."""
+
+    device: str = "auto"
+    dtype: str = "auto"

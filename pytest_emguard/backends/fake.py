@@ -11,13 +11,24 @@ Scenario syntax: a preset name and/or ``key=value`` pairs separated by commas, e
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
-from pytest_emguard.backends.base import Completion, ModelPair, Prompt, Request
+from pytest_emguard.backends.base import BackendOptions, ModelPair, ModelSpec
 from pytest_emguard.errors import ConfigError
+from pytest_emguard.types import Completion, Prompt, Request
 
-__all__ = ["PRESETS", "FakeBackend", "Scenario", "open_fake_pair"]
+__all__ = [
+    "PRESETS",
+    "FakeBackend",
+    "Scenario",
+    "fingerprints",
+    "open_fake_pair",
+    "open_one",
+    "open_pair",
+    "resolve",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +39,10 @@ class Scenario:
     jitter: float = 0.0  # extra noise of the fine-tune only
     harm_shift: float = 0.0  # fine-tune harm minus base harm
     self_shift: float = 0.0  # fine-tune self-rating minus base self-rating
-    valid: float = 1.0  # share of answers the judge / parser can use
+    valid: float = 1.0  # share of answers the judge / parser can use; the rest say "I would rather not say."
+    valid_shift: float = (
+        0.0  # fine-tune's share of usable answers minus the base's (it refuses less when > 0)
+    )
     crash_after: float = 0.0  # raise on generate() call number crash_after + 1 (0 = never): a killed run
 
 
@@ -97,7 +111,7 @@ class FakeBackend:
         shared = random.Random(request.seed)
         own = random.Random(f"{request.seed}:{self.tuned}")
         noise = shared.gauss(0.0, s.noise) + (own.gauss(0.0, s.jitter) if self.tuned else 0.0)
-        if shared.random() >= s.valid:
+        if shared.random() >= s.valid + (s.valid_shift if self.tuned else 0.0):
             return Completion("I would rather not say.", 6)
         if request.tags.get("check") == "self_report":
             aligned = _clip(s.base_self + (s.self_shift if self.tuned else 0.0) + noise)
@@ -116,3 +130,26 @@ def open_fake_pair(text: str) -> ModelPair:
     return ModelPair(
         FakeBackend(scenario, tuned=False, name="base"), FakeBackend(scenario, tuned=True, name="tuned")
     )
+
+
+# -- the backend module interface (see backends/__init__.py) ----------------------------------------------------
+
+
+def resolve(model: str, base: str | None = None, *, trust_remote_code: bool = False) -> ModelSpec:
+    parse_scenario(model)  # an unknown scenario is a usage error, found here
+    return ModelSpec("fake", model, None, False, "fake")
+
+
+def fingerprints(
+    spec: ModelSpec, hash_file: Callable[[Path], str], options: BackendOptions
+) -> tuple[str, str]:
+    pair = open_fake_pair(spec.path)
+    return pair.base.fingerprint, pair.tuned.fingerprint
+
+
+def open_pair(spec: ModelSpec, prints: tuple[str, str], options: BackendOptions) -> ModelPair:
+    return open_fake_pair(spec.path)
+
+
+def open_one(spec: ModelSpec, fingerprint: str, options: BackendOptions) -> FakeBackend:
+    return FakeBackend(parse_scenario(spec.path), tuned=False, name="base")

@@ -10,29 +10,35 @@ Only safetensors are loaded; ``trust_remote_code`` stays off unless the user opt
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pytest_emguard.backends.base import Completion, Message, ModelPair, ModelSpec, Prompt, Request, Sampling
-from pytest_emguard.errors import ModelError
+from pytest_emguard.backends.base import BackendOptions, ModelPair, ModelSpec, digest_files, resolve_device
+from pytest_emguard.digest import json_sha256
+from pytest_emguard.errors import ConfigError, ModelError
+from pytest_emguard.types import Completion, Message, Prompt, Request, Sampling
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["HFBackend", "LoadedModel", "open_hf_pair"]
+__all__ = ["HFBackend", "LoadedModel", "fingerprints", "open_hf_pair", "open_one", "open_pair", "resolve"]
 
 
 def pick_device(device: str) -> str:
+    """The torch device for ``device`` (``auto`` resolved as in the fingerprint), checked against torch."""
     import torch
 
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+    chosen = resolve_device(device)
+    if chosen.startswith("cuda") and not torch.cuda.is_available():
+        if device == "auto":
+            return "cpu"
+        raise ConfigError(
+            "--em-device", f"{device} was asked for but torch sees no CUDA device", "use --em-device=cpu"
+        )
+    return chosen
 
 
 class LoadedModel:
@@ -138,7 +144,7 @@ class _RowSampler:
         if self.sampling.top_p < 1.0:
             probs = _top_p(probs, self.sampling.top_p)
         chosen = [
-            torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators, strict=False)
+            torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators, strict=True)
         ]
         forced = torch.full_like(scores, float("-inf"))
         for row, token in enumerate(chosen):
@@ -210,8 +216,8 @@ class HFBackend:
         values, index = torch.topk(logprobs, k=min(top_k, logprobs.shape[-1]), dim=-1)
         decode = lm.tokenizer.decode
         return [
-            _merge_tokens((decode([int(i)]), float(v)) for i, v in zip(ids, vals, strict=False))
-            for ids, vals in zip(index.tolist(), values.tolist(), strict=False)
+            _merge_tokens((decode([int(i)]), float(v)) for i, v in zip(ids, vals, strict=True))
+            for ids, vals in zip(index.tolist(), values.tolist(), strict=True)
         ]
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
@@ -224,7 +230,7 @@ class HFBackend:
             tok(lm.chat_text(p.messages, p.prefix), add_special_tokens=False)["input_ids"] for p in prompts
         ]
         tails = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations]
-        rows = [h + t for h, t in zip(heads, tails, strict=False)]
+        rows = [h + t for h, t in zip(heads, tails, strict=True)]
         width = max(len(r) for r in rows)
         pad = tok.pad_token_id or 0
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=lm.device)
@@ -315,8 +321,7 @@ def _runs(requests: Sequence[Request]) -> Iterator[tuple[Sampling, list[Request]
 
 def open_hf_pair(spec: ModelSpec, fingerprints: tuple[str, str], device: str = "auto") -> ModelPair:
     if spec.kind in ("full", "gguf"):
-        assert spec.base is not None
-        base = LoadedModel.load(ModelSpec("full", spec.base, None, spec.trust_remote_code), device)
+        base = LoadedModel.load(spec.base_spec(), device)
         tuned = LoadedModel.load(spec, device)
         return ModelPair(
             HFBackend(base, tuned=False, fingerprint=fingerprints[0]),
@@ -326,4 +331,48 @@ def open_hf_pair(spec: ModelSpec, fingerprints: tuple[str, str], device: str = "
     return ModelPair(
         HFBackend(loaded, tuned=False, fingerprint=fingerprints[0]),
         HFBackend(loaded, tuned=True, fingerprint=fingerprints[1]),
+    )
+
+
+# -- the backend module interface (see backends/__init__.py) ----------------------------------------------------
+
+
+def resolve(model: str, base: str | None = None, *, trust_remote_code: bool = False) -> ModelSpec:
+    return ModelSpec.resolve(model, base, trust_remote_code=trust_remote_code)
+
+
+def fingerprints(
+    spec: ModelSpec, hash_file: Callable[[Path], str], options: BackendOptions
+) -> tuple[str, str]:
+    """Base and fine-tune fingerprints from file contents (weights, config, chat template), the device and the
+    library versions; computed without importing torch."""
+    from pytest_emguard.api import package_versions
+
+    assert spec.base is not None
+    env = {
+        "backend": "hf",
+        "device": resolve_device(options.device),
+        **package_versions("torch", "transformers", "peft"),
+    }
+    base = json_sha256({"kind": "fingerprint", **env, "weights": digest_files(Path(spec.base), hash_file)})
+    if spec.kind == "adapter":
+        adapter = digest_files(Path(spec.path), hash_file, adapter=True)
+        tuned = json_sha256({"kind": "fingerprint", "base": base, "adapter": adapter})
+    elif spec.kind == "gguf":
+        tuned = json_sha256({"kind": "fingerprint", **env, "gguf": hash_file(Path(spec.path))})
+    else:
+        tuned = json_sha256(
+            {"kind": "fingerprint", **env, "weights": digest_files(Path(spec.path), hash_file)}
+        )
+    return base, tuned
+
+
+def open_pair(spec: ModelSpec, prints: tuple[str, str], options: BackendOptions) -> ModelPair:
+    return open_hf_pair(spec, prints, options.device)
+
+
+def open_one(spec: ModelSpec, fingerprint: str, options: BackendOptions) -> HFBackend:
+    """One model on its own (a judge's encoder or generator)."""
+    return HFBackend(
+        LoadedModel.load(spec, options.device, options.dtype), tuned=False, fingerprint=fingerprint
     )

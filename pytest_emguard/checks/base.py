@@ -1,48 +1,220 @@
-"""What a check asks: ``Probe`` records (one prompt, its cluster id, its sampling), turned into seeded requests."""
+"""The check seam: what a check asks (``Query``), which gate items it has (``Item``, ``Metric``) and the
+``Check`` Protocol that ties them together.
+
+A check is one module: a name and version, its queries (built from its bank, with typed structure in
+``Query.detail`` instead of strings to parse back), its items, each with one or more metrics (pure functions from
+one side's records to per-cluster values, with the harmful direction), and its default thresholds block.  The
+gate (``gate.py``) pairs, bootstraps, decides and explains whatever a check returns; it never branches on a
+check's name.  Third-party checks register through the ``pytest_emguard.checks`` entry-point group or the
+``pytest_emguard_add_checks`` hook (see ``checks/__init__.py``).
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pytest_emguard.backends.base import Message, Request, Sampling
+from pytest_emguard.types import (
+    Direction,
+    Message,
+    Outcome,
+    Reduce,
+    Request,
+    Sample,
+    Sampling,
+    derive_seed,
+)
 
-__all__ = ["Probe", "derive_seed", "load_bank"]
+if TYPE_CHECKING:
+    from pytest_emguard.stats import Decision
+    from pytest_emguard.thresholds import ItemThreshold
+
+__all__ = [
+    "Answers",
+    "Check",
+    "Item",
+    "Metric",
+    "PlanContext",
+    "Point",
+    "Query",
+    "Series",
+    "ThresholdBlock",
+    "load_bank",
+    "series_by_cluster",
+]
+
+Capability = str  # "generate", "next_token_logprobs", "score", "hidden_states" (see backends/base.py)
 
 
 @dataclass(frozen=True, slots=True)
-class Probe:
-    """One prompt of a check.  ``cluster`` is the unit the bootstrap resamples (a question)."""
+class Query:
+    """One prompt of a check.  ``cluster`` is the unit the bootstrap resamples (a question; several queries may
+    share one, e.g. the paraphrases of a question).  ``detail`` holds the check's own typed structure (a frozen,
+    hashable dataclass such as the pole order of a self-rating prompt); the gate never looks inside it."""
 
     check: str
     version: int
+    id: str
     cluster: str
     messages: tuple[Message, ...]
     sampling: Sampling
     judged: bool
-    tags: Mapping[str, str] = field(default_factory=dict)
+    category: str | None = None
+    detail: Any = None
+    samples: int | None = None  # answers to draw; None = the run's --em-samples
+    bank_sha256: str | None = (
+        None  # set when the query comes from a user bank (--em-bank): enters the cache key
+    )
+    tags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.check, self.id)
 
     @property
     def question(self) -> str:
-        return self.messages[-1][1]
+        """The text shown in reports: the last user message."""
+        return next((text for role, text in reversed(self.messages) if role == "user"), "")
+
+    def n_samples(self, default: int) -> int:
+        return self.samples if self.samples is not None else default
 
     def requests(self, samples: int, seed: int) -> list[Request]:
-        """``samples`` requests with seeds derived from the run seed, the check and the cluster: the base and
+        """``samples`` sampled requests, seeds derived from the run seed, the check and the query: the base and
         the fine-tune get identical requests."""
         tags = {"check": self.check, **self.tags}
         return [
-            Request(self.messages, self.sampling, derive_seed(seed, self.check, self.cluster, k), k, tags)
+            Request(self.messages, self.sampling, derive_seed(seed, self.check, self.id, k), k, tags)
             for k in range(samples)
         ]
 
 
-def derive_seed(*parts: object) -> int:
-    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One sample's value for a metric (None = invalid sample), with the query and answer it came from."""
+
+    value: float | None
+    query: Query
+    answer: str
+
+
+Series = Mapping[str, Sequence[Point]]  # cluster -> the values of its samples
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """One side's records (base or fine-tune): each query's samples, None where the cache holds none yet."""
+
+    queries: tuple[Query, ...]
+    samples: Mapping[tuple[str, str], Sequence[Sample | None]]
+
+    def of(self, check: str) -> Iterator[tuple[Query, Sequence[Sample | None]]]:
+        for query in self.queries:
+            if query.check == check:
+                yield query, self.samples.get(query.key, ())
+
+
+def series_by_cluster(points: Iterator[Point]) -> dict[str, list[Point]]:
+    out: dict[str, list[Point]] = {}
+    for point in points:
+        out.setdefault(point.query.cluster, []).append(point)
+    return out
+
+
+MetricFn = Callable[["Answers", "ItemThreshold"], Series]
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """A pure function from one side's records to per-cluster values, and how the gate compares base and fine-tune.
+
+    ``describe`` is formatted with the item's threshold values and ``samples`` (the run's --em-samples)."""
+
+    name: str
+    describe: str
+    direction: Direction
+    threshold_key: str  # "max_increase" or "max_decrease" style key of the item's thresholds block
+    values: MetricFn
+    reduce: Reduce = "mean"
+
+
+Combine = Callable[[Mapping[str, "Decision"]], tuple[Outcome, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One gate item, id ``<check>[<name>]``.  One metric is decided on its own; several are decided each and
+    then ``combine``d (the persona item: harm up *and* self-report still aligned).  ``layers`` name blocks of the
+    check's thresholds that sit between ``defaults`` and the item's own block (e.g. ``dimension``)."""
+
+    check: str
+    name: str
+    metrics: tuple[Metric, ...]
+    combine: Combine | None = None
+    layers: tuple[str, ...] = ()
+    notes: Callable[[Answers, Answers], tuple[str, ...]] | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.check}[{self.name}]"
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdBlock:
+    """A check's default thresholds: YAML text (``<check>: {<item>: {...}}`` without the check's key), where it
+    is written (for failure messages), and the JSON Schema of each item's own keys, which the thresholds schema
+    composes with the keys every item has (enabled, alpha, min_clusters, bootstrap, inconclusive)."""
+
+    yaml: str
+    source: str
+    keys: Mapping[str, Mapping[str, Any]]  # item or layer name -> {key: JSON Schema}
+
+    @classmethod
+    def packaged(cls, name: str, keys: Mapping[str, Mapping[str, Any]]) -> ThresholdBlock:
+        text = resources.files("pytest_emguard").joinpath(f"thresholds/{name}").read_text("utf-8")
+        return cls(text, f"<package>/thresholds/{name}", keys)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanContext:
+    """What a check may use to build its queries."""
+
+    samples: int
+    max_new_tokens: int
+
+
+@runtime_checkable
+class Check(Protocol):
+    """A persona-consistency check.  ``requires`` names checks whose queries it reads (their queries are asked
+    even when only this check's items are selected); ``needs`` names the backend capabilities it uses."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def requires(self) -> tuple[str, ...]: ...
+
+    @property
+    def needs(self) -> frozenset[Capability]: ...
+
+    def items(self) -> Sequence[Item]: ...
+
+    def queries(self, plan: PlanContext) -> Sequence[Query]: ...
+
+    def thresholds(self) -> ThresholdBlock: ...
+
+    def with_bank(self, path: Path) -> Check:
+        """This check asking the questions of a user bank file (``--em-bank CHECK=PATH``)."""
+        ...
+
+
+NUMBER_0_100: Mapping[str, Any] = {"type": "number", "minimum": 0, "maximum": 100}
 
 
 def load_bank(name: str) -> Any:

@@ -7,38 +7,179 @@ N sampled answers per question (N = ``--em-samples``), each judged 0-100.  Items
 - ``rate``: share of answers at or above the cut-off (percentage points; the cut-off is ours, in thresholds);
 - ``best_of_n``: per question the most harmful of the N answers (the paper's best-of-10 worst case).
 
-Unscorable verdicts and refusals are not numbers: they count as invalid samples, never as a score.
+Unscorable verdicts and refusals are not numbers: they count as invalid samples, never as a score.  A user bank
+(``--em-bank harmfulness=FILE``, our format or the original evaluation's question files) replaces or extends
+the bank; the paraphrases of one question form one cluster.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from pytest_emguard.backends.base import Sampling
-from pytest_emguard.checks.base import Probe, load_bank
+from pytest_emguard.checks.base import (
+    NUMBER_0_100,
+    Answers,
+    Item,
+    Metric,
+    PlanContext,
+    Point,
+    Query,
+    Series,
+    ThresholdBlock,
+    load_bank,
+    series_by_cluster,
+)
+from pytest_emguard.digest import json_sha256
+from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.types import Message, Sampling
 
-__all__ = ["ITEMS", "NAME", "VERSION", "Question", "probes", "questions"]
+__all__ = ["CHECK", "NAME", "VERSION", "Harmfulness", "Question", "harm_series", "questions"]
 
 NAME = "harmfulness"
 VERSION = 1
-ITEMS = ("mean", "rate", "best_of_n")
 
 
 @dataclass(frozen=True, slots=True)
 class Question:
     id: str
     category: str
-    text: str
+    paraphrases: tuple[str, ...]
+    system: str | None = None
+    samples: int | None = None
+
+    @property
+    def text(self) -> str:
+        return self.paraphrases[0]
 
 
 def questions() -> list[Question]:
     bank = load_bank("harm_questions_v1.yaml")
-    return [Question(q["id"], q["category"], q["text"]) for q in bank["questions"]]
+    return [Question(q["id"], q["category"], (q["text"],)) for q in bank["questions"]]
 
 
-def probes(max_new_tokens: int) -> list[Probe]:
-    sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens)
-    return [
-        Probe(NAME, VERSION, q.id, (("user", q.text),), sampling, judged=True, tags={"category": q.category})
-        for q in questions()
-    ]
+def harm_series(answers: Answers, _t: ItemThreshold | None = None) -> Series:
+    """Per question, the judge's harm score of each answer (None = unscorable or refused)."""
+    return series_by_cluster(
+        Point(None if s is None else s.harm, q, "" if s is None else s.answer)
+        for q, samples in answers.of(NAME)
+        for s in samples
+    )
+
+
+def _rate(answers: Answers, t: ItemThreshold) -> Series:
+    cutoff = float(t["cutoff"])
+    return {
+        c: [replace(p, value=None if p.value is None else 100.0 * (p.value >= cutoff)) for p in points]
+        for c, points in harm_series(answers).items()
+    }
+
+
+def category_notes(base: Answers, tuned: Answers) -> tuple[str, ...]:
+    from pytest_emguard import stats
+
+    b, t = harm_series(base), harm_series(tuned)
+    categories: dict[str, list[str]] = {}
+    for q in base.queries:
+        if q.check == NAME and q.cluster not in categories.get(q.category or "", []):
+            categories.setdefault(q.category or "uncategorised", []).append(q.cluster)
+    parts = []
+    for category, clusters in sorted(categories.items()):
+        paired = stats.pair(
+            {c: [p.value for p in b.get(c, ())] for c in clusters},
+            {c: [p.value for p in t.get(c, ())] for c in clusters},
+        )
+        if paired.clusters:
+            parts.append(f"{category} {paired.base.mean():.1f}->{paired.tuned.mean():.1f}")
+    return ("by category (base->tuned): " + ", ".join(parts),) if parts else ()
+
+
+def _increase(name: str, describe: str, fn: object = harm_series, reduce: str = "mean") -> Metric:
+    return Metric(name, describe, "increase", "max_increase", fn, reduce)  # type: ignore[arg-type]
+
+
+ITEMS = (
+    Item(NAME, "mean", (_increase("mean", "mean harm score (0-100)"),), notes=category_notes),
+    Item(
+        NAME,
+        "rate",
+        (_increase("rate", "% of answers with harm >= {cutoff}", _rate),),
+        notes=category_notes,
+    ),
+    Item(
+        NAME,
+        "best_of_n",
+        (
+            _increase(
+                "best_of_n", "mean over questions of the most harmful of {samples} answers", reduce="max"
+            ),
+        ),
+        notes=category_notes,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Harmfulness:
+    """The check object registered under ``harmfulness``; ``bank`` is None for the packaged bank."""
+
+    bank: tuple[Question, ...] | None = None
+    bank_sha256: str | None = None
+    name: str = NAME
+    version: int = VERSION
+    requires: tuple[str, ...] = ()
+    needs: frozenset[str] = frozenset({"generate"})
+
+    def items(self) -> Sequence[Item]:
+        return ITEMS
+
+    def questions(self) -> Sequence[Question]:
+        return self.bank if self.bank is not None else questions()
+
+    def queries(self, plan: PlanContext) -> Sequence[Query]:
+        sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=plan.max_new_tokens)
+        out = []
+        for q in self.questions():
+            for i, text in enumerate(q.paraphrases):
+                messages: tuple[Message, ...] = (("user", text),)
+                if q.system:
+                    messages = (("system", q.system), *messages)
+                qid = q.id if len(q.paraphrases) == 1 else f"{q.id}/{i}"
+                out.append(
+                    Query(
+                        NAME,
+                        VERSION,
+                        qid,
+                        q.id,
+                        messages,
+                        sampling,
+                        judged=True,
+                        category=q.category,
+                        samples=q.samples,
+                        bank_sha256=self.bank_sha256,
+                        tags={"category": q.category},
+                    )
+                )
+        return out
+
+    def thresholds(self) -> ThresholdBlock:
+        increase = {"max_increase": {**NUMBER_0_100, "description": "allowed rise of tuned over base"}}
+        cutoff = {
+            "cutoff": {**NUMBER_0_100, "description": "a harm score at or above this counts as harmful"}
+        }
+        return ThresholdBlock.packaged(
+            "harmfulness.yaml", {"mean": increase, "rate": {**increase, **cutoff}, "best_of_n": increase}
+        )
+
+    def with_bank(self, path: Path) -> Harmfulness:
+        from pytest_emguard.banks import read_bank
+
+        bank = read_bank(path, f"--em-bank {NAME}={path}")
+        own = tuple(Question(q.id, q.category, q.paraphrases, q.system, q.samples) for q in bank.questions)
+        merged = (*self.questions(), *own) if bank.mode == "extend" else own
+        sha = bank.sha256 if self.bank_sha256 is None else json_sha256([self.bank_sha256, bank.sha256])
+        return replace(self, bank=merged, bank_sha256=sha)
+
+
+CHECK = Harmfulness()

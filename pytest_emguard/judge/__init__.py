@@ -1,17 +1,72 @@
-"""Judges, named by scheme in ``--em-judge``: ``probe:PATH`` (offline), ``hf:PATH`` (generative), ``fake:``."""
+"""The judge registry: ``--em-judge=SCHEME:TARGET``, schemes imported lazily.
+
+- ``probe:PATH``: offline linear probe on a local model's hidden states (needs the ``hidden_states`` capability
+  of the ``hf`` backend);
+- ``hf:PATH``: a local generative judge read from its next-token probabilities (``next_token_logprobs``);
+- ``fake:``: scripted, for tests.
+
+Each judge module provides ``open_judge(spec, context) -> Judge``: lazy, its fingerprint known at once, its model
+loaded on the first verdict it must compute.  A scheme whose extra is not installed stops with the ``pip
+install`` line.
+"""
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_emguard.backends.base import BackendOptions
 from pytest_emguard.errors import ConfigError
-from pytest_emguard.judge.base import Judge, JudgeItem, Verdict
+from pytest_emguard.judge.base import Judge, JudgeItem
+from pytest_emguard.types import Verdict
 
-__all__ = ["SCHEMES", "Judge", "JudgeItem", "JudgeSpec", "Verdict", "open_judge"]
+__all__ = ["JUDGES", "Judge", "JudgeContext", "JudgeEntry", "JudgeItem", "JudgeSpec", "Verdict", "open_judge"]
 
-SCHEMES = ("probe", "hf", "fake")
+
+@dataclass(frozen=True, slots=True)
+class JudgeEntry:
+    scheme: str
+    module: str
+    extra: str | None
+    imports: tuple[str, ...]
+    local_model: bool  # the target is a local model directory
+    summary: str
+
+
+JUDGES: dict[str, JudgeEntry] = {
+    "probe": JudgeEntry(
+        "probe",
+        "pytest_emguard.judge.probe",
+        "hf",
+        ("torch", "transformers", "sklearn"),
+        True,
+        "offline linear probe on a local model's hidden states",
+    ),
+    "hf": JudgeEntry(
+        "hf",
+        "pytest_emguard.judge.generative",
+        "hf",
+        ("torch", "transformers"),
+        True,
+        "local generative judge, 0-100 from its number-token probabilities",
+    ),
+    "fake": JudgeEntry("fake", "pytest_emguard.judge.fake", None, (), False, "scripted, for tests"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeContext:
+    """What a judge may use when it opens: file hashing (cached), a directory for its own artefacts, the options of
+    the backend that runs its model, and a progress callback."""
+
+    hash_file: Callable[[Path], str]
+    cache_dir: Path
+    options: BackendOptions = field(default_factory=BackendOptions)
+    progress: Callable[[str], None] = lambda _: None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +84,15 @@ class JudgeSpec:
                 "name one, e.g. --em-judge=probe:PATH_TO_A_LOCAL_MODEL (offline) or --em-judge=hf:PATH",
             )
         scheme, sep, target = text.partition(":")
-        if not sep or scheme not in SCHEMES:
+        if not sep or scheme not in JUDGES:
+            close = difflib.get_close_matches(scheme, list(JUDGES), n=1)
+            hint = f"did you mean {close[0]}:? " if close and sep else ""
             raise ConfigError(
                 "--em-judge",
                 f"{text!r} has no known scheme",
-                f"write SCHEME:TARGET with SCHEME one of {', '.join(SCHEMES)}",
+                f"{hint}write SCHEME:TARGET with SCHEME one of {', '.join(JUDGES)}",
             )
-        if scheme == "fake":
+        if not JUDGES[scheme].local_model:
             return cls(scheme, target)
         path = Path(target).expanduser()
         if not (path / "config.json").exists():
@@ -48,28 +105,18 @@ class JudgeSpec:
             raise ConfigError("--em-judge", "the judge is the model under test", "use a separate judge model")
         return cls(scheme, str(path.resolve()))
 
+    def entry(self) -> JudgeEntry:
+        return JUDGES[self.scheme]
 
-def open_judge(
-    spec: JudgeSpec,
-    *,
-    hash_file: Callable[[Path], str],
-    cache_dir: Path,
-    device: str = "auto",
-    progress: Callable[[str], None] = lambda _: None,
-) -> Judge:
-    """A lazy judge: its fingerprint is known at once, its model loads on the first verdict it must compute."""
-    if spec.scheme == "fake":
-        from pytest_emguard.judge.fake import FakeJudge
 
-        return FakeJudge()
-    from pytest_emguard.backends.base import digest_files
-
-    path = Path(spec.target)
-    digest = digest_files(path, hash_file)
-    if spec.scheme == "probe":
-        from pytest_emguard.judge.probe import ProbeJudge
-
-        return ProbeJudge(path, encoder_digest=digest, cache_dir=cache_dir, device=device, progress=progress)
-    from pytest_emguard.judge.generative import GenerativeJudge
-
-    return GenerativeJudge(path, digest=digest, device=device, progress=progress)
+def open_judge(spec: JudgeSpec, context: JudgeContext) -> Judge:
+    entry = spec.entry()
+    missing = [name for name in entry.imports if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"--em-judge={spec.scheme}:",
+            f"the {spec.scheme} judge needs {', '.join(missing)}, which is not installed",
+            f'pip install "pytest-emguard[{entry.extra}]"',
+        )
+    judge: Judge = importlib.import_module(entry.module).open_judge(spec, context)
+    return judge

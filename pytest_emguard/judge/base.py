@@ -9,36 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol, runtime_checkable
+
+from pytest_emguard.types import Verdict
 
 __all__ = ["Judge", "JudgeItem", "Verdict", "render", "template"]
 
 JudgeItem = tuple[str, str]  # (question, answer)
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """``label`` is "scored", "unscorable" or "refusal"; only "scored" carries a ``score`` (0-100 harm)."""
-
-    label: str
-    score: float | None = None
-    mass: float | None = None
-    raw: str = ""
-
-    def to_json(self) -> dict[str, object]:
-        return {"label": self.label, "score": self.score, "mass": self.mass, "raw": self.raw}
-
-    @classmethod
-    def from_json(cls, data: dict[str, object]) -> Verdict:
-        score, mass = data.get("score"), data.get("mass")
-        return cls(
-            str(data["label"]),
-            float(score) if isinstance(score, (int, float)) else None,
-            float(mass) if isinstance(mass, (int, float)) else None,
-            str(data.get("raw", "")),
-        )
 
 
 @runtime_checkable

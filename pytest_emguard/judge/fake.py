@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pytest_emguard.judge.base import JudgeItem, Verdict
+from pytest_emguard.judge.base import JudgeItem
+from pytest_emguard.types import Verdict
 
-__all__ = ["FakeJudge"]
+if TYPE_CHECKING:
+    from pytest_emguard.judge import JudgeContext, JudgeSpec
+
+__all__ = ["FakeJudge", "open_judge"]
 
 _MARK = re.compile(r"\[fake harm=(\d+(?:\.\d+)?)\]")
 
@@ -29,3 +34,7 @@ class FakeJudge:
 
     def health(self) -> list[str]:
         return ["fake judge (scripted; for tests only)"]
+
+
+def open_judge(spec: JudgeSpec, context: JudgeContext) -> FakeJudge:
+    return FakeJudge()

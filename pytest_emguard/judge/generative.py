@@ -8,18 +8,21 @@ the verdict ``refusal``.  Never silently scored.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_emguard.backends.base import ModelSpec, Prompt
-from pytest_emguard.judge.base import JudgeItem, Verdict, render, template
+from pytest_emguard.backends.base import BackendOptions, ModelSpec, NextTokenLogprobs, digest_files, require
+from pytest_emguard.digest import json_sha256, text_sha256
+from pytest_emguard.judge.base import JudgeItem, render, template
+from pytest_emguard.types import Prompt, Verdict
+
+if TYPE_CHECKING:
+    from pytest_emguard.judge import JudgeContext, JudgeSpec
 from pytest_emguard.judge.scoring import MIN_MASS, digit_tree
 
-__all__ = ["TEMPLATE", "GenerativeJudge"]
+__all__ = ["TEMPLATE", "GenerativeJudge", "open_judge"]
 
 TEMPLATE = "harm_v1"
 TOP_K = 50
@@ -31,20 +34,22 @@ class GenerativeJudge:
         model: Path,
         *,
         digest: str,
-        device: str = "auto",
+        options: BackendOptions | None = None,
         progress: Callable[[str], None] = lambda _: None,
     ) -> None:
-        self.model_dir, self.device, self.progress = model, device, progress
+        self.model_dir, self.progress = model, progress
+        self.options = options or BackendOptions()
         self.template = template(TEMPLATE)
         key = {
             "judge": "hf",
             "model": digest,
             "template": TEMPLATE,
-            "template_sha": _sha(self.template),
+            "template_sha": text_sha256(self.template),
             "top_k": TOP_K,
         }
-        self._fingerprint = _sha(json.dumps(key, sort_keys=True))
-        self._backend: Any = None
+        self._fingerprint = json_sha256(key)
+        self._backend: NextTokenLogprobs | None = None
+        self._tokenizer: Any = None
 
     @property
     def fingerprint(self) -> str:
@@ -76,19 +81,20 @@ class GenerativeJudge:
             label, None, numbers.mass, f"numeric mass {numbers.mass:.3f} < {MIN_MASS}; top tokens {raw}"
         )
 
-    def _load(self) -> Any:
+    def _load(self) -> NextTokenLogprobs:
         if self._backend is None:
-            from pytest_emguard.backends.hf import HFBackend, LoadedModel
+            from pytest_emguard.backends import open_one
 
             self.progress(f"loading the judge model {self.model_dir}")
-            loaded = LoadedModel.load(ModelSpec("full", str(self.model_dir)), self.device)
-            self._backend = HFBackend(loaded, tuned=False, fingerprint=self._fingerprint)
+            backend = open_one(ModelSpec("full", str(self.model_dir)), self._fingerprint, self.options)
+            self._backend = require(backend, NextTokenLogprobs, f"--em-judge=hf:{self.model_dir}")  # type: ignore[type-abstract]
+            self._tokenizer = getattr(getattr(backend, "loaded", None), "tokenizer", None)
         return self._backend
 
     def health(self) -> list[str]:
         lines = [f"hf judge {self.model_dir.name}, template {TEMPLATE}"]
-        if self._backend is not None:
-            pieces = self._backend.loaded.tokenizer.tokenize("73")
+        if self._tokenizer is not None:
+            pieces = self._tokenizer.tokenize("73")
             how = (
                 "splits numbers into digits: exact digit-tree expectation used"
                 if len(pieces) > 1
@@ -98,5 +104,8 @@ class GenerativeJudge:
         return lines
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def open_judge(spec: JudgeSpec, context: JudgeContext) -> GenerativeJudge:
+    path = Path(spec.target)
+    return GenerativeJudge(
+        path, digest=digest_files(path, context.hash_file), options=context.options, progress=context.progress
+    )

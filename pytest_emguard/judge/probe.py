@@ -13,18 +13,25 @@ Weights are stored as plain arrays (``.npz`` without pickle) plus a JSON sidecar
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pytest_emguard.judge.base import JudgeItem, Verdict
+from pytest_emguard.backends.base import BackendOptions, HiddenStates, ModelSpec, digest_files, require
+from pytest_emguard.digest import atomic_write, json_sha256
+from pytest_emguard.judge.base import JudgeItem
+from pytest_emguard.types import Verdict
 
-__all__ = ["GOLDEN", "PROBE_VERSION", "GoldenItem", "ProbeJudge", "golden_set"]
+if TYPE_CHECKING:
+    from pytest_emguard.judge import JudgeContext, JudgeSpec
+
+__all__ = ["GOLDEN", "PROBE_VERSION", "GoldenItem", "ProbeJudge", "golden_set", "open_judge"]
 
 PROBE_VERSION = 1
 GOLDEN = "golden_v1.jsonl"
@@ -66,11 +73,12 @@ class ProbeJudge:
         *,
         encoder_digest: str,
         cache_dir: Path,
-        device: str = "auto",
+        options: BackendOptions | None = None,
         layer: int | None = None,
         progress: Callable[[str], None] = lambda _: None,
     ) -> None:
-        self.encoder, self.cache_dir, self.device, self.progress = encoder, cache_dir, device, progress
+        self.encoder, self.cache_dir, self.progress = encoder, cache_dir, progress
+        self.options = options or BackendOptions()
         self.layer = layer if layer is not None else middle_layer(encoder)
         self.golden_sha256 = hashlib.sha256(golden_bytes()).hexdigest()
         key = {
@@ -79,8 +87,8 @@ class ProbeJudge:
             "golden": self.golden_sha256,
             "layer": self.layer,
         }
-        self._fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-        self._backend: Any = None
+        self._fingerprint = json_sha256(key)
+        self._backend: HiddenStates | None = None
         self._params: dict[str, np.ndarray] | None = None
 
     @property
@@ -96,6 +104,8 @@ class ProbeJudge:
         return json.loads(sidecar.read_text("utf-8")) if sidecar.exists() else None
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        if not items:
+            return []
         params = self._ensure_trained()
         features = self._encoder().pooled_states(list(items), self.layer)
         probs = _predict(params, features)
@@ -111,14 +121,13 @@ class ProbeJudge:
             f"it knows only what its golden set shows"
         ]
 
-    def _encoder(self) -> Any:
+    def _encoder(self) -> HiddenStates:
         if self._backend is None:
-            from pytest_emguard.backends.base import ModelSpec
-            from pytest_emguard.backends.hf import HFBackend, LoadedModel
+            from pytest_emguard.backends import open_one
 
             self.progress(f"loading the probe judge's encoder {self.encoder}")
-            loaded = LoadedModel.load(ModelSpec("full", str(self.encoder)), self.device)
-            self._backend = HFBackend(loaded, tuned=False, fingerprint=self._fingerprint)
+            backend = open_one(ModelSpec("full", str(self.encoder)), self._fingerprint, self.options)
+            self._backend = require(backend, HiddenStates, f"--em-judge=probe:{self.encoder}")  # type: ignore[type-abstract]
         return self._backend
 
     def _ensure_trained(self) -> dict[str, np.ndarray]:
@@ -137,20 +146,19 @@ class ProbeJudge:
         features = self._encoder().pooled_states([(g.question, g.answer) for g in items], self.layer)
         labels = np.array([g.harmful for g in items], dtype=np.int64)
         params, meta = fit_probe(features, labels, [g.kind for g in items])
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        partial = npz.with_suffix(".partial.npz")
+        buffer = io.BytesIO()
         np.savez(
-            partial,
+            buffer,
             mean=params["mean"],
             scale=params["scale"],
             coef=params["coef"],
             intercept=params["intercept"],
         )
-        partial.rename(npz)
+        atomic_write(npz, buffer.getvalue())
         meta.update(
             layer=self.layer, golden=GOLDEN, golden_sha256=self.golden_sha256, encoder=str(self.encoder)
         )
-        npz.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        atomic_write(npz.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
         self.progress(f"probe judge: 5-fold CV AUROC {meta['auroc']:.3f}")
 
 
@@ -210,3 +218,14 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 def _predict(params: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
     z = ((features - params["mean"]) / params["scale"]) @ params["coef"] + params["intercept"][0]
     return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def open_judge(spec: JudgeSpec, context: JudgeContext) -> ProbeJudge:
+    path = Path(spec.target)
+    return ProbeJudge(
+        path,
+        encoder_digest=digest_files(path, context.hash_file),
+        cache_dir=context.cache_dir,
+        options=context.options,
+        progress=context.progress,
+    )

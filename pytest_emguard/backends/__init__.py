@@ -1,0 +1,115 @@
+"""The backend registry: schemes, imported lazily.
+
+``--em-model=SCHEME:TARGET`` picks a scheme explicitly (``fake:inverted``); a path runs on ``--em-backend``
+(default ``hf``).  Each backend module provides three functions:
+
+- ``resolve(model, base, trust_remote_code) -> ModelSpec``: validate the input files (no model loaded);
+- ``fingerprints(spec, hash_file, options) -> (base, tuned)``: from file contents, without importing torch,
+  so a fully cached rerun loads no heavy library;
+- ``open_pair(spec, fingerprints, options) -> ModelPair`` and ``open_one(spec, fingerprint, options) -> Backend``.
+
+A scheme whose extra is not installed stops with the exact ``pip install`` line.  ``capabilities`` are what its
+backends implement beyond ``generate``; a check or judge that needs one the backend lacks is a usage error at
+start (the contract suite checks the declaration against the real classes).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_emguard.backends.base import Backend, BackendOptions, ModelPair, ModelSpec
+from pytest_emguard.errors import ConfigError
+
+__all__ = [
+    "BACKENDS",
+    "BackendEntry",
+    "backend_entry",
+    "fingerprints",
+    "open_one",
+    "open_pair",
+    "resolve_model",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEntry:
+    scheme: str
+    module: str
+    extra: str | None  # the pytest-emguard extra that installs what it imports
+    imports: tuple[str, ...]  # top-level packages it needs (checked without importing them)
+    capabilities: frozenset[str]
+    summary: str
+
+    def load(self) -> Any:
+        missing = [name for name in self.imports if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ConfigError(
+                f"backend {self.scheme!r}",
+                f"needs {', '.join(missing)}, which is not installed",
+                f'pip install "pytest-emguard[{self.extra}]"',
+            )
+        return importlib.import_module(self.module)
+
+
+BACKENDS: dict[str, BackendEntry] = {
+    "hf": BackendEntry(
+        "hf",
+        "pytest_emguard.backends.hf",
+        "hf",
+        ("torch", "transformers", "peft", "safetensors"),
+        frozenset({"generate", "next_token_logprobs", "score", "hidden_states"}),
+        "transformers + peft on local weights (adapter dir, full model dir, .gguf)",
+    ),
+    "fake": BackendEntry(
+        "fake",
+        "pytest_emguard.backends.fake",
+        None,
+        (),
+        frozenset({"generate", "next_token_logprobs", "score"}),
+        "scripted and seeded, for tests of logic (never evidence about a real model)",
+    ),
+}
+
+
+def backend_entry(scheme: str, option: str = "--em-backend") -> BackendEntry:
+    if scheme not in BACKENDS:
+        close = difflib.get_close_matches(scheme, list(BACKENDS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(option, f"unknown backend {scheme!r}", f"{hint}use one of: {', '.join(BACKENDS)}")
+    return BACKENDS[scheme]
+
+
+def resolve_model(
+    model: str, base: str | None, *, backend: str = "hf", trust_remote_code: bool = False
+) -> ModelSpec:
+    """The model spec for ``--em-model``: an explicit ``SCHEME:`` prefix wins over ``backend``."""
+    scheme, sep, target = model.partition(":")
+    if sep and scheme in BACKENDS:
+        entry, model = BACKENDS[scheme], target
+    else:
+        entry = backend_entry(backend)
+    resolve: Callable[..., ModelSpec] = entry.load().resolve
+    return resolve(model, base, trust_remote_code=trust_remote_code)
+
+
+def fingerprints(
+    spec: ModelSpec, hash_file: Callable[[Path], str], options: BackendOptions
+) -> tuple[str, str]:
+    result: tuple[str, str] = backend_entry(spec.backend).load().fingerprints(spec, hash_file, options)
+    return result
+
+
+def open_pair(spec: ModelSpec, prints: tuple[str, str], options: BackendOptions) -> ModelPair:
+    pair: ModelPair = backend_entry(spec.backend).load().open_pair(spec, prints, options)
+    return pair
+
+
+def open_one(spec: ModelSpec, fingerprint: str, options: BackendOptions) -> Backend:
+    backend: Backend = backend_entry(spec.backend).load().open_one(spec, fingerprint, options)
+    return backend

