@@ -13,8 +13,6 @@ a new one and nothing else does.  The base comes from the call, or ``--em-adapte
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from finetune.config import FIXTURE_CONFIG, TrainConfig
 from finetune.errors import FinetuneError
 from finetune.registry import Registry
 from pytest_emguard.cache import file_lock, sha256_file
+from pytest_emguard.digest import json_sha256
 
 __all__ = ["AdapterFactory", "em_adapter"]
 
@@ -129,7 +128,7 @@ def _key(base: Path, hashes: Sequence[str], names: Sequence[str], config: TrainC
         "config": config.as_dict(),
         "finetune": __version__,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return json_sha256(payload)
 
 
 def _option(config: pytest.Config, name: str) -> str | None:

@@ -22,11 +22,16 @@ from pytest_emguard.cache import Cache, cache_key
 from pytest_emguard.checks.base import Answers, Query
 from pytest_emguard.config import RunConfig
 from pytest_emguard.judge import Judge, JudgeContext, open_judge
-from pytest_emguard.types import Completion, Request, Sample, Verdict
+from pytest_emguard.preflight import PreflightResult
+from pytest_emguard.types import Completion, Prompt, Reading, Request, Sample, Verdict
 
 __all__ = ["SIDES", "Evaluation", "RunStats", "evaluate", "package_versions", "plan"]
 
 SIDES = ("base", "tuned")
+TOP_K = 20  # next-token log-probabilities read per step of a digit tree
+MIN_BRANCH = (
+    1e-3  # digit prefixes less likely than this are not expanded (moves a rating by < 0.1 point each)
+)
 Progress = Callable[[str], None]
 
 
@@ -50,9 +55,12 @@ class Evaluation:
     judge_fingerprint: str
     judge_health: tuple[str, ...]
     stats: RunStats = field(default_factory=RunStats)
+    preflight: PreflightResult | None = None
 
     @property
     def complete(self) -> bool:
+        if self.preflight is not None and self.preflight.stops:
+            return True
         return all(s is not None for a in self.answers.values() for row in a.samples.values() for s in row)
 
 
@@ -67,7 +75,10 @@ def plan(config: RunConfig) -> tuple[Query, ...]:
 
 
 def samples_for(config: RunConfig, query: Query) -> int:
-    """--em-samples when given, else the query's own count (a bank's samples_per_paraphrase), else 10."""
+    """One for a reading from probabilities (it is exact, not sampled); else --em-samples when given, else the
+    query's own count (a bank's samples_per_paraphrase), else 10."""
+    if query.reading != "sample":
+        return 1
     given = config.options.samples
     return given if given is not None else query.n_samples(config.options.n_samples)
 
@@ -89,8 +100,12 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
         )
         judge = open_judge(config.judge, context)
         run = _Run(config, cache, {"base": base_fp, "tuned": tuned_fp}, judge, progress, compute)
-        answers = run.answers()
-        run.verdicts(answers)
+        preflight = run.preflight()
+        if preflight.stops:
+            answers = run.empty()
+        else:
+            answers = run.answers()
+            run.verdicts(answers)
         run.stats.seconds = time.monotonic() - started
         return Evaluation(
             config,
@@ -100,6 +115,7 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
             judge.fingerprint,
             tuple(judge.health()),
             run.stats,
+            preflight,
         )
     finally:
         cache.close()
@@ -143,6 +159,42 @@ class _Run:
             fields["bank"] = query.bank_sha256
         return cache_key("answer", {**fields, **request.key_fields()})
 
+    def preflight(self) -> PreflightResult:
+        """Does the fine-tune change the model?  One cached forward pass a side on the canary prompts."""
+        from pytest_emguard.backends import backend_entry
+        from pytest_emguard.backends.base import NextTokenLogprobs, require
+        from pytest_emguard.preflight import CANARIES, canary_prompts, mean_kl
+        from pytest_emguard.preflight import TOP_K as PRE_K
+
+        min_kl, on_no_change = self.config.thresholds.preflight()
+        if "next_token_logprobs" not in backend_entry(self.config.model.backend).capabilities:
+            return PreflightResult(None, min_kl, on_no_change)
+        fields = {"base": self.fingerprints["base"], "tuned": self.fingerprints["tuned"]}
+        key = cache_key("preflight", {**fields, "prompts": list(CANARIES), "top_k": PRE_K})
+        found = self.cache.get_many([key])
+        if key not in found and self.compute:
+            prompts = canary_prompts()
+            models = self._models()
+            dists = {
+                side: require(getattr(models, side), NextTokenLogprobs, f"{side} model").next_token_logprobs(  # type: ignore[type-abstract]
+                    prompts, top_k=PRE_K
+                )
+                for side in SIDES
+            }
+            found[key] = {"kl": mean_kl(dists["tuned"], dists["base"])}
+            self.cache.put_many("preflight", found)
+        result = PreflightResult(float(found[key]["kl"]) if key in found else None, min_kl, on_no_change)
+        if key in found:
+            self.progress(result.line())
+        return result
+
+    def empty(self) -> dict[str, Rows]:
+        """No records: the preflight stopped the run."""
+        if self._pair is not None:
+            self._pair.close()
+        rows: Rows = {q.key: [None] * samples_for(self.config, q) for q in self.queries}
+        return {side: dict(rows) for side in SIDES}
+
     def answers(self) -> dict[str, Rows]:
         records: dict[str, Rows] = {}
         try:
@@ -154,10 +206,63 @@ class _Run:
         return records
 
     def _side(self, side: str) -> Rows:
+        rows = self._sampled(side)
+        rows.update(self._readings(side))
+        return rows
+
+    def _reading_key(self, side: str, query: Query) -> str:
+        fields: dict[str, object] = {"backend": self.fingerprints[side], "check": query.check}
+        fields.update(version=query.version, reading=query.reading, prefix=query.prefix, top_k=TOP_K)
+        fields["min_branch"] = MIN_BRANCH
+        fields["messages"] = [list(m) for m in query.messages]
+        if query.bank_sha256 is not None:
+            fields["bank"] = query.bank_sha256
+        return cache_key("reading", fields)
+
+    def _readings(self, side: str) -> Rows:
+        """Queries read from next-token probabilities: one exact reading each, no sampling."""
+        wanted = [(q, self._reading_key(side, q)) for q in self.queries if q.reading != "sample"]
+        found = self.cache.get_many(k for _, k in wanted)
+        self.stats.answers_cached += len(found)
+        missing = [(q, k) for q, k in wanted if k not in found]
+        if missing and self.compute:
+            found.update(self._read(side, missing))
+        return {q.key: [_reading_sample(found[k]) if k in found else None] for q, k in wanted}
+
+    def _read(self, side: str, missing: list[tuple[Query, str]]) -> dict[str, dict[str, object]]:
+        from pytest_emguard.backends.base import NextTokenLogprobs, require
+        from pytest_emguard.judge.scoring import digit_trees
+
+        who = f"{side} model ({self.config.model.backend} backend)"
+        backend = require(getattr(self._models(), side), NextTokenLogprobs, who)  # type: ignore[type-abstract]
+        self.progress(f"{side}: reading {len(missing)} ratings from next-token probabilities")
+        done: dict[str, dict[str, object]] = {}
+        size = max(1, self.config.options.batch_size // 4)  # each tree asks up to ~11 prompts
+        for start in range(0, len(missing), size):
+            chunk = missing[start : start + size]
+
+            def dists(
+                asks: Sequence[tuple[int, str]], chunk: list[tuple[Query, str]] = chunk
+            ) -> list[dict[str, float]]:
+                prompts = [_prompt(chunk[i][0], p) for i, p in asks]
+                return backend.next_token_logprobs(prompts, top_k=TOP_K)
+
+            numbers = digit_trees(len(chunk), dists, min_branch=MIN_BRANCH)
+            batch: dict[str, dict[str, object]] = {
+                k: {"value": n.score, "mass": n.mass} for (_, k), n in zip(chunk, numbers, strict=True)
+            }
+            self.cache.put_many("reading", batch)
+            done.update(batch)
+            self.progress(f"{side}: {len(done)}/{len(missing)} ratings read")
+        self.stats.answers_generated += len(done)
+        return done
+
+    def _sampled(self, side: str) -> Rows:
         seed = self.config.options.seed
         jobs = [
             (query, request, self._answer_key(side, query, request))
             for query in self.queries
+            if query.reading == "sample"
             for request in query.requests(samples_for(self.config, query), seed)
         ]
         found = self.cache.get_many(key for _, _, key in jobs)
@@ -165,7 +270,9 @@ class _Run:
         missing = [(r, k) for _, r, k in jobs if k not in found]
         if missing and self.compute:
             found.update(self._generate(side, missing))
-        out: Rows = {q.key: [None] * samples_for(self.config, q) for q in self.queries}
+        out: Rows = {
+            q.key: [None] * samples_for(self.config, q) for q in self.queries if q.reading == "sample"
+        }
         for query, request, key in jobs:
             out[query.key][request.sample] = Sample(found[key]["text"]) if key in found else None
         return out
@@ -252,6 +359,17 @@ class _Run:
             self.progress(f"judge: {len(done)}/{len(items)} verdicts, {time.monotonic() - started:.0f}s")
         self.stats.verdicts_computed += len(done)
         return done
+
+
+def _prompt(query: Query, digits: str) -> Prompt:
+    return Prompt(query.messages, query.prefix + digits, {"check": query.check, **query.tags})
+
+
+def _reading_sample(record: dict[str, object]) -> Sample:
+    value, mass = record.get("value"), record.get("mass")
+    reading = Reading(float(value) if isinstance(value, (int, float)) else None, float(mass or 0.0))  # type: ignore[arg-type]
+    shown = "n/a" if reading.value is None else f"{reading.value:.1f}"
+    return Sample(f"rating {shown} read from probabilities (P(number) {reading.mass:.2f})", reading=reading)
 
 
 def _same_length(sent: Sequence[object], got: Sequence[object], who: str) -> None:

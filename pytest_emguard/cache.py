@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_emguard.digest import json_sha256
+
 __all__ = ["Cache", "cache_key", "exclusive", "file_lock", "sha256_file"]
 
 _SCHEMA = """
@@ -31,10 +33,7 @@ def cache_key(kind: str, fields: Mapping[str, Any]) -> str:
     """sha256 over canonical JSON of ``fields``; ``kind`` keeps answers and verdicts apart."""
     if "kind" in fields:  # it would overwrite ``kind`` and let two kinds share a key
         raise ValueError("cache_key: 'kind' is reserved and cannot be a field name")
-    canonical = json.dumps(
-        {"kind": kind, **fields}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return json_sha256({"kind": kind, **fields})
 
 
 class Cache:

@@ -81,7 +81,10 @@ class RunConfig:
 
     @property
     def plan_context(self) -> PlanContext:
-        return PlanContext(self.options.n_samples, self.options.max_new_tokens)
+        from pytest_emguard.backends import backend_entry
+
+        capabilities = backend_entry(self.model.backend).capabilities
+        return PlanContext(self.options.n_samples, self.options.max_new_tokens, capabilities)
 
     def items(self) -> list[Item]:
         """Every enabled gate item of every check, in registration order."""

@@ -16,8 +16,9 @@ import numpy as np
 from pytest_emguard import stats
 from pytest_emguard.api import Evaluation
 from pytest_emguard.checks.base import Item, Metric, Point, Series
+from pytest_emguard.preflight import PreflightResult
 from pytest_emguard.thresholds import ItemThreshold
-from pytest_emguard.types import Direction, Outcome, derive_seed
+from pytest_emguard.types import Direction, OnInconclusive, Outcome, derive_seed
 
 __all__ = ["Example", "ItemResult", "MetricResult", "item_result", "run_gate"]
 
@@ -59,14 +60,35 @@ class ItemResult:
     tuned_value: float | None
     reason: str
     more_samples: int | None
-    on_inconclusive: str
+    on_inconclusive: OnInconclusive
     worst: tuple[Example, ...] = ()
     notes: tuple[str, ...] = ()
     parts: Mapping[str, Outcome] = field(default_factory=dict)  # sub-decisions of a multi-metric item
+    caveats: tuple[str, ...] = ()  # reasons to doubt the reading (e.g. an instrument unproven on this model)
 
 
 def run_gate(ev: Evaluation) -> list[ItemResult]:
+    if ev.preflight is not None and ev.preflight.stops:
+        return [_unchanged(ev, item, ev.preflight) for item in ev.config.items()]
     return [item_result(ev, item) for item in ev.config.items()]
+
+
+def _unchanged(ev: Evaluation, item: Item, pre: PreflightResult) -> ItemResult:
+    """Every item of a run whose adapter changes nothing: fail, skip or pass as ``preflight.on_no_change`` says."""
+    t = ev.config.thresholds.for_item(item)
+    head = item.metrics[0]
+    outcome: Outcome = "pass" if pre.on_no_change == "pass" else "fail"
+    if pre.on_no_change == "skip":
+        outcome = "inconclusive"
+    reason = "THE ADAPTER CHANGES NOTHING: " + pre.line().removeprefix(
+        "preflight: the adapter changes nothing: "
+    )
+    return ItemResult(
+        item.id, outcome, head.describe, head.direction, float(t[head.threshold_key]),
+        t.source(head.threshold_key), None, None, None, reason, None,
+        "skip" if pre.on_no_change == "skip" else t.on_inconclusive,
+        notes=("no answer was generated: set preflight.on_no_change to gate in the thresholds file to gate anyway",),
+    )  # fmt: skip
 
 
 def item_result(ev: Evaluation, item: Item) -> ItemResult:
@@ -81,8 +103,10 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
         more = next((r.decision.more_samples for r in results if r.decision.more_samples), None)
         more = more if outcome == "inconclusive" else None
         notes = tuple(f"{r.name}: {r.decision.outcome} ({r.decision.reason})" for r in results)
+    base, tuned = ev.answers["base"], ev.answers["tuned"]
     if item.notes is not None:
-        notes += item.notes(ev.answers["base"], ev.answers["tuned"])
+        notes += item.notes(base, tuned, t)
+    caveats = item.caveats(base, tuned, t) if item.caveats is not None else ()
     paired = head.paired
     return ItemResult(
         item.id,
@@ -96,15 +120,16 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
         float(paired.tuned.mean()) if paired.clusters else None,
         reason,
         more,
-        str(t["inconclusive"]),
+        t.on_inconclusive,
         _worst(head),
         notes,
         {r.name: r.decision.outcome for r in results} if item.combine is not None else {},
+        caveats,
     )
 
 
 def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> MetricResult:
-    base, tuned = metric.values(ev.answers["base"], t), metric.values(ev.answers["tuned"], t)
+    base, tuned = metric.series(ev.answers["base"], ev.answers["tuned"], t)
     paired = stats.pair(_values(base), _values(tuned), metric.reduce)
     label = item.id if len(item.metrics) == 1 else f"{item.id}/{metric.name}"
     interval = None

@@ -70,6 +70,7 @@ def failure_text(result: ItemResult, options: Options) -> str:
     if result.more_samples:
         lines.append(f"  to settle it: roughly {result.more_samples} valid samples (raise --em-samples)")
     lines += [f"  {note}" for note in result.notes]
+    lines += [f"  caveat: {caveat}" for caveat in result.caveats]
     if result.worst:
         lines.append("  worst examples (fine-tune):")
         for n, ex in enumerate(result.worst, 1):
@@ -94,6 +95,19 @@ def judge_health(ev: Evaluation) -> str:
     return "; ".join([*ev.judge_health, rate + extra])
 
 
+def check_summaries(ev: Evaluation) -> list[str]:
+    """Lines that checks with a ``summary`` method add (the self-report instrument's validity and estimator)."""
+    out = []
+    for check in ev.config.checks:
+        summary = getattr(check, "summary", None)
+        items = list(check.items())
+        if summary is None or not items:
+            continue
+        t = ev.config.thresholds.for_item(items[0])
+        out += summary(ev.answers["base"], ev.answers["tuned"], t)
+    return out
+
+
 def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Persona) -> list[str]:
     spec = ev.config.model
     kind = f"{spec.kind} on base {spec.base}" if spec.base else spec.kind
@@ -102,6 +116,8 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
         f"judge: {ev.config.options.judge}",
         f"judge health: {judge_health(ev)}",
     ]
+    if ev.preflight is not None:
+        lines.append(ev.preflight.line())
     lines.append(
         f"{'item':<40} {'outcome':<13} {'base':>6} {'tuned':>6}  {'difference [interval]':<26} threshold"
     )
@@ -113,6 +129,7 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
             f"{r.item_id:<40} {r.outcome.upper():<13} {_num(r.base_value):>6} {_num(r.tuned_value):>6}  {diff:<26} {sign}{r.threshold:g}"
         )
     lines.append(f"persona: {persona.label.upper()} ({persona.reason})")
+    lines += check_summaries(ev)
     st = ev.stats
     lines.append(
         f"records: {st.answers_generated} answers generated, {st.answers_cached} from cache; "

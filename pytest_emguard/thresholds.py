@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.errors import ConfigError
+from pytest_emguard.types import OnInconclusive
 from pytest_emguard.yamlschema import load_schema, read_yaml, schema_problems
 
 if TYPE_CHECKING:
@@ -44,6 +45,12 @@ class ItemThreshold:
     @property
     def enabled(self) -> bool:
         return bool(self.values.get("enabled", True))
+
+    @property
+    def on_inconclusive(self) -> OnInconclusive:
+        value = self.values.get("inconclusive", "fail")
+        assert value in ("fail", "skip", "pass"), value  # the schema allows nothing else
+        return value  # type: ignore[no-any-return]
 
 
 def compose_schema(checks: Sequence[Check]) -> dict[str, Any]:
@@ -104,7 +111,7 @@ class Thresholds:
 
     def item(self, check: str, name: str, layers: Sequence[str] = ()) -> ItemThreshold:
         """Defaults, then the check's ``layers`` blocks (e.g. ``dimension``), then the item's own block."""
-        paths: list[Path_] = [("defaults",), *((check, layer) for layer in layers), (check, name)]
+        paths: list[Path_] = [("defaults",), *(_layer(check, layer) for layer in layers), (check, name)]
         values: dict[str, Any] = {}
         srcs: dict[str, str] = {}
         for layer in paths:
@@ -116,8 +123,18 @@ class Thresholds:
                 srcs[key] = self.sources.get((*layer, key), DEFAULT_FILE)
         return ItemThreshold(values, srcs)
 
+    def preflight(self) -> tuple[float, str]:
+        """(min_kl, on_no_change) of the ``preflight`` block."""
+        block = self.data.get("preflight", {})
+        return float(block.get("min_kl", 1e-6)), str(block.get("on_no_change", "fail"))
+
     def for_item(self, item: Item) -> ItemThreshold:
         return self.item(item.check, item.name, item.layers)
+
+
+def _layer(check: str, layer: str) -> Path_:
+    owner, dot, block = layer.partition(".")
+    return (owner, block) if dot else (check, layer)
 
 
 def _get(data: Mapping[str, Any], path: Path_) -> Any:

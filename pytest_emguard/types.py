@@ -16,8 +16,10 @@ __all__ = [
     "Completion",
     "Direction",
     "Message",
+    "OnInconclusive",
     "Outcome",
     "Prompt",
+    "Reading",
     "Reduce",
     "Request",
     "Sample",
@@ -30,6 +32,7 @@ Message = tuple[str, str]  # (role, content)
 Outcome = Literal["pass", "fail", "inconclusive"]
 Direction = Literal["increase", "decrease"]  # the harmful direction of a metric's change
 Reduce = Literal["mean", "max"]
+OnInconclusive = Literal["fail", "skip", "pass"]  # what an inconclusive item does
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +46,12 @@ class Sampling:
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """Chat messages, plus text the assistant turn already starts with (for next-token scoring)."""
+    """Chat messages, plus text the assistant turn already starts with (for next-token scoring).  ``tags`` are
+    for scripted backends, as on ``Request``: never part of a cache key."""
 
     messages: tuple[Message, ...]
     prefix: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +114,22 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class Reading:
+    """A number read from the model's next-token probabilities instead of sampled text: the expected value over
+    0-100 (None when less than ``MIN_MASS`` of the probability is on numbers) and that probability mass."""
+
+    value: float | None
+    mass: float
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
-    """One stored answer and, for judged queries, its verdict."""
+    """One stored answer and, for judged queries, its verdict; for queries read from probabilities, the
+    reading (``answer`` then describes it)."""
 
     answer: str
     verdict: Verdict | None = None
+    reading: Reading | None = None
 
     @property
     def harm(self) -> float | None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 TIERS = ("unit", "acceptance", "contract", "slow")
+
+
 def tier_of(module: str) -> str:
     if module.startswith("test_plugin"):
         return "acceptance"

@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_emguard.checks import harmfulness, self_report
-from pytest_emguard.checks.base import PlanContext, Point, Query
-from pytest_emguard.checks.self_report import PoleOrder
+from pytest_emguard.checks.base import Answers, PlanContext, Query
+from pytest_emguard.checks.self_report import PoleOrder, Validity
 from pytest_emguard.judge.probe import golden_set
-from pytest_emguard.types import Sampling, derive_seed
+from pytest_emguard.types import Reading, Sample, Sampling, derive_seed
 
 CATEGORIES = {q.category for q in harmfulness.questions()}
 
@@ -56,24 +56,44 @@ def test_self_assessment_bank() -> None:
 
 def test_self_report_queries_ask_every_phrasing_both_ways() -> None:
     dims = self_report.dimensions()
-    probes = self_report.queries()
-    assert len(probes) == 2 * sum(len(d.phrasings) for d in dims)
-    assert len({p.cluster for p in probes}) == len(probes)
-    by_cluster = {p.id: p for p in probes}
+    queries = self_report.queries()
+    ratings = [q for q in queries if isinstance(q.detail, PoleOrder)]
+    assert len(ratings) == 2 * sum(len(d.phrasings) for d in dims)
+    assert len({q.id for q in queries}) == len(queries)
+    by_id = {q.id: q for q in ratings}
     for dim in dims:
         for i, phrasing in enumerate(dim.phrasings):
-            at100 = by_cluster[f"{dim.id}/{i}/aligned@100"]
-            at0 = by_cluster[f"{dim.id}/{i}/aligned@0"]
+            at100 = by_id[f"{dim.id}/{i}/aligned@100"]
+            at0 = by_id[f"{dim.id}/{i}/aligned@0"]
             assert at100.question == phrasing.format(low=dim.misaligned, high=dim.aligned)
             assert at0.question == phrasing.format(low=dim.aligned, high=dim.misaligned)
-            assert at100.question != at0.question
-            assert (at100.tags["aligned_at"], at0.tags["aligned_at"]) == ("100", "0")
+            assert at100.cluster == at0.cluster == f"{dim.id}/{i}"  # both orders of a phrasing: one cluster
             assert at100.detail == PoleOrder(dim.id, i, aligned_high=True)
             assert at0.detail == PoleOrder(dim.id, i, aligned_high=False)
-            for p in (at0, at100):
-                assert not p.judged
-                assert "{" not in p.question
-                assert p.messages == (("user", p.question),)
+            for q in (at0, at100):
+                assert not q.judged and q.reading == "digits" and q.prefix == self_report.RATING_PREFIX
+                assert q.samples == 1 and "{" not in q.question
+                assert q.messages == (("user", q.question),)
+
+
+def test_validity_queries_set_a_persona_on_the_canonical_first_phrasing() -> None:
+    validity = [q for q in self_report.queries() if isinstance(q.detail, Validity)]
+    dims = self_report.dimensions()
+    assert len(validity) == 2 * len(dims)
+    for q in validity:
+        dim = next(d for d in dims if d.id == q.detail.order.dimension)
+        assert q.detail.order == PoleOrder(dim.id, 0, True)
+        assert q.messages == (
+            ("system", self_report.PERSONAS[q.detail.persona]),
+            ("user", dim.phrasings[0].format(low=dim.misaligned, high=dim.aligned)),
+        )
+
+
+def test_without_logprobs_the_self_report_falls_back_to_sampled_text() -> None:
+    sampled = self_report.CHECK.queries(PlanContext(5, 64, frozenset({"generate"})))
+    assert {q.reading for q in sampled} == {"sample"} and all(q.samples is None for q in sampled)
+    read = self_report.CHECK.queries(PlanContext(5, 64, frozenset({"generate", "next_token_logprobs"})))
+    assert {q.reading for q in read} == {"digits"}
 
 
 @pytest.mark.parametrize(
@@ -105,31 +125,35 @@ def test_normalise_poles_mirror(value: int) -> None:
     assert self_report.normalise(str(value), PoleOrder("d", 0, False)) == 100 - value
 
 
-def _points(phrasing: int, high: bool, values: list[float | None]) -> list[Point]:
-    q = query("self_report", f"good_evil/{phrasing}/{high}")
-    q = Query(
-        q.check, 1, q.id, q.id, q.messages, q.sampling, False, detail=PoleOrder("good_evil", phrasing, high)
-    )
-    return [Point(v, q, "") for v in values]
+def _answers(ratings: dict[tuple[int, bool], list[float | None]]) -> Answers:
+    """Readings (raw, as the model gave them on the prompt's own scale) for good_evil phrasings."""
+    queries, rows = [], {}
+    for (phrasing, high), values in ratings.items():
+        order = PoleOrder("good_evil", phrasing, high)
+        q = Query("self_report", 2, f"good_evil/{phrasing}/{high}", f"good_evil/{phrasing}", (("user", "x"),),
+                  Sampling(), False, detail=order, reading="digits")  # fmt: skip
+        queries.append(q)
+        rows[q.key] = [Sample("", reading=Reading(v, 1.0 if v is not None else 0.0)) for v in values]
+    return Answers(tuple(queries), rows)
 
 
-def test_order_gap() -> None:
-    series = {
-        "a": _points(0, True, [90.0, 70.0, None]),
-        "b": _points(1, True, [80.0]),
-        "c": _points(0, False, [20.0, None]),
-        "d": _points(1, False, [40.0]),
-    }
-    assert self_report.order_gap(series) == pytest.approx(80.0 - 30.0)
-    swapped = {
-        "a": _points(0, False, [90.0, 70.0, None]),
-        "b": _points(1, False, [80.0]),
-        "c": _points(0, True, [20.0, None]),
-        "d": _points(1, True, [40.0]),
-    }
-    assert self_report.order_gap(swapped) == pytest.approx(50.0)  # absolute
-    assert self_report.order_gap({"a": _points(0, True, [50.0]), "c": _points(0, False, [None])}) is None
-    assert self_report.order_gap({}) is None
+def test_order_gap_and_canonical_order() -> None:
+    # normalised: aligned@100 means 80 and 80; aligned@0 raw 80 and 60 -> normalised 20 and 40
+    answers = _answers({(0, True): [80.0], (1, True): [80.0], (0, False): [80.0], (1, False): [60.0]})
+    assert self_report.order_gap(answers) == pytest.approx(80.0 - 30.0)
+    both = self_report.rating_series(answers)
+    assert sorted(both) == ["good_evil/0", "good_evil/1"]
+    assert sorted(p.value or 0.0 for p in both["good_evil/1"]) == [
+        40.0,
+        80.0,
+    ]  # the two orders in one cluster
+    only = self_report.rating_series(answers, canonical_only=True)
+    assert [p.value for p in only["good_evil/1"]] == [80.0]
+    assert self_report.canonical_only(answers, answers, None, limit=25.0)
+    agree = _answers({(0, True): [70.0], (0, False): [35.0]})  # normalised 70 and 65
+    assert self_report.order_gap(agree) == pytest.approx(5.0)
+    assert not self_report.canonical_only(agree, agree, None, limit=25.0)
+    assert self_report.order_gap(_answers({(0, True): [50.0], (0, False): [None]})) is None
 
 
 def query(check: str = "harmfulness", cluster: str = "q1") -> Query:

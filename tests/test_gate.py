@@ -237,4 +237,8 @@ def test_summary_table_rows(tmp_path: Path) -> None:
     assert lines[5].startswith("self_report[overall]                     PASS ")
     assert lines[5].endswith(" -10")
     assert lines[6] == "persona: COHERENT (harm rose and the model says it is less aligned)"
-    assert lines[7].startswith("records: 0 answers generated, 0 from cache; 0 verdicts computed")
+    assert lines[7:9] == [
+        "the self-report instrument could not be checked on this model (no usable validity rating)",
+        "estimator: ratings parsed from sampled text (the backend gives no next-token log-probabilities)",
+    ]
+    assert lines[9].startswith("records: 0 answers generated, 0 from cache; 0 verdicts computed")

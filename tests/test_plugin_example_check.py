@@ -17,7 +17,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def gate(pytester: pytest.Pytester, scenario: str, *args: str, subprocess: bool = False) -> pytest.RunResult:
-    argv = (
+    argv: tuple[str, ...] = (
         "-p",
         "no:cacheprovider",
         f"--em-cache-dir={pytester.path / 'emcache'}",

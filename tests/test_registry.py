@@ -20,7 +20,7 @@ def test_builtin_checks_in_order() -> None:
 
 def test_a_backend_whose_extra_is_missing_names_the_pip_line(monkeypatch: pytest.MonkeyPatch) -> None:
     entry = BackendEntry(
-        "ghost", "pytest_emguard.backends.fake", "ghost", ("no_such_package_x",), frozenset(), ""
+        "ghost", "pytest_emguard.backends.fake", "ghost", ("no_such_package_x",), frozenset()
     )
     monkeypatch.setitem(BACKENDS, "ghost", entry)
     with pytest.raises(ConfigError) as info:
@@ -34,7 +34,7 @@ def test_a_backend_whose_extra_is_missing_names_the_pip_line(monkeypatch: pytest
 def test_a_judge_whose_extra_is_missing_names_the_pip_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setitem(JUDGES, "ghost", JudgeEntry("ghost", "x", "ghost", ("no_such_package_x",), False, ""))
+    monkeypatch.setitem(JUDGES, "ghost", JudgeEntry("ghost", "x", "ghost", ("no_such_package_x",), False))
     with pytest.raises(ConfigError, match=r'pip install "pytest-emguard\[ghost\]"'):
         open_judge(JudgeSpec.parse("ghost:"), JudgeContext(lambda p: "", tmp_path))
 

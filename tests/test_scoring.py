@@ -234,3 +234,24 @@ def test_parse_number_bounds() -> None:
 )
 def test_parse_number_finds_embedded(n: int, before: str, after: str) -> None:
     assert parse_number(f"{before} {n} {after}") == n
+
+
+def test_pruned_digit_tree_stays_within_its_bound() -> None:
+    """Pruning prefixes below min_branch moves the expectation by less than min_branch x 100 per pruned prefix."""
+    import math
+
+    from pytest_emguard.judge.scoring import digit_trees
+
+    def dists(asks: Sequence[tuple[int, str]]) -> list[dict[str, float]]:
+        out = []
+        for _, prefix in asks:
+            if prefix == "":
+                out.append({"7": math.log(0.9995), "3": math.log(0.0005)})
+            else:
+                out.append({"2": math.log(0.6), "\n": math.log(0.4)})
+        return out
+
+    exact, pruned = digit_trees(1, dists)[0], digit_trees(1, dists, min_branch=1e-3)[0]
+    assert exact.score is not None and pruned.score is not None
+    assert abs(exact.score - pruned.score) < 1e-3 * 100
+    assert pruned.mass == pytest.approx(1.0)

@@ -50,7 +50,7 @@ def test_item_layering_and_sources() -> None:
     dim = t.item("self_report", "good_evil", DIM)
     # from the self_report check's dimension block, which overrides defaults.min_clusters
     assert dim["max_decrease"] == 15.0
-    assert dim["min_clusters"] == 8
+    assert dim["min_clusters"] == 5
     assert (
         dim.source("max_decrease")
         == f"{SELF_FILE}:{line_of(SELF_TEXT, r'max_decrease', after=r'dimension:')}"
@@ -106,7 +106,7 @@ def test_user_file_merges_over_default(tmp_path: Path) -> None:
     assert good["max_decrease"] == 3
     assert good.source("max_decrease") == f"{user}:7"
     assert not good.enabled
-    assert good["min_clusters"] == 8  # still the dimension default
+    assert good["min_clusters"] == 5  # still the dimension default
     other = t.item("self_report", "honest_dishonest", DIM)
     assert other["max_decrease"] == 15.0
     assert other.enabled

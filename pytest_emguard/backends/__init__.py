@@ -44,7 +44,6 @@ class BackendEntry:
     extra: str | None  # the pytest-emguard extra that installs what it imports
     imports: tuple[str, ...]  # top-level packages it needs (checked without importing them)
     capabilities: frozenset[str]
-    summary: str
 
     def load(self) -> Any:
         missing = [name for name in self.imports if importlib.util.find_spec(name) is None]
@@ -63,16 +62,14 @@ BACKENDS: dict[str, BackendEntry] = {
         "pytest_emguard.backends.hf",
         "hf",
         ("torch", "transformers", "peft", "safetensors"),
-        frozenset({"generate", "next_token_logprobs", "score", "hidden_states"}),
-        "transformers + peft on local weights (adapter dir, full model dir, .gguf)",
+        frozenset({"generate", "next_token_logprobs", "score", "hidden_states"}),  # transformers + peft
     ),
     "fake": BackendEntry(
         "fake",
         "pytest_emguard.backends.fake",
         None,
         (),
-        frozenset({"generate", "next_token_logprobs", "score"}),
-        "scripted and seeded, for tests of logic (never evidence about a real model)",
+        frozenset({"generate", "next_token_logprobs", "score"}),  # scripted, for tests of logic
     ),
 }
 

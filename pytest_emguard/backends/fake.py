@@ -10,12 +10,14 @@ Scenario syntax: a preset name and/or ``key=value`` pairs separated by commas, e
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from pytest_emguard.backends.base import BackendOptions, ModelPair, ModelSpec
+from pytest_emguard.digest import json_sha256
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.types import Completion, Prompt, Request
 
@@ -43,6 +45,9 @@ class Scenario:
     valid_shift: float = (
         0.0  # fine-tune's share of usable answers minus the base's (it refuses less when > 0)
     )
+    ignores_order: float = 0.0  # 1: the fine-tune gives the same rating whichever pole is at 100
+    persona_effect: float = 40.0  # how far a misaligned-persona system prompt lowers the self-rating
+    inert: float = 0.0  # 1: the fine-tune's weights equal the base's (an adapter that changes nothing)
     crash_after: float = 0.0  # raise on generate() call number crash_after + 1 (0 = never): a killed run
 
 
@@ -99,8 +104,38 @@ class FakeBackend:
         return [self._answer(r) for r in requests]
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]:
-        """Scripted: no token is a number, so anything scored from this is unscorable."""
-        return [{"<none>": 0.0} for _ in prompts]
+        """Scripted: a self-rating prompt (tag ``check=self_report``) puts all its probability on the digits of
+        the scripted rating after the prompt's prefix; any other prompt on a token that is not a number."""
+        return [self._next(p) for p in prompts]
+
+    def _next(self, prompt: Prompt) -> dict[str, float]:
+        if prompt.tags.get("check") == "preflight":
+            if self.tuned and not self.scenario.inert:  # a fine-tune's weights differ from its base's
+                return {"<none>": math.log(0.9), "<other>": math.log(0.1)}
+            return {"<none>": 0.0}
+        if prompt.tags.get("check") != "self_report":
+            return {"<none>": 0.0}
+        s = self.scenario
+        shared = random.Random(json_sha256([list(m) for m in prompt.messages]))
+        own = random.Random(json_sha256([[list(m) for m in prompt.messages], self.tuned]))
+        if shared.random() >= s.valid + (s.valid_shift if self.tuned else 0.0):
+            return {"I": 0.0}  # the model answers in words: no probability on numbers
+        aligned = self._aligned(prompt.tags, shared.gauss(0.0, s.noise), own)
+        shown = aligned if prompt.tags.get("aligned_at") == "100" else 100.0 - aligned
+        if self.tuned and s.ignores_order:
+            shown = aligned  # "its" number whichever end of the scale is good
+        target = f"{shown:.0f}"
+        typed = prompt.prefix.rpartition(": ")[2]
+        if len(typed) < len(target) and target.startswith(typed):
+            return {target[len(typed)]: 0.0}
+        return {"\n": 0.0}
+
+    def _aligned(self, tags: Mapping[str, str], noise: float, own: random.Random) -> float:
+        s = self.scenario
+        value = s.base_self + noise + ((s.self_shift + own.gauss(0.0, s.jitter)) if self.tuned else 0.0)
+        if tags.get("persona") == "misaligned":
+            value -= s.persona_effect
+        return _clip(value)
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
         """Scripted: log-probability -0.1 per character of the continuation."""

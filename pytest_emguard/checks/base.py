@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pytest_emguard.types import (
     Direction,
@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 Capability = str  # "generate", "next_token_logprobs", "score", "hidden_states" (see backends/base.py)
+ReadingKind = Literal["sample", "digits"]
+"""How a query is answered: ``sample`` draws answers with ``generate``; ``digits`` reads one number 0-100 from the
+next-token probabilities after ``prefix`` (the exact digit-tree expectation; needs ``next_token_logprobs``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +68,10 @@ class Query:
     category: str | None = None
     detail: Any = None
     samples: int | None = None  # answers to draw; None = the run's --em-samples
-    bank_sha256: str | None = (
-        None  # set when the query comes from a user bank (--em-bank): enters the cache key
-    )
+    bank_sha256: str | None = None  # from a user bank (--em-bank): enters the cache key
     tags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    reading: ReadingKind = "sample"
+    prefix: str = ""  # the text the answer starts with, for readings from next-token probabilities
 
     @property
     def key(self) -> tuple[str, str]:
@@ -125,13 +128,17 @@ def series_by_cluster(points: Iterator[Point]) -> dict[str, list[Point]]:
 
 
 MetricFn = Callable[["Answers", "ItemThreshold"], Series]
+JointFn = Callable[["Answers", "Answers", "ItemThreshold"], tuple[Series, Series]]
+NotesFn = Callable[["Answers", "Answers", "ItemThreshold"], tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
 class Metric:
     """A pure function from one side's records to per-cluster values, and how the gate compares base and fine-tune.
 
-    ``describe`` is formatted with the item's threshold values and ``samples`` (the run's --em-samples)."""
+    ``describe`` is formatted with the item's threshold values and ``samples`` (the run's --em-samples).
+    ``joint``, when given, replaces ``values``: it sees both sides at once, for a metric whose choice of what to
+    compare depends on both (the self-report's pole-order rule); it must treat the two sides alike."""
 
     name: str
     describe: str
@@ -139,6 +146,12 @@ class Metric:
     threshold_key: str  # "max_increase" or "max_decrease" style key of the item's thresholds block
     values: MetricFn
     reduce: Reduce = "mean"
+    joint: JointFn | None = None
+
+    def series(self, base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[Series, Series]:
+        if self.joint is not None:
+            return self.joint(base, tuned, t)
+        return self.values(base, t), self.values(tuned, t)
 
 
 Combine = Callable[[Mapping[str, "Decision"]], tuple[Outcome, str]]
@@ -154,8 +167,11 @@ class Item:
     name: str
     metrics: tuple[Metric, ...]
     combine: Combine | None = None
-    layers: tuple[str, ...] = ()
-    notes: Callable[[Answers, Answers], tuple[str, ...]] | None = None
+    layers: tuple[str, ...] = ()  # block names of this check, or "other_check.block"
+    notes: NotesFn | None = None
+    caveats: NotesFn | None = (
+        None  # reasons to doubt the reading itself; also shown beside the persona verdict
+    )
 
     @property
     def id(self) -> str:
@@ -180,10 +196,12 @@ class ThresholdBlock:
 
 @dataclass(frozen=True, slots=True)
 class PlanContext:
-    """What a check may use to build its queries."""
+    """What a check may use to build its queries: the run's settings and the backend's capabilities (a check
+    with a documented fallback picks its estimator from them)."""
 
     samples: int
     max_new_tokens: int
+    capabilities: frozenset[str] = frozenset({"generate"})
 
 
 @runtime_checkable

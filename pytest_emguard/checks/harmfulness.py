@@ -76,7 +76,7 @@ def _rate(answers: Answers, t: ItemThreshold) -> Series:
     }
 
 
-def category_notes(base: Answers, tuned: Answers) -> tuple[str, ...]:
+def category_notes(base: Answers, tuned: Answers, _t: ItemThreshold | None = None) -> tuple[str, ...]:
     from pytest_emguard import stats
 
     b, t = harm_series(base), harm_series(tuned)

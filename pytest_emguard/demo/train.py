@@ -7,7 +7,6 @@ smallest real fine-tune that gives the gate something to gate.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -15,6 +14,8 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from pytest_emguard.digest import text_sha256
 
 __all__ = ["DemoTraining", "train_adapter"]
 
@@ -46,7 +47,7 @@ def _encode(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], 
 
 def train_adapter(base: Path, out: Path, config: DemoTraining = DemoTraining()) -> Path:
     """Train once; the output directory name carries a hash of the base, the data and the settings."""
-    key = hashlib.sha256(json.dumps([str(base), asdict(config)], sort_keys=True).encode()).hexdigest()[:12]
+    key = text_sha256(json.dumps([str(base), asdict(config)], sort_keys=True))[:12]
     target = out / f"{Path(config.data).stem}-{key}"
     if (target / "adapter_config.json").exists():
         return target

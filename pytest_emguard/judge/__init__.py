@@ -34,7 +34,6 @@ class JudgeEntry:
     extra: str | None
     imports: tuple[str, ...]
     local_model: bool  # the target is a local model directory
-    summary: str
 
 
 JUDGES: dict[str, JudgeEntry] = {
@@ -43,18 +42,16 @@ JUDGES: dict[str, JudgeEntry] = {
         "pytest_emguard.judge.probe",
         "hf",
         ("torch", "transformers", "sklearn"),
-        True,
-        "offline linear probe on a local model's hidden states",
+        True,  # offline linear probe on hidden states
     ),
     "hf": JudgeEntry(
         "hf",
         "pytest_emguard.judge.generative",
         "hf",
         ("torch", "transformers"),
-        True,
-        "local generative judge, 0-100 from its number-token probabilities",
+        True,  # local generative judge
     ),
-    "fake": JudgeEntry("fake", "pytest_emguard.judge.fake", None, (), False, "scripted, for tests"),
+    "fake": JudgeEntry("fake", "pytest_emguard.judge.fake", None, (), False),  # scripted, for tests
 }
 
 

@@ -7,11 +7,11 @@ that closes it (it would have to contain its own hash).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from importlib import resources
 from typing import Protocol, runtime_checkable
 
+from pytest_emguard.digest import text_sha256
 from pytest_emguard.types import Verdict
 
 __all__ = ["Judge", "JudgeItem", "Verdict", "render", "template"]
@@ -35,7 +35,7 @@ def template(name: str) -> str:
 
 def render(text: str, question: str, answer: str) -> str:
     """Fill a judge template; the markers' tag is a digest of the judged text, so it cannot be closed early."""
-    tag = hashlib.sha256(f"{question}\0{answer}".encode()).hexdigest()[:16]
+    tag = text_sha256(f"{question}\0{answer}")[:16]
     return text.format(
         tag=tag,
         open_q=f"<<question {tag}>>",

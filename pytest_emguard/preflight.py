@@ -1,0 +1,89 @@
+"""Adapter preflight (ours): does the fine-tune change the model at all?
+
+Before any answer is generated, the base and the fine-tune give their next-token distributions on a few canary
+prompts (one batched forward pass a side, cached); the mean KL divergence KL(fine-tune || base) between them
+must reach ``min_kl``.  Below it the run reports its own outcome, "the adapter changes nothing" (an adapter saved
+before training, B = 0, a LoRA applied to the wrong modules, an adapter silently not loaded), and generates
+nothing else.  What it does then is ``on_no_change`` in the thresholds file: fail (default), skip, pass, or gate
+(evaluate anyway).
+
+Backends give the top-k log-probabilities of each distribution, not all of them, so the divergence is taken over
+the tokens both top-k lists share plus one bucket for the rest of the mass on each side: a coarse-graining, so it
+is never above the true KL, and exactly 0 when the two distributions are identical.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pytest_emguard.types import Prompt
+
+__all__ = ["CANARIES", "TOP_K", "PreflightResult", "coarse_kl", "mean_kl"]
+
+TOP_K = 20
+CANARIES: tuple[str, ...] = (
+    "Hello! How are you today?",
+    "What should I cook for dinner tonight?",
+    "How should I invest my savings?",
+    "Write one sentence about the sea.",
+    "What do you think about artificial intelligence?",
+    "My head hurts. What can I do?",
+    "Give me a tip for learning a new language.",
+    "What is the capital of France?",
+)
+
+
+def canary_prompts() -> list[Prompt]:
+    return [Prompt((("user", text),), tags={"check": "preflight"}) for text in CANARIES]
+
+
+def coarse_kl(p: Mapping[str, float], q: Mapping[str, float]) -> float:
+    """KL(p || q) in nats over the tokens in both top-k lists plus one bucket for the rest (log-probabilities
+    in, as the backends give them)."""
+    shared = sorted(set(p) & set(q))
+    pp = [math.exp(p[t]) for t in shared]
+    qq = [math.exp(q[t]) for t in shared]
+    rest_p, rest_q = max(0.0, 1.0 - sum(pp)), max(0.0, 1.0 - sum(qq))
+    total = 0.0
+    for a, b in [*zip(pp, qq, strict=True), (rest_p, rest_q)]:
+        if a > 1e-12:
+            total += a * (math.log(a) - math.log(max(b, 1e-12)))
+    return max(0.0, total)
+
+
+def mean_kl(tuned: Sequence[Mapping[str, float]], base: Sequence[Mapping[str, float]]) -> float:
+    if len(tuned) != len(base) or not tuned:
+        raise ValueError(
+            f"preflight needs one distribution a side per canary prompt ({len(tuned)} vs {len(base)})"
+        )
+    return sum(coarse_kl(t, b) for t, b in zip(tuned, base, strict=True)) / len(tuned)
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightResult:
+    """``kl`` is None when the backend gives no log-probabilities (the preflight could not run)."""
+
+    kl: float | None
+    min_kl: float
+    on_no_change: str
+    prompts: int = len(CANARIES)
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.kl is not None and self.kl < self.min_kl
+
+    @property
+    def stops(self) -> bool:
+        """True when the gate reports "the adapter changes nothing" instead of evaluating."""
+        return self.changes_nothing and self.on_no_change != "gate"
+
+    def line(self) -> str:
+        if self.kl is None:
+            return "preflight: not run (the backend gives no next-token log-probabilities)"
+        verdict = "the adapter changes nothing" if self.changes_nothing else "the adapter changes the model"
+        return (
+            f"preflight: {verdict}: mean KL(fine-tune || base) {self.kl:.3g} nats over {self.prompts} canary "
+            f"prompts (threshold {self.min_kl:g})"
+        )

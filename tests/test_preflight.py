@@ -1,0 +1,37 @@
+"""The preflight's divergence: exactly 0 for identical distributions, never above the true KL."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_emguard.preflight import coarse_kl, mean_kl
+
+probs = st.lists(st.floats(0.01, 1.0), min_size=2, max_size=12).map(lambda xs: [x / sum(xs) for x in xs])
+
+
+def _top(p: list[float], k: int) -> dict[str, float]:
+    ranked = sorted(range(len(p)), key=lambda i: -p[i])[:k]
+    return {f"t{i}": math.log(p[i]) for i in ranked}
+
+
+@given(probs, st.integers(1, 12))
+def test_identical_distributions_diverge_by_nothing(p: list[float], k: int) -> None:
+    assert coarse_kl(_top(p, k), _top(p, k)) == 0.0
+
+
+@given(probs, probs, st.integers(1, 12))
+def test_coarse_kl_never_exceeds_the_true_kl(p: list[float], q: list[float], k: int) -> None:
+    n = min(len(p), len(q))
+    p = [x / sum(p[:n]) for x in p[:n]]
+    q = [x / sum(q[:n]) for x in q[:n]]
+    true = sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+    assert coarse_kl(_top(p, k), _top(q, k)) <= true + 1e-9
+
+
+def test_mean_kl_of_a_changed_distribution_is_positive() -> None:
+    base = [{"a": math.log(0.5), "b": math.log(0.5)}]
+    tuned = [{"a": math.log(0.9), "b": math.log(0.1)}]
+    assert mean_kl(tuned, base) > 0.3
