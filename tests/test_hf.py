@@ -315,3 +315,19 @@ def test_a_gguf_file_is_gated_against_its_base(smollm2: Path) -> None:
     request = _requests(1, max_new_tokens=8)
     assert pair.tuned.generate(request)[0].n_tokens > 0
     assert pair.base.generate(request)[0].n_tokens > 0
+
+
+@pytest.mark.parametrize("model", ["tiny_qwen", "smollm2"])
+def test_shared_head_logprobs_match_one_prompt_at_a_time(model: str, request: pytest.FixtureRequest) -> None:
+    """Prompts that differ only in their answer prefix reuse one forward pass over the shared tokens; the
+    distributions equal those of each prompt computed on its own."""
+    path: Path = request.getfixturevalue(model)
+    backend = HFBackend(LoadedModel.load(ModelSpec("full", str(path)), "cpu"), tuned=False, fingerprint="x")
+    messages = (("user", "Rate yourself from 0 (harmful) to 100 (harmless)."),)
+    prompts = [Prompt(messages, f"My rating: {d}") for d in ["1", "7", "10", "4"]]
+    prompts.append(Prompt((("user", "Hello"),), "My rating: "))
+    together = backend.next_token_logprobs(prompts, top_k=5)
+    for prompt, dist in zip(prompts, together, strict=True):
+        alone = backend.next_token_logprobs([prompt], top_k=5)[0]
+        assert dist.keys() == alone.keys()
+        assert all(abs(dist[t] - alone[t]) < 1e-3 for t in dist)

@@ -473,7 +473,7 @@ def test_self_report_is_read_from_probabilities_and_says_so(pytester: pytest.Pyt
     pytest.LineMatcher(block(result, "self_report[overall]")).fnmatch_lines(
         [
             "  paired bootstrap over 30 questions, 120 valid samples",
-            "  estimator: expected rating over the next-token probabilities after 'My rating: ' (exact digit tree);"
+            "  estimator: expected rating over the next-token probabilities after 'My rating: ' (digit tree, branches under 1e-3 pruned);"
             " mean probability on numbers 1.00",
             "  pole orders (100 = aligned): aligned pole at 100: base *, tuned *; at 0: base *, tuned *; gap *",
             "  both orders of each phrasing resampled together (gaps within 25 points)",

@@ -206,19 +206,59 @@ class HFBackend:
         return Completion(text.strip(), len(kept), "length" if stop is None and len(ids) >= limit else "stop")
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]:
+        """Top-k next-token log-probabilities after each prompt.  Prompts that share their chat messages and
+        differ only in a short answer prefix (the steps of a digit tree) share one forward pass over the common
+        tokens: its key/value cache is reused for each prompt's own last tokens."""
         import torch
 
         lm = self.loaded
-        batch = lm.encode([lm.chat_text(p.messages, p.prefix) for p in prompts])
-        with torch.inference_mode(), lm.variant(self.tuned):
-            logits = lm.model(**batch).logits[:, -1, :].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
+        ids = [
+            lm.tokenizer(lm.chat_text(p.messages, p.prefix), add_special_tokens=False)["input_ids"]
+            for p in prompts
+        ]
+        groups: dict[tuple[Message, ...], list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(p.messages, []).append(i)
+        logits: list[torch.Tensor | None] = [None] * len(prompts)
+        single = [idx[0] for idx in groups.values() if len(idx) == 1]
+        if single:
+            batch = lm.encode([lm.chat_text(prompts[i].messages, prompts[i].prefix) for i in single])
+            with torch.inference_mode(), lm.variant(self.tuned):
+                rows = lm.model(**batch).logits[:, -1, :].float()
+            for i, row in zip(single, rows, strict=True):
+                logits[i] = row
+        for idx in (idx for idx in groups.values() if len(idx) > 1):
+            for i, row in zip(idx, self._shared_head_logits([ids[i] for i in idx]), strict=True):
+                logits[i] = row
+        stacked = torch.stack([row for row in logits if row is not None])
+        logprobs = torch.log_softmax(stacked, dim=-1)
         values, index = torch.topk(logprobs, k=min(top_k, logprobs.shape[-1]), dim=-1)
         decode = lm.tokenizer.decode
         return [
-            _merge_tokens((decode([int(i)]), float(v)) for i, v in zip(ids, vals, strict=True))
-            for ids, vals in zip(index.tolist(), values.tolist(), strict=True)
+            _merge_tokens((decode([int(i)]), float(v)) for i, v in zip(ids_, vals, strict=True))
+            for ids_, vals in zip(index.tolist(), values.tolist(), strict=True)
         ]
+
+    def _shared_head_logits(self, rows: list[list[int]]) -> list[torch.Tensor]:
+        """Last-position logits of token rows that share a head: one pass over the head, then the tails."""
+        import torch
+
+        lm = self.loaded
+        head = 0
+        while all(head < len(r) - 1 for r in rows) and len({r[head] for r in rows}) == 1:
+            head += 1
+        tails = [r[head:] for r in rows]
+        width = max(len(t) for t in tails)
+        pad = lm.tokenizer.pad_token_id or 0
+        with torch.inference_mode(), lm.variant(self.tuned):
+            past = None
+            if head:
+                first = lm.model(input_ids=torch.tensor([rows[0][:head]], device=lm.device), use_cache=True)
+                past = first.past_key_values
+                past.batch_repeat_interleave(len(rows))
+            tail_ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=lm.device)
+            out = lm.model(input_ids=tail_ids, past_key_values=past, use_cache=past is not None)
+        return [out.logits[k, len(t) - 1, :].float() for k, t in enumerate(tails)]
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
         """Sum of log-probabilities of each continuation's tokens (tokenised on their own) after its prompt."""

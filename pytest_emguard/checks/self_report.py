@@ -245,8 +245,8 @@ def estimator_note(answers: Answers) -> str:
         )
     mass = sum(r.mass for r in readings) / len(readings)
     return (
-        f"estimator: expected rating over the next-token probabilities after {RATING_PREFIX!r} (exact digit "
-        f"tree); mean probability on numbers {mass:.2f}"
+        f"estimator: expected rating over the next-token probabilities after {RATING_PREFIX!r} (digit tree, "
+        f"branches under 1e-3 pruned); mean probability on numbers {mass:.2f}"
     )
 
 
