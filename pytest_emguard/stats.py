@@ -134,19 +134,29 @@ def pair(
     )
 
 
+GRID = (0.25, 1.0)  # calibrated levels range from alpha / 4 to alpha: calibration only ever tightens a bound
+CALIBRATION_INNER = 100  # inner resamples per outer resample when the bootstrap-t level is calibrated
+
+
 def bootstrap(
     paired: Paired,
     rng: np.random.Generator,
     *,
     alpha: float = 0.05,
     n_boot: int = 2000,
+    calibrate: int = 200,
 ) -> Interval:
-    """Question-clustered paired bootstrap interval for the mean of ``paired.diffs``.
+    """Question-clustered paired interval for the mean of ``paired.diffs``: a calibrated studentized bootstrap.
 
-    Clusters are resampled with replacement; the interval is the percentile interval
-    ``[q(alpha), q(1 - alpha)]``, so each end is a one-sided bound at level ``alpha`` and the
-    two-sided confidence is ``1 - 2 * alpha``. The interval is widened, if need be, to contain the
-    estimate (this only matters for rounding or degenerate resampling distributions).
+    Each end is a one-sided bound at level ``alpha`` (the two-sided confidence is ``1 - 2 * alpha``).  The
+    studentized bootstrap (bootstrap-t) resamples clusters and reads the bound from the distribution of
+    ``(mean* - mean) / se*``, which follows the skew of the data where the percentile interval does not (on
+    right-skewed differences the percentile bound wrongly passes 12-17% of the time at 10 clusters against a
+    nominal 5%).  At few clusters the bootstrap-t still errs, so the level of each end is calibrated by a double
+    bootstrap (Hall's iterated bootstrap): ``calibrate`` outer resamples, each with ``CALIBRATION_INNER`` inner
+    ones, estimate the real error of each nominal level, and each end uses the level whose estimated error is
+    ``alpha``.  ``calibrate=0`` turns calibration off.  The interval always contains the
+    estimate; with zero spread it is the estimate itself.  ``tests/test_stats_simulation.py`` measures the error.
     """
     if not 0.0 < alpha < 0.5:
         raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")
@@ -157,12 +167,16 @@ def bootstrap(
     if n == 0:
         raise ValueError("cannot bootstrap with no paired clusters")
     estimate = float(np.mean(diffs))
-    if n == 1:
-        low = high = estimate
-    else:
-        means = diffs[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-        q_low, q_high = np.quantile(means, [alpha, 1.0 - alpha])
-        low, high = min(float(q_low), estimate), max(float(q_high), estimate)
+    se = float(np.std(diffs, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    low = high = estimate
+    if se > 0.0:
+        t = _studentized(diffs[rng.integers(0, n, size=(n_boot, n))], estimate)
+        lo_level, hi_level = _calibrated_levels(diffs, rng, alpha, calibrate) if calibrate else (alpha, alpha)
+        high = estimate - float(np.quantile(t, hi_level, method="lower")) * se
+        low = estimate - float(np.quantile(t, 1.0 - lo_level, method="higher")) * se
+        # a resampled mean never leaves [min, max] of the differences: no bound need go past them
+        low = min(max(low, float(diffs.min())), estimate)
+        high = max(min(high, float(diffs.max())), estimate)
     return Interval(
         estimate=estimate,
         low=low,
@@ -171,6 +185,61 @@ def bootstrap(
         n_clusters=n,
         n_samples=paired.n_samples,
     )
+
+
+def _studentized(resamples: FloatArray, centre: FloatArray | float) -> FloatArray:
+    """``(mean* - centre) / se*`` over the last axis; a resample with no spread counts as 0 when it sits on the
+    centre and as +-inf otherwise."""
+    n = resamples.shape[-1]
+    means = resamples.mean(axis=-1)
+    ses = resamples.std(axis=-1, ddof=1) / math.sqrt(n)
+    gap = means - centre
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flat = np.where(gap == 0, 0.0, np.copysign(np.inf, gap))
+        t = np.where(ses > 0, gap / np.where(ses > 0, ses, 1.0), flat)
+    return np.asarray(t, dtype=np.float64)
+
+
+def _calibrated_levels(
+    diffs: FloatArray, rng: np.random.Generator, alpha: float, outer: int
+) -> tuple[float, float]:
+    """(lower-end level, upper-end level): for each end, the nominal level whose bound, computed on each outer
+    resample from its inner resamples, misses the sample mean in ``alpha`` of the outer resamples.  Levels above
+    ``alpha`` are never chosen: at few clusters the double bootstrap itself underestimates the error (measured:
+    allowing up to 2 alpha let 7.5% of right-skewed runs at 10 clusters wrongly pass), and a calibrated bound
+    must not be looser than the plain one.  The price: on normal differences at 64 clusters the bounds are
+    slightly conservative (3.5% instead of 5%)."""
+    n = diffs.size
+    grid = np.linspace(alpha * GRID[0], alpha * GRID[1], 31)
+    centre = float(diffs.mean())
+    samples = diffs[rng.integers(0, n, size=(outer, n))]
+    means = samples.mean(axis=1)
+    ses = samples.std(axis=1, ddof=1) / math.sqrt(n)
+    inner = np.take_along_axis(
+        np.repeat(samples[:, None, :], CALIBRATION_INNER, axis=1),
+        rng.integers(0, n, size=(outer, CALIBRATION_INNER, n)),
+        axis=2,
+    )
+    t = _studentized(inner, means[:, None])  # outer x inner
+    spread = ses > 0
+    with np.errstate(invalid="ignore"):
+        q_up = np.quantile(t, grid, axis=1, method="lower")  # grid x outer
+        q_lo = np.quantile(t, 1.0 - grid, axis=1, method="higher")
+        upper = np.where(spread, means[None, :] - q_up * np.where(spread, ses, 0.0)[None, :], means[None, :])
+        lower = np.where(spread, means[None, :] - q_lo * np.where(spread, ses, 0.0)[None, :], means[None, :])
+    return _level_for(grid, (lower > centre).mean(axis=1), alpha), _level_for(
+        grid, (upper < centre).mean(axis=1), alpha
+    )
+
+
+def _level_for(grid: FloatArray, missed: FloatArray, alpha: float) -> float:
+    """The nominal level whose real error is alpha, from the measured error at each grid level: the error grows
+    in proportion to the level (zero at zero), so one factor fitted over the whole grid (least squares through
+    the origin) steadies a curve measured on a few hundred resamples."""
+    slope = float(grid @ missed) / float(grid @ grid)
+    if slope <= 0.0:
+        return float(grid[-1])
+    return float(np.clip(alpha / slope, grid[0], grid[-1]))
 
 
 def samples_needed(interval: Interval, boundary: float) -> int | None:

@@ -85,14 +85,20 @@ def test_tiny_n_boot_still_contains_estimate(
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.1, 0.25])
-def test_bootstrap_matches_reference_percentiles(alpha: float) -> None:
+def test_uncalibrated_bootstrap_matches_reference_studentized_bounds(alpha: float) -> None:
     diffs = np.random.default_rng(7).normal(2.0, 3.0, size=25)
     paired = _as_paired([0.0] * 25, [float(v) for v in diffs])
-    interval = bootstrap(paired, np.random.default_rng(11), alpha=alpha, n_boot=500)
-    draws = np.random.default_rng(11).integers(0, 25, size=(500, 25))
-    means = paired.diffs[draws].mean(axis=1)
-    assert interval.low == pytest.approx(float(np.quantile(means, alpha)), abs=1e-12)
-    assert interval.high == pytest.approx(float(np.quantile(means, 1 - alpha)), abs=1e-12)
+    interval = bootstrap(paired, np.random.default_rng(11), alpha=alpha, n_boot=500, calibrate=0)
+    d = paired.diffs
+    draws = d[np.random.default_rng(11).integers(0, 25, size=(500, 25))]
+    se = d.std(ddof=1) / 5.0
+    t = (draws.mean(axis=1) - d.mean()) / (draws.std(axis=1, ddof=1) / 5.0)
+    assert interval.high == pytest.approx(
+        d.mean() - float(np.quantile(t, alpha, method="lower")) * se, abs=1e-12
+    )
+    assert interval.low == pytest.approx(
+        d.mean() - float(np.quantile(t, 1 - alpha, method="higher")) * se, abs=1e-12
+    )
     assert interval.confidence == pytest.approx(1 - 2 * alpha)
     with pytest.raises(ValueError):
         bootstrap(paired, np.random.default_rng(0), alpha=0.5)
