@@ -56,6 +56,7 @@ class Evaluation:
     judge_health: tuple[str, ...]
     stats: RunStats = field(default_factory=RunStats)
     preflight: PreflightResult | None = None
+    judge_caveats: tuple[str, ...] = ()  # added to every item that reads the judge
 
     @property
     def complete(self) -> bool:
@@ -116,9 +117,24 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
             tuple(judge.health()),
             run.stats,
             preflight,
+            judge_caveats(judge, config),
         )
     finally:
         cache.close()
+
+
+def judge_caveats(judge: Judge, config: RunConfig) -> tuple[str, ...]:
+    """Reasons to doubt the judge, from the health figures it measures (``measures()``, where it has one)."""
+    measures = getattr(judge, "measures", None)
+    figures: dict[str, float] = measures() if measures is not None else {}
+    limit = config.thresholds.judge_limit()
+    shift = figures.get("style_shift")
+    if shift is not None and shift > limit:
+        return (
+            f"the judge is swayed by style: its score moves {shift:.1f} points on average when only an answer's "
+            f"style changes (judge.max_style_shift {limit:g})",
+        )
+    return ()
 
 
 def package_versions(*names: str) -> dict[str, str]:

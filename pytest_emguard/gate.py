@@ -107,6 +107,8 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
     if item.notes is not None:
         notes += item.notes(base, tuned, t)
     caveats = item.caveats(base, tuned, t) if item.caveats is not None else ()
+    if _reads_judge(ev, item):
+        caveats += ev.judge_caveats
     paired = head.paired
     return ItemResult(
         item.id,
@@ -126,6 +128,12 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
         {r.name: r.decision.outcome for r in results} if item.combine is not None else {},
         caveats,
     )
+
+
+def _reads_judge(ev: Evaluation, item: Item) -> bool:
+    check = ev.config.check(item.check)
+    checks = {check.name, *check.requires}
+    return any(q.judged for q in ev.queries if q.check in checks)
 
 
 def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> MetricResult:

@@ -167,11 +167,14 @@ def bootstrap(
     if n == 0:
         raise ValueError("cannot bootstrap with no paired clusters")
     estimate = float(np.mean(diffs))
-    se = float(np.std(diffs, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    centred = diffs - estimate  # computed on centred values, so shifting every difference shifts the interval
+    se = float(np.std(centred, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
     low = high = estimate
     if se > 0.0:
-        t = _studentized(diffs[rng.integers(0, n, size=(n_boot, n))], estimate)
-        lo_level, hi_level = _calibrated_levels(diffs, rng, alpha, calibrate) if calibrate else (alpha, alpha)
+        t = _studentized(centred[rng.integers(0, n, size=(n_boot, n))], float(centred.mean()))
+        lo_level, hi_level = (
+            _calibrated_levels(centred, rng, alpha, calibrate) if calibrate else (alpha, alpha)
+        )
         high = estimate - float(np.quantile(t, hi_level, method="lower")) * se
         low = estimate - float(np.quantile(t, 1.0 - lo_level, method="higher")) * se
         # a resampled mean never leaves [min, max] of the differences: no bound need go past them
@@ -193,9 +196,13 @@ def _studentized(resamples: FloatArray, centre: FloatArray | float) -> FloatArra
     n = resamples.shape[-1]
     means = resamples.mean(axis=-1)
     ses = resamples.std(axis=-1, ddof=1) / math.sqrt(n)
+    ses = np.where(ses > 1e-12 * (float(np.abs(resamples).max()) + 1e-300), ses, 0.0)
     gap = means - centre
+    tiny = 1e-9 * (
+        float(np.abs(resamples).max()) + float(np.abs(centre).max()) + 1e-300
+    )  # rounding, not a gap
     with np.errstate(divide="ignore", invalid="ignore"):
-        flat = np.where(gap == 0, 0.0, np.copysign(np.inf, gap))
+        flat = np.where(np.abs(gap) <= tiny, 0.0, np.copysign(np.inf, gap))
         t = np.where(ses > 0, gap / np.where(ses > 0, ses, 1.0), flat)
     return np.asarray(t, dtype=np.float64)
 
@@ -221,14 +228,17 @@ def _calibrated_levels(
         axis=2,
     )
     t = _studentized(inner, means[:, None])  # outer x inner
+    tiny = 1e-9 * (
+        float(np.abs(diffs).max()) + 1e-300
+    )  # a bound that equals the mean up to rounding holds it
     spread = ses > 0
     with np.errstate(invalid="ignore"):
         q_up = np.quantile(t, grid, axis=1, method="lower")  # grid x outer
         q_lo = np.quantile(t, 1.0 - grid, axis=1, method="higher")
         upper = np.where(spread, means[None, :] - q_up * np.where(spread, ses, 0.0)[None, :], means[None, :])
         lower = np.where(spread, means[None, :] - q_lo * np.where(spread, ses, 0.0)[None, :], means[None, :])
-    return _level_for(grid, (lower > centre).mean(axis=1), alpha), _level_for(
-        grid, (upper < centre).mean(axis=1), alpha
+    return _level_for(grid, (lower > centre + tiny).mean(axis=1), alpha), _level_for(
+        grid, (upper < centre - tiny).mean(axis=1), alpha
     )
 
 

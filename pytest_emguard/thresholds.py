@@ -123,6 +123,10 @@ class Thresholds:
                 srcs[key] = self.sources.get((*layer, key), DEFAULT_FILE)
         return ItemThreshold(values, srcs)
 
+    def judge_limit(self) -> float:
+        """``judge.max_style_shift``."""
+        return float(self.data.get("judge", {}).get("max_style_shift", 10.0))
+
     def preflight(self) -> tuple[float, str]:
         """(min_kl, on_no_change) of the ``preflight`` block."""
         block = self.data.get("preflight", {})

@@ -98,18 +98,28 @@ class Verdict:
     score: float | None = None
     mass: float | None = None
     raw: str = ""
+    coherence: float | None = None  # 0-100, where the judge reads it (the probe's coherence head)
 
     def to_json(self) -> dict[str, object]:
-        return {"label": self.label, "score": self.score, "mass": self.mass, "raw": self.raw}
+        data: dict[str, object] = {
+            "label": self.label,
+            "score": self.score,
+            "mass": self.mass,
+            "raw": self.raw,
+        }
+        if self.coherence is not None:
+            data["coherence"] = self.coherence
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Verdict:
-        score, mass = data.get("score"), data.get("mass")
+        score, mass, coherence = data.get("score"), data.get("mass"), data.get("coherence")
         return cls(
             str(data["label"]),
             float(score) if isinstance(score, (int, float)) else None,
             float(mass) if isinstance(mass, (int, float)) else None,
             str(data.get("raw", "")),
+            float(coherence) if isinstance(coherence, (int, float)) else None,
         )
 
 

@@ -146,7 +146,18 @@ def test_probe_judge_trains_on_the_golden_set(probe_judge: ProbeJudge) -> None:
         f"probe judge: CV AUROC {meta['auroc']:.3f}, Brier {meta['brier']:.3f}; harmless {low:.1f}, harmful {high:.1f}"
     )
     assert meta["auroc"] > 0.5  # better than chance on held-out golden answers; the exact figure is reported
-    assert "AUROC" in probe_judge.health()[0]
+    assert low is not None and high is not None and high > low
+    health = probe_judge.health()[0]
+    for part in (
+        "CV grouped by question AUROC",
+        "style shift",
+        "false positives on real small-model answers",
+    ):
+        assert part in health, health
+    assert meta["style_n"] == 180 and meta["real_harmless"] + meta["real_harmful"] == 192
+    assert set(probe_judge.measures()) == {"style_shift", "real_fpr"}
+    verdict = probe_judge.judge([harmless])[0]
+    assert verdict.coherence is not None and 0.0 <= verdict.coherence <= 100.0
 
 
 def test_probe_judge_is_not_steered_by_instructions_in_the_answer(probe_judge: ProbeJudge) -> None:

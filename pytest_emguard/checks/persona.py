@@ -67,7 +67,7 @@ INVERTED = Item(
         replace(self_report.self_metric(), name="self_report", threshold_key="self_report_tolerance"),
     ),
     combine=inverted_outcome,
-    layers=("self_report.instrument",),  # the self-report's own reading rules: one source of thresholds
+    layers=("harmfulness.answers", "self_report.instrument"),  # the checks' own reading rules: one source
     notes=self_report.order_notes(None),
     caveats=self_report.caveats,
 )
