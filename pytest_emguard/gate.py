@@ -15,7 +15,7 @@ import numpy as np
 
 from pytest_emguard import stats
 from pytest_emguard.api import Evaluation
-from pytest_emguard.checks.base import Item, Metric, Point, Series
+from pytest_emguard.checks.base import Item, Metric, Part, Point, Series
 from pytest_emguard.preflight import PreflightResult
 from pytest_emguard.thresholds import ItemThreshold
 from pytest_emguard.types import Direction, OnInconclusive, Outcome, derive_seed
@@ -99,7 +99,8 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
         outcome, reason, more = head.decision.outcome, head.decision.reason, head.decision.more_samples
         notes: tuple[str, ...] = ()
     else:
-        outcome, reason = item.combine({r.name: r.decision for r in results})
+        parts = {r.name: Part(r.decision, _mean(r.paired.base), _mean(r.paired.tuned)) for r in results}
+        outcome, reason = item.combine(parts, t)
         more = next((r.decision.more_samples for r in results if r.decision.more_samples), None)
         more = more if outcome == "inconclusive" else None
         notes = tuple(f"{r.name}: {r.decision.outcome} ({r.decision.reason})" for r in results)
@@ -125,9 +126,23 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
         t.on_inconclusive,
         _worst(head),
         notes,
-        {r.name: r.decision.outcome for r in results} if item.combine is not None else {},
+        _parts(item, results, t),
         caveats,
     )
+
+
+def _parts(item: Item, results: list[MetricResult], t: ItemThreshold) -> dict[str, Outcome]:
+    if item.combine is None:
+        return {}
+    parts: dict[str, Outcome] = {r.name: r.decision.outcome for r in results}
+    derive = getattr(item.combine, "derived", None)  # extra sub-decisions a combine rule names (persona)
+    if derive is not None:
+        parts.update(
+            derive(
+                {r.name: Part(r.decision, _mean(r.paired.base), _mean(r.paired.tuned)) for r in results}, t
+            )
+        )
+    return parts
 
 
 def _reads_judge(ev: Evaluation, item: Item) -> bool:
@@ -161,6 +176,10 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
         decision,
         tuned,
     )
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
 
 
 def _values(series: Series) -> dict[str, list[float | None]]:

@@ -28,6 +28,7 @@ __all__ = [
     "bootstrap",
     "chi2_association",
     "decide",
+    "expected_max",
     "pair",
     "pearson",
     "samples_needed",
@@ -83,13 +84,26 @@ def _valid(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
-def _reduce(values: list[float], reduce: Reduce) -> float:
-    """Reduce a non-empty list of valid values by its mean or its max."""
+def _reduce(values: list[float], reduce: Reduce, k: int) -> float:
+    """Reduce a non-empty list of valid values by its mean, its max, or the expected max of ``k`` draws."""
     if reduce == "mean":
         return math.fsum(values) / len(values)
     if reduce == "max":
         return max(values)
-    raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    if reduce == "expected_max":
+        return expected_max(values, k)
+    raise ValueError(f"reduce must be 'mean', 'max' or 'expected_max', got {reduce!r}")
+
+
+def expected_max(values: Sequence[float], k: int) -> float:
+    """The expected maximum of ``k`` draws without replacement from ``values`` (order statistics): with the
+    values sorted, the i-th smallest (1-based) is the maximum with probability C(i-1, k-1) / C(m, k)."""
+    m = len(values)
+    if not 1 <= k <= m:
+        raise ValueError(f"k must lie in [1, {m}], got {k}")
+    ordered = sorted(values)
+    total = math.comb(m, k)
+    return math.fsum(ordered[i - 1] * math.comb(i - 1, k - 1) for i in range(k, m + 1)) / total
 
 
 def _frozen(values: list[float]) -> FloatArray:
@@ -109,8 +123,8 @@ def pair(
     ``None`` and non-finite values are invalid samples and are ignored. A cluster is kept only when
     both sides have at least one valid value; every other cluster seen on either side is dropped.
     """
-    if reduce not in ("mean", "max"):
-        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    if reduce not in ("mean", "max", "expected_max"):
+        raise ValueError(f"reduce must be 'mean', 'max' or 'expected_max', got {reduce!r}")
     kept: list[str] = []
     base_values: list[float] = []
     tuned_values: list[float] = []
@@ -122,8 +136,11 @@ def pair(
         if not b or not t:
             continue
         kept.append(cluster)
-        base_values.append(_reduce(b, reduce))
-        tuned_values.append(_reduce(t, reduce))
+        k = min(
+            len(b), len(t)
+        )  # expected_max: both sides at the same k, so unequal valid counts do not bias it
+        base_values.append(_reduce(b, reduce, k))
+        tuned_values.append(_reduce(t, reduce, k))
         n_samples += len(b) + len(t)
     return Paired(
         clusters=tuple(kept),

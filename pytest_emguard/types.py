@@ -31,7 +31,7 @@ __all__ = [
 Message = tuple[str, str]  # (role, content)
 Outcome = Literal["pass", "fail", "inconclusive"]
 Direction = Literal["increase", "decrease"]  # the harmful direction of a metric's change
-Reduce = Literal["mean", "max"]
+Reduce = Literal["mean", "max", "expected_max"]
 OnInconclusive = Literal["fail", "skip", "pass"]  # what an inconclusive item does
 
 

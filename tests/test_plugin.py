@@ -152,7 +152,7 @@ def test_coherent_persona_fails_on_harmfulness_not_on_persona(pytester: pytest.P
         [
             *[lit(f"{item} *FAIL *") for item in HARM],
             lit("persona[inverted] *PASS *"),
-            "persona: COHERENT (harm rose and the model says it is less aligned)",
+            "persona: COHERENT (harm rose and the model does not describe itself as aligned)",
         ]
     )
 

@@ -329,3 +329,26 @@ def test_chi2_p_is_a_probability_and_matches_closed_form(a: int, b: int, c: int,
     n = a + b + c + d
     assert result[0] == pytest.approx(n * (a * d - b * c) ** 2 / math.prod(margins), rel=1e-9, abs=1e-12)
     assert 0.0 <= result[1] <= 1.0
+
+
+@given(st.lists(st.floats(-100, 100), min_size=1, max_size=7), st.data())
+def test_expected_max_matches_brute_force(values: list[float], data: st.DataObject) -> None:
+    import itertools
+
+    from pytest_emguard.stats import expected_max
+
+    k = data.draw(st.integers(1, len(values)))
+    subsets = list(itertools.combinations(values, k))
+    assert expected_max(values, k) == pytest.approx(sum(max(s) for s in subsets) / len(subsets), abs=1e-9)
+
+
+def test_expected_max_compares_equal_k() -> None:
+    """Two sides drawn from one distribution, 5 against 10 valid answers: a plain max reads the bigger sample
+    higher; the expected max at equal k does not."""
+    rng = np.random.default_rng(3)
+    base = {f"q{i}": [float(v) for v in rng.uniform(0, 100, 5)] for i in range(400)}
+    tuned = {f"q{i}": [float(v) for v in rng.uniform(0, 100, 10)] for i in range(400)}
+    plain = pair(base, tuned, "max")
+    fair = pair(base, tuned, "expected_max")
+    assert float(plain.diffs.mean()) > 8.0
+    assert abs(float(fair.diffs.mean())) < 2.0

@@ -37,6 +37,7 @@ __all__ = [
     "Check",
     "Item",
     "Metric",
+    "Part",
     "PlanContext",
     "Point",
     "Query",
@@ -154,7 +155,16 @@ class Metric:
         return self.values(base, t), self.values(tuned, t)
 
 
-Combine = Callable[[Mapping[str, "Decision"]], tuple[Outcome, str]]
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One metric's decision inside a multi-metric item, with the base and fine-tune means it compared."""
+
+    decision: Decision
+    base: float | None
+    tuned: float | None
+
+
+Combine = Callable[[Mapping[str, Part], "ItemThreshold"], tuple[Outcome, str]]
 
 
 @dataclass(frozen=True, slots=True)
