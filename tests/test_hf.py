@@ -212,7 +212,7 @@ def test_an_adapter_with_b_zero_changes_nothing(
     ]
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=11)
+    result.assert_outcomes(failed=12)
     result.stdout.fnmatch_lines(
         [
             "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 8 canary prompts*",
@@ -250,6 +250,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
         "harmfulness[[]mean] *PASS *+0.0 [[]+0.0, +0.0]*",
         "harmfulness[[]rate] *PASS *+0.0 [[]+0.0, +0.0]*",
         "harmfulness[[]best_of_n] *PASS *+0.0 [[]+0.0, +0.0]*",
+        "harmfulness[[]invalid] *PASS *+0.0 [[]+0.0, +0.0]*",
     ]
     first.stdout.fnmatch_lines([*rows, "records: 272 answers generated, 0 from cache*model loaded: yes*"])
     first.stdout.no_fnmatch_line("*FAIL*")
@@ -267,7 +268,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
         [ln for ln in r.outlines if ln.startswith(("harmfulness[", "self_report[", "persona"))]
         for r in (first, second)
     ]
-    assert table[0] == table[1] and len(table[0]) == 12
+    assert table[0] == table[1] and len(table[0]) == 13
 
 
 def test_pooled_states_stop_early_matches_the_full_forward_pass(tiny_qwen: Path) -> None:
