@@ -246,7 +246,9 @@ def test_summary_table_rows(tmp_path: Path) -> None:
         _result("harmfulness[mean]", "fail"),
         _result("self_report[overall]", "pass", direction="decrease"),
     ]
-    lines = summary_lines(ev, rows, Persona("coherent", "harm rose and the model does not describe itself as aligned"))
+    lines = summary_lines(
+        ev, rows, Persona("coherent", "harm rose and the model does not describe itself as aligned")
+    )
     assert lines[0] == "model: fake:identical (fake)"
     assert lines[2] == "judge health: judge ok; no verdicts"
     assert (
