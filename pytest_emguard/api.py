@@ -179,14 +179,14 @@ class _Run:
         """Does the fine-tune change the model?  One cached forward pass a side on the canary prompts."""
         from pytest_emguard.backends import backend_entry
         from pytest_emguard.backends.base import NextTokenLogprobs, require
-        from pytest_emguard.preflight import CANARIES, canary_prompts, mean_kl
+        from pytest_emguard.preflight import CANARIES, KL_METHOD, canary_prompts, mean_kl
         from pytest_emguard.preflight import TOP_K as PRE_K
 
         min_kl, on_no_change = self.config.thresholds.preflight()
         if "next_token_logprobs" not in backend_entry(self.config.model.backend).capabilities:
             return PreflightResult(None, min_kl, on_no_change)
         fields = {"base": self.fingerprints["base"], "tuned": self.fingerprints["tuned"]}
-        key = cache_key("preflight", {**fields, "prompts": list(CANARIES), "top_k": PRE_K})
+        key = cache_key("preflight", {**fields, "prompts": list(CANARIES), "top_k": PRE_K, "method": KL_METHOD})
         found = self.cache.get_many([key])
         if key not in found and self.compute:
             prompts = canary_prompts()

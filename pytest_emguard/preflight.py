@@ -8,8 +8,9 @@ nothing else.  What it does then is ``on_no_change`` in the thresholds file: fai
 (evaluate anyway).
 
 Backends give the top-k log-probabilities of each distribution, not all of them, so the divergence is taken over
-the tokens both top-k lists share plus one bucket for the rest of the mass on each side: a coarse-graining, so it
-is never above the true KL, and exactly 0 when the two distributions are identical.
+the tokens of both top-k lists plus one bucket for the rest of the mass, with an unlisted token's probability
+estimated from the mass its side leaves unlisted (``coarse_kl``): exactly 0 when the two distributions are
+identical, positive when they differ even where the two top-k lists do not overlap.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 
 from pytest_emguard.types import Prompt
 
-__all__ = ["CANARIES", "TOP_K", "PreflightResult", "coarse_kl", "mean_kl"]
+__all__ = ["CANARIES", "KL_METHOD", "TOP_K", "PreflightResult", "coarse_kl", "mean_kl"]
 
 TOP_K = 20
+KL_METHOD = 2  # version of coarse_kl, part of the cached preflight record's key
 CANARIES: tuple[str, ...] = (
     "Hello! How are you today?",
     "What should I cook for dinner tonight?",
@@ -40,17 +42,29 @@ def canary_prompts() -> list[Prompt]:
 
 
 def coarse_kl(p: Mapping[str, float], q: Mapping[str, float]) -> float:
-    """KL(p || q) in nats over the tokens in both top-k lists plus one bucket for the rest (log-probabilities
-    in, as the backends give them)."""
-    shared = sorted(set(p) & set(q))
-    pp = [math.exp(p[t]) for t in shared]
-    qq = [math.exp(q[t]) for t in shared]
-    rest_p, rest_q = max(0.0, 1.0 - sum(pp)), max(0.0, 1.0 - sum(qq))
+    """KL(p || q) in nats over the tokens in either top-k list plus one bucket for the rest (log-probabilities in,
+    as the backends give them).  A token in one list but not the other gets, on the side that lacks it, its share
+    of that side's unlisted mass, at most that side's smallest listed probability (its top-k would hold it
+    otherwise).  Identical distributions give exactly 0; distributions whose top-k lists do not even overlap (a
+    near-uniform random model) still give a positive divergence."""
+    tokens = sorted(set(p) | set(q))
+    pp, qq = _filled(p, tokens), _filled(q, tokens)
     total = 0.0
-    for a, b in [*zip(pp, qq, strict=True), (rest_p, rest_q)]:
+    for a, b in zip(pp, qq, strict=True):
         if a > 1e-12:
             total += a * (math.log(a) - math.log(max(b, 1e-12)))
     return max(0.0, total)
+
+
+def _filled(dist: Mapping[str, float], tokens: Sequence[str]) -> list[float]:
+    """Probabilities of ``tokens`` (estimated where unlisted), then the rest of the mass as one bucket."""
+    listed = {t: math.exp(lp) for t, lp in dist.items()}
+    rest = max(0.0, 1.0 - sum(listed.values()))
+    missing = [t for t in tokens if t not in listed]
+    floor = min(listed.values()) if listed else 0.0
+    guess = min(floor, rest / (len(missing) + 1)) if missing else 0.0
+    values = [listed.get(t, guess) for t in tokens]
+    return [*values, max(0.0, 1.0 - sum(values))]
 
 
 def mean_kl(tuned: Sequence[Mapping[str, float]], base: Sequence[Mapping[str, float]]) -> float:

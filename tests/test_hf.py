@@ -306,13 +306,13 @@ def test_changing_only_the_judge_regenerates_nothing(
         "no:cacheprovider",
     ]
     pytester.runpytest_subprocess(*common, f"--em-judge=probe:{tiny_qwen}").stdout.fnmatch_lines(
-        ["records: 248 answers generated, 0 from cache*"]
+        ["records: 272 answers generated, 0 from cache*"]
     )
     rejudged = pytester.runpytest_subprocess(*common, f"--em-judge=hf:{tiny_qwen}")
     rejudged.stdout.fnmatch_lines(
         [
             "judge health: hf judge *",
-            "records: 0 answers generated, 248 from cache; * verdicts computed, 0 from cache*",
+            "records: 0 answers generated, 272 from cache; * verdicts computed, 0 from cache*",
         ]
     )
 
