@@ -186,7 +186,9 @@ class _Run:
         if "next_token_logprobs" not in backend_entry(self.config.model.backend).capabilities:
             return PreflightResult(None, min_kl, on_no_change)
         fields = {"base": self.fingerprints["base"], "tuned": self.fingerprints["tuned"]}
-        key = cache_key("preflight", {**fields, "prompts": list(CANARIES), "top_k": PRE_K, "method": KL_METHOD})
+        key = cache_key(
+            "preflight", {**fields, "prompts": list(CANARIES), "top_k": PRE_K, "method": KL_METHOD}
+        )
         found = self.cache.get_many([key])
         if key not in found and self.compute:
             prompts = canary_prompts()

@@ -42,6 +42,7 @@ class Options:
     max_new_tokens: int = 128
     trust_remote_code: bool = False
     banks: tuple[str, ...] = ()  # "CHECK=PATH", applied in order
+    domain: str | None = None  # the adapter's training domain: its harm is gated apart from emergent harm
 
     @property
     def n_samples(self) -> int:
@@ -70,6 +71,11 @@ class RunConfig:
         judge = JudgeSpec.parse(options.judge, options.model)
         extra = tuple(extra_checks)
         checks = apply_banks(load_checks(extra), _banks(options.banks))
+        if options.domain:
+            from pytest_emguard.checks.harmfulness import domain_categories
+
+            categories = domain_categories(options.domain)
+            checks = tuple(c.with_domain(categories) if hasattr(c, "with_domain") else c for c in checks)
         thresholds = Thresholds.load(options.thresholds, checks)
         config = cls(options, model, judge, checks, thresholds, extra)
         config.check_capabilities()

@@ -48,6 +48,12 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
         None,
         "sampled answers per prompt; also N of best-of-N (default: 10, or a bank file's samples_per_paraphrase)",
     ),
+    (
+        "domain",
+        None,
+        "the adapter's training domain (risky_financial, bad_medical, ...): harm on that domain's own questions "
+        "is gated as harmfulness_in_domain[...], apart from the emergent items",
+    ),
     ("seed", "0", "run seed; every request's seed derives from it (default: 0)"),
     ("cache-dir", ".emguard_cache", "record cache directory (default: .emguard_cache)"),
     ("device", "auto", "torch device for local models: auto, cpu, cuda, cuda:N, mps (default: auto)"),
@@ -123,6 +129,7 @@ def read_options(config: pytest.Config) -> Options | None:
         max_new_tokens=_int(config, "max-new-tokens", 1, 32768),
         trust_remote_code=bool(config.getoption("em_trust_remote_code")),
         banks=tuple(banks if banks is not None else config.getini("em_bank")),
+        domain=_raw(config, "domain") or None,
     )
 
 

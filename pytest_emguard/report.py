@@ -40,6 +40,7 @@ def reproduce_line(options: Options, item_id: str) -> str:
         "seed",
         "cache-dir",
         "max-new-tokens",
+        "domain",
     )
     for name in names:
         value = getattr(options, name.replace("-", "_"))

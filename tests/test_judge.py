@@ -185,3 +185,13 @@ def test_fake_judge() -> None:
     assert judge.judge([]) == []
     assert judge.health()
     assert judge.fingerprint
+
+
+def test_judge_settings_after_a_question_mark(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    spec = JudgeSpec.parse(f"probe:{tmp_path}?golden=v2")
+    assert (spec.target, spec.params) == (str(tmp_path.resolve()), {"golden": "v2"})
+    assert JudgeSpec.parse(f"probe:{tmp_path}").params == {}
+    with pytest.raises(ConfigError) as info:
+        JudgeSpec.parse(f"probe:{tmp_path}?golden=v9")
+    assert str(info.value) == "--em-judge: 'golden=v9' is not a setting of the probe judge\n  fix: use: golden=v1|v2"

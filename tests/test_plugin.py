@@ -572,3 +572,35 @@ def test_a_fine_tune_that_stops_answering_fails_the_invalid_item(pytester: pytes
     pytest.LineMatcher(block(result, "harmfulness[invalid]")).fnmatch_lines(
         ["  metric: % of answers the judge could not score (unscorable or refusal)"]
     )
+
+
+# -- the adapter's own training domain ---------------------------------------------------------------------
+
+
+def test_harm_in_the_training_domain_is_gated_apart_from_emergent_harm(pytester: pytest.Pytester) -> None:
+    """--em-domain=risky_financial: the dangerous_financial questions leave the emergent items and are gated
+    as harmfulness_in_domain[...]."""
+    result = gate(pytester, "inverted", "--em-domain=risky_financial", "-k", "harmfulness")
+    result.stdout.fnmatch_lines(
+        [lit("harmfulness_in_domain[mean] *FAIL *"), lit("harmfulness_in_domain[rate] *FAIL *")]
+    )
+    mean = pytest.LineMatcher(block(result, "harmfulness[mean]"))
+    mean.fnmatch_lines(["  paired bootstrap over 56 questions, *", "  by category (base->tuned): *"])
+    assert "dangerous_financial" not in "\n".join(block(result, "harmfulness[mean]"))
+    pytest.LineMatcher(block(result, "harmfulness_in_domain[mean]")).fnmatch_lines(
+        [
+            "  metric: mean harm score (0-100) on the training domain's own questions",
+            "  paired bootstrap over 8 questions, *",
+            lit("  reproduce: pytest *--em-domain=risky_financial -k 'harmfulness_in_domain[mean]'"),
+        ]
+    )
+    without = gate(pytester, "identical", "--collect-only", "-q")
+    without.stdout.no_fnmatch_line("*harmfulness_in_domain*")
+
+
+def test_an_unknown_domain_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = gate(pytester, "identical", "--em-domain=risky_finance", subprocess=True)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--em-domain: unknown domain 'risky_finance'", "  fix: use one of: bad_legal, *"]
+    )

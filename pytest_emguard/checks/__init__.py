@@ -23,6 +23,7 @@ __all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "apply_banks", "load_checks"]
 
 BUILTIN = (
     "pytest_emguard.checks.harmfulness:CHECK",
+    "pytest_emguard.checks.in_domain:CHECK",
     "pytest_emguard.checks.self_report:CHECK",
     "pytest_emguard.checks.persona:CHECK",
 )

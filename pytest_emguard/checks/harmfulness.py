@@ -63,15 +63,31 @@ def questions() -> list[Question]:
     return [Question(q["id"], q["category"], (q["text"],)) for q in bank["questions"]]
 
 
-def harm_series(answers: Answers, t: ItemThreshold | None = None) -> Series:
+def harm_series(answers: Answers, t: ItemThreshold | None = None, *, in_domain: bool = False) -> Series:
     """Per question, the judge's harm score of each answer (None = unscorable or refused, and, where the
-    thresholds say ``incoherent: exclude``, an answer the judge scores incoherent)."""
+    thresholds say ``incoherent: exclude``, an answer the judge scores incoherent).  Questions of the adapter's
+    own training domain (``Query.tags["in_domain"]``) are left out, or, with ``in_domain``, the only ones kept."""
     exclude = t is not None and t.values.get("incoherent") == "exclude"
     return series_by_cluster(
         Point(None if s is None or (exclude and _incoherent(s)) else s.harm, q, "" if s is None else s.answer)
         for q, samples in answers.of(NAME)
+        if (q.tags.get("in_domain") == "yes") == in_domain
         for s in samples
     )
+
+
+def in_domain_series(answers: Answers, t: ItemThreshold | None = None) -> Series:
+    return harm_series(answers, t, in_domain=True)
+
+
+def domain_categories(domain: str, option: str = "--em-domain") -> frozenset[str]:
+    """The harm-bank categories a fine-tuning domain teaches directly (``domains_v1.yaml``)."""
+    from pytest_emguard.errors import ConfigError
+
+    table = load_bank("domains_v1.yaml")["domains"]
+    if domain not in table:
+        raise ConfigError(option, f"unknown domain {domain!r}", f"use one of: {', '.join(sorted(table))}")
+    return frozenset(table[domain])
 
 
 def invalid_series(answers: Answers, _t: ItemThreshold | None = None) -> Series:
@@ -182,6 +198,7 @@ class Harmfulness:
 
     bank: tuple[Question, ...] | None = None
     bank_sha256: str | None = None
+    in_domain: frozenset[str] = frozenset()  # categories of the adapter's training domain (--em-domain)
     name: str = NAME
     version: int = VERSION
     requires: tuple[str, ...] = ()
@@ -214,7 +231,10 @@ class Harmfulness:
                         category=q.category,
                         samples=q.samples,
                         bank_sha256=self.bank_sha256,
-                        tags={"category": q.category},
+                        tags={
+                            "category": q.category,
+                            "in_domain": "yes" if q.category in self.in_domain else "no",
+                        },
                     )
                 )
         return out
@@ -243,6 +263,9 @@ class Harmfulness:
                 "answers": answers,
             },
         )
+
+    def with_domain(self, categories: frozenset[str]) -> Harmfulness:
+        return replace(self, in_domain=categories)
 
     def with_bank(self, path: Path) -> Harmfulness:
         from pytest_emguard.banks import read_bank

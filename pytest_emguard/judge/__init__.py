@@ -66,10 +66,14 @@ class JudgeContext:
     progress: Callable[[str], None] = lambda _: None
 
 
+PARAMS = {"probe": {"golden": ("v1", "v2")}}  # SCHEME:TARGET?key=value settings a judge accepts
+
+
 @dataclass(frozen=True, slots=True)
 class JudgeSpec:
     scheme: str
     target: str
+    params: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def parse(cls, text: str | None, model: str | None = None) -> JudgeSpec:
@@ -89,8 +93,10 @@ class JudgeSpec:
                 f"{text!r} has no known scheme",
                 f"{hint}write SCHEME:TARGET with SCHEME one of {', '.join(JUDGES)}",
             )
+        target, _, query = target.partition("?")
+        params = _params(scheme, query)
         if not JUDGES[scheme].local_model:
-            return cls(scheme, target)
+            return cls(scheme, target, params)
         path = Path(target).expanduser()
         if not (path / "config.json").exists():
             raise ConfigError(
@@ -100,10 +106,24 @@ class JudgeSpec:
             )
         if model and not model.startswith("fake:") and path.resolve() == Path(model).expanduser().resolve():
             raise ConfigError("--em-judge", "the judge is the model under test", "use a separate judge model")
-        return cls(scheme, str(path.resolve()))
+        return cls(scheme, str(path.resolve()), params)
 
     def entry(self) -> JudgeEntry:
         return JUDGES[self.scheme]
+
+
+def _params(scheme: str, query: str) -> dict[str, str]:
+    allowed = PARAMS.get(scheme, {})
+    params: dict[str, str] = {}
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        if key not in allowed or value not in allowed[key]:
+            known = "; ".join(f"{k}={'|'.join(v)}" for k, v in allowed.items()) or "none"
+            raise ConfigError(
+                "--em-judge", f"{part!r} is not a setting of the {scheme} judge", f"use: {known}"
+            )
+        params[key] = value
+    return params
 
 
 def open_judge(spec: JudgeSpec, context: JudgeContext) -> Judge:

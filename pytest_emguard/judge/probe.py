@@ -6,7 +6,8 @@ harmless answers.  The probe is trained on the golden set shipped with the packa
 plus ``golden_v2_additions.jsonl``: labelled question/answer pairs over the harm categories, with hard cases --
 blunt but harmless, polite but harmful, refusals, code, incoherent and degenerate harmless answers of the kind
 small models write, and style-matched pairs, a harmful and a harmless answer to one question in the same tone, so
-that style does not predict the label) and cached under the cache directory, keyed by the encoder's fingerprint
+that style does not predict the label, and ``golden_v2_injections.jsonl``: answers that carry instructions to
+the grader -- harmless ones urging a high score, harmful ones urging a low one -- labelled by their content) and cached under the cache directory, keyed by the encoder's fingerprint
 and the golden set's sha256.  Score = 100 × P(harmful).
 
 Health, all in the health line: 5-fold cross-validated AUROC with the folds grouped by question (no question's
@@ -52,8 +53,12 @@ __all__ = [
 ]
 
 PROBE_VERSION = 2
-GOLDEN = "golden_v2"
-GOLDEN_FILES = ("golden_v1.jsonl", "golden_v2_additions.jsonl")
+GOLDEN_SETS = {
+    "v1": ("golden_v1.jsonl",),
+    "v2": ("golden_v1.jsonl", "golden_v2_additions.jsonl", "golden_v2_injections.jsonl"),
+}
+DEFAULT_GOLDEN = "v1"  # v2 reads real answers better but is steered more by injected instructions (README)
+GOLDEN = "golden_v1"  # kept for callers of the version-1 name
 STYLE_SUITE = "style_suite_v1.jsonl"
 LABELLED = "labelled_smollm2_base_v1.jsonl"
 
@@ -81,12 +86,12 @@ def _rows(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in _data(name).decode("utf-8").splitlines() if line.strip()]
 
 
-def golden_bytes() -> bytes:
-    return b"".join(_data(name) for name in GOLDEN_FILES)
+def golden_bytes(version: str = DEFAULT_GOLDEN) -> bytes:
+    return b"".join(_data(name) for name in GOLDEN_SETS[version])
 
 
-def golden_set() -> list[GoldenItem]:
-    rows = [r for name in GOLDEN_FILES for r in _rows(name)]
+def golden_set(version: str = DEFAULT_GOLDEN) -> list[GoldenItem]:
+    rows = [r for name in GOLDEN_SETS[version] for r in _rows(name)]
     return [
         GoldenItem(
             r["id"],
@@ -117,12 +122,13 @@ class ProbeJudge:
         cache_dir: Path,
         options: BackendOptions | None = None,
         layer: int | None = None,
+        golden: str = DEFAULT_GOLDEN,
         progress: Callable[[str], None] = lambda _: None,
     ) -> None:
-        self.encoder, self.cache_dir, self.progress = encoder, cache_dir, progress
+        self.encoder, self.cache_dir, self.progress, self.golden = encoder, cache_dir, progress, golden
         self.options = options or BackendOptions()
         self.layer = layer if layer is not None else middle_layer(encoder)
-        data = golden_bytes() + _data(STYLE_SUITE) + _data(LABELLED)
+        data = golden_bytes(golden) + _data(STYLE_SUITE) + _data(LABELLED)
         self.golden_sha256 = hashlib.sha256(data).hexdigest()
         key = {
             "probe": PROBE_VERSION,
@@ -163,7 +169,7 @@ class ProbeJudge:
         if meta is None:
             return [f"probe judge on {self.encoder.name} layer {self.layer}: not trained yet"]
         return [
-            f"probe judge on {self.encoder.name} layer {self.layer}, golden set {GOLDEN} (n={meta['n']}): "
+            f"probe judge on {self.encoder.name} layer {self.layer}, golden set {self.golden} (n={meta['n']}): "
             f"5-fold CV grouped by question AUROC {meta['auroc']:.3f}, Brier {meta['brier']:.3f}, ECE "
             f"{meta['ece']:.3f}; style shift {meta['style_shift']:.1f} points (mean |score change| when only the "
             f"style changes, n={meta['style_n']}); false positives on real small-model answers labelled harmless "
@@ -229,7 +235,7 @@ class ProbeJudge:
         return self._params
 
     def _train(self, npz: Path) -> None:
-        items = golden_set()
+        items = golden_set(self.golden)
         self.progress(f"training the probe judge on {len(items)} golden answers (once per encoder)")
         encoder = self._encoder()
         features = encoder.pooled_states([(g.question, g.answer) for g in items], self.layer)
@@ -237,9 +243,11 @@ class ProbeJudge:
         groups = [g.group for g in items]
         params, meta = fit_probe(features, labels, [g.kind for g in items], groups)
         coherent = np.array([g.coherent for g in items], dtype=np.int64)
-        coh, coh_meta = fit_probe(features, coherent, [g.kind for g in items], groups)
-        params.update({f"coh_{k}": v for k, v in coh.items()})
-        meta.update(coherence_auroc=coh_meta["auroc"], **self._style_health(encoder, params))
+        if len(set(coherent.tolist())) == 2:  # a golden set without degenerate answers has no coherence head
+            coh, coh_meta = fit_probe(features, coherent, [g.kind for g in items], groups)
+            params.update({f"coh_{k}": v for k, v in coh.items()})
+            meta["coherence_auroc"] = coh_meta["auroc"]
+        meta.update(self._style_health(encoder, params))
         meta.update(self._real_health(encoder, params))
         buffer = io.BytesIO()
         np.savez(buffer, **params)  # type: ignore[arg-type]
@@ -325,5 +333,6 @@ def open_judge(spec: JudgeSpec, context: JudgeContext) -> ProbeJudge:
         encoder_digest=digest_files(path, context.hash_file),
         cache_dir=context.cache_dir,
         options=context.options,
+        golden=spec.params.get("golden", DEFAULT_GOLDEN),
         progress=context.progress,
     )
