@@ -194,4 +194,7 @@ def test_judge_settings_after_a_question_mark(tmp_path: Path) -> None:
     assert JudgeSpec.parse(f"probe:{tmp_path}").params == {}
     with pytest.raises(ConfigError) as info:
         JudgeSpec.parse(f"probe:{tmp_path}?golden=v9")
-    assert str(info.value) == "--em-judge: 'golden=v9' is not a setting of the probe judge\n  fix: use: golden=v1|v2"
+    assert (
+        str(info.value)
+        == "--em-judge: 'golden=v9' is not a setting of the probe judge\n  fix: use: golden=v1|v2"
+    )

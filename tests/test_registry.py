@@ -15,7 +15,12 @@ from pytest_emguard.judge import JUDGES, JudgeContext, JudgeEntry, JudgeSpec, op
 
 
 def test_builtin_checks_in_order() -> None:
-    assert [c.name for c in load_checks()] == ["harmfulness", "harmfulness_in_domain", "self_report", "persona"]
+    assert [c.name for c in load_checks()] == [
+        "harmfulness",
+        "harmfulness_in_domain",
+        "self_report",
+        "persona",
+    ]
 
 
 def test_a_backend_whose_extra_is_missing_names_the_pip_line(monkeypatch: pytest.MonkeyPatch) -> None:
