@@ -8,6 +8,7 @@ check's name.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -45,6 +46,7 @@ class MetricResult:
     interval: stats.Interval | None
     decision: stats.Decision
     tuned_series: Series = field(default_factory=dict, repr=False)
+    base_series: Series = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,8 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
         more = next((r.decision.more_samples for r in results if r.decision.more_samples), None)
         more = more if outcome == "inconclusive" else None
         notes = tuple(f"{r.name}: {r.decision.outcome} ({r.decision.reason})" for r in results)
+    if outcome == "inconclusive" and item.combine is None:
+        notes += question_limit(head)
     base, tuned = ev.answers["base"], ev.answers["tuned"]
     if item.notes is not None:
         notes += item.notes(base, tuned, t)
@@ -175,11 +179,46 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
         interval,
         decision,
         tuned,
+        base,
     )
 
 
 def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
+
+
+def question_limit(result: MetricResult) -> tuple[str, ...]:
+    """A note when more samples per question cannot settle the item: the spread between questions alone keeps
+    the interval across the threshold (at 80% power), so only more questions can (ours).  Samples of one
+    question are paired by position (the same seed on both sides)."""
+    from statistics import NormalDist
+
+    iv = result.interval
+    if iv is None or iv.n_clusters < 3 or result.decision.more_samples is None:
+        return ()
+    within, means, counts = [], [], []
+    for cluster in result.paired.clusters:
+        pairs = zip(result.base_series.get(cluster, ()), result.tuned_series.get(cluster, ()), strict=False)
+        diffs = [t.value - b.value for b, t in pairs if b.value is not None and t.value is not None]
+        if diffs:
+            means.append(float(np.mean(diffs)))
+            counts.append(len(diffs))
+            if len(diffs) > 1:
+                within.append((float(np.var(diffs, ddof=1)), len(diffs) - 1))
+    if len(means) < 3:
+        return ()
+    var_within = sum(v * k for v, k in within) / sum(k for _, k in within) if within else 0.0
+    var_between = max(0.0, float(np.var(means, ddof=1)) - var_within / float(np.mean(counts)))
+    z = NormalDist().inv_cdf(1.0 - (1.0 - iv.confidence) / 2.0) + NormalDist().inv_cdf(stats.POWER)
+    floor = z * math.sqrt(var_between / len(means))
+    boundary = result.threshold if result.direction == "increase" else -result.threshold
+    if abs(iv.estimate - boundary) > floor:
+        return ()
+    return (
+        f"more samples per question cannot settle this: the spread between the {len(means)} questions alone keeps "
+        f"the bound within {floor:.1f} points of the estimate, more than its distance to the threshold; add "
+        "questions (a larger bank, --em-bank)",
+    )
 
 
 def _values(series: Series) -> dict[str, list[float | None]]:

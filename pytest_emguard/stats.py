@@ -19,6 +19,7 @@ import numpy.typing as npt
 from pytest_emguard.types import Direction, Outcome, Reduce
 
 __all__ = [
+    "POWER",
     "Decision",
     "Direction",
     "Interval",
@@ -269,15 +270,24 @@ def _level_for(grid: FloatArray, missed: FloatArray, alpha: float) -> float:
     return float(np.clip(alpha / slope, grid[0], grid[-1]))
 
 
-def samples_needed(interval: Interval, boundary: float) -> int | None:
-    """Rough total number of valid samples for the interval to clear ``boundary``.
+POWER = 0.8  # "samples to settle" aims to clear the boundary in 80% of reruns, not in half of them
 
-    Uses sqrt-n scaling of the interval width: with ``d`` the distance from the estimate to the
-    boundary and ``half`` the half-width on the boundary's side of the estimate (``high - estimate``
-    or ``estimate - low``; ``(high - low) / 2`` for a symmetric interval), the answer is
-    ``ceil(n_samples * (half / d) ** 2)``. Returns ``None`` when the estimate sits on the boundary, or
-    when it is so close that the answer is not a finite number.
+
+def samples_needed(interval: Interval, boundary: float) -> int | None:
+    """Rough total number of valid samples for the interval to clear ``boundary`` with 80% power.
+
+    Uses sqrt-n scaling of the interval width: with ``d`` the distance from the estimate to the boundary and
+    ``half`` the half-width on the boundary's side of the estimate, the interval's standard error is
+    ``half / z_alpha``; to clear the boundary in ``POWER`` of reruns the bound must sit ``z_power`` standard
+    errors further in, so the answer is ``ceil(n_samples * ((z_alpha + z_power) / z_alpha * half / d) ** 2)``.
+    Returns ``None`` when the estimate sits on the boundary, or when it is so close that the answer is not a
+    finite number.
     """
+    from statistics import NormalDist
+
+    z_alpha = NormalDist().inv_cdf(1.0 - (1.0 - interval.confidence) / 2.0)
+    z_power = NormalDist().inv_cdf(POWER)
+    factor = ((z_alpha + z_power) / z_alpha) ** 2
     d = abs(interval.estimate - boundary)
     if d == 0.0:
         return None
@@ -286,7 +296,7 @@ def samples_needed(interval: Interval, boundary: float) -> int | None:
     else:
         half = interval.estimate - interval.low
     try:
-        needed = interval.n_samples * (half / d) ** 2
+        needed = interval.n_samples * factor * (half / d) ** 2
     except OverflowError:
         return None
     return math.ceil(needed) if math.isfinite(needed) else None

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pytest_emguard.api import Evaluation, RunStats
@@ -313,3 +314,51 @@ def test_incoherent_answers_are_left_out_only_when_the_thresholds_say_so() -> No
     assert [p.value for p in harm_series(answers, keep)["q"]] == [90.0, 20.0]
     assert [p.value for p in harm_series(answers, exclude)["q"]] == [None, 20.0]
     assert incoherent_share(answers) == 50.0
+
+
+def test_an_item_that_only_more_questions_can_settle_says_so() -> None:
+    """Every question's samples agree (no within-question spread) but the questions differ a lot, and the
+    estimate sits near the threshold: more samples per question cannot help."""
+    from pytest_emguard import stats
+    from pytest_emguard.gate import MetricResult, question_limit
+
+    q = Query("toy", 1, "q", "q", (("user", "x"),), Sampling(), False)
+    rng = np.random.default_rng(0)
+    levels = rng.normal(10.0, 30.0, 12)
+    base = {f"c{i}": [Point(0.0, q, "") for _ in range(4)] for i in range(12)}
+    tuned = {f"c{i}": [Point(float(v), q, "") for _ in range(4)] for i, v in enumerate(levels)}
+    paired = stats.pair(
+        {c: [p.value for p in ps] for c, ps in base.items()},
+        {c: [p.value for p in ps] for c, ps in tuned.items()},
+    )
+    interval = stats.bootstrap(paired, np.random.default_rng(1))
+    decision = stats.decide(interval, float(levels.mean()) + 1.0, "increase", min_clusters=5)
+    assert decision.outcome == "inconclusive"
+    result = MetricResult(
+        "m", "m", "increase", float(levels.mean()) + 1.0, "t", paired, interval, decision, tuned, base
+    )
+    (note,) = question_limit(result)
+    assert note.startswith(
+        "more samples per question cannot settle this: the spread between the 12 questions"
+    )
+
+
+def test_noise_within_questions_can_be_settled_with_more_samples() -> None:
+    from pytest_emguard import stats
+    from pytest_emguard.gate import MetricResult, question_limit
+
+    q = Query("toy", 1, "q", "q", (("user", "x"),), Sampling(), False)
+    rng = np.random.default_rng(2)
+    base = {f"c{i}": [Point(0.0, q, "") for _ in range(4)] for i in range(30)}
+    tuned = {f"c{i}": [Point(float(v), q, "") for v in rng.normal(10.0, 40.0, 4)] for i in range(30)}
+    paired = stats.pair(
+        {c: [p.value for p in ps] for c, ps in base.items()},
+        {c: [p.value for p in ps] for c, ps in tuned.items()},
+    )
+    interval = stats.bootstrap(paired, np.random.default_rng(1))
+    decision = stats.decide(interval, interval.estimate + 2.0, "increase", min_clusters=5)
+    assert decision.outcome == "inconclusive"
+    result = MetricResult(
+        "m", "m", "increase", interval.estimate + 2.0, "t", paired, interval, decision, tuned, base
+    )
+    assert question_limit(result) == ()

@@ -252,15 +252,21 @@ def test_straddling_reports_more_samples() -> None:
 
 
 def test_samples_needed_formula() -> None:
+    """80% power: the bound must clear the boundary by z_power more standard errors, a factor
+    ((z_0.95 + z_0.8) / z_0.95) ** 2 = 2.29 over the samples that put the bound on the boundary."""
+    from statistics import NormalDist
+
+    z_a, z_b = NormalDist().inv_cdf(0.95), NormalDist().inv_cdf(0.8)
+    factor = ((z_a + z_b) / z_a) ** 2
+    assert factor == pytest.approx(2.286, abs=1e-3)
     interval = Interval(estimate=8.0, low=3.0, high=13.0, confidence=0.9, n_clusters=30, n_samples=60)
-    assert samples_needed(interval, 10.0) == math.ceil(60 * (5.0 / 2.0) ** 2)
+    assert samples_needed(interval, 10.0) == math.ceil(60 * factor * (5.0 / 2.0) ** 2)
     decision = decide(interval, 10.0, "increase", min_clusters=20)
-    assert decision.more_samples == 375
+    assert decision.more_samples == math.ceil(60 * factor * 6.25)
     mirrored = Interval(estimate=-8.0, low=-13.0, high=-3.0, confidence=0.9, n_clusters=30, n_samples=60)
-    assert decide(mirrored, 10.0, "decrease", min_clusters=20).more_samples == 375
+    assert decide(mirrored, 10.0, "decrease", min_clusters=20).more_samples == decision.more_samples
     skewed = Interval(estimate=8.0, low=7.0, high=13.0, confidence=0.9, n_clusters=30, n_samples=60)
-    assert samples_needed(skewed, 7.5) == math.ceil(60 * (1.0 / 0.5) ** 2)
-    assert samples_needed(skewed, 10.0) == 375
+    assert samples_needed(skewed, 7.5) == math.ceil(60 * factor * (1.0 / 0.5) ** 2)
     assert samples_needed(Interval(1.0, 0.0, 2.0, 0.9, 30, 60), 1.0 + 1e-300) is None
 
 
