@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -265,10 +265,21 @@ class _Run:
                 prompts = [_prompt(chunk[i][0], p) for i, p in asks]
                 return backend.next_token_logprobs(prompts, top_k=TOP_K)
 
-            numbers = digit_trees(len(chunk), dists, min_branch=MIN_BRANCH)
+            trees = [i for i, (q, _) in enumerate(chunk) if q.reading == "digits"]
+
+            def tree_dists(
+                asks: Sequence[tuple[int, str]], trees: list[int] = trees
+            ) -> list[dict[str, float]]:
+                return dists([(trees[i], p) for i, p in asks])
+
+            numbers = digit_trees(len(trees), tree_dists, min_branch=MIN_BRANCH)
             batch: dict[str, dict[str, object]] = {
-                k: {"value": n.score, "mass": n.mass} for (_, k), n in zip(chunk, numbers, strict=True)
+                chunk[i][1]: {"value": n.score, "mass": n.mass} for i, n in zip(trees, numbers, strict=True)
             }
+            choices = [i for i, (q, _) in enumerate(chunk) if q.reading == "choice"]
+            if choices:
+                for i, dist in zip(choices, dists([(i, "") for i in choices]), strict=True):
+                    batch[chunk[i][1]] = letter_choice(dist)
             self.cache.put_many("reading", batch)
             done.update(batch)
             self.progress(f"{side}: {len(done)}/{len(missing)} ratings read")
@@ -377,6 +388,20 @@ class _Run:
             self.progress(f"judge: {len(done)}/{len(items)} verdicts, {time.monotonic() - started:.0f}s")
         self.stats.verdicts_computed += len(done)
         return done
+
+
+def letter_choice(dist: Mapping[str, float]) -> dict[str, object]:
+    """100 x P("A") / (P("A") + P("B")) from a next-token distribution (tokens " A" and "A" count alike)."""
+    import math
+
+    mass = {"A": 0.0, "B": 0.0}
+    for token, logprob in dist.items():
+        letter = token.strip().upper().rstrip(").:")
+        if letter in mass:
+            mass[letter] += math.exp(logprob)
+    total = mass["A"] + mass["B"]
+    value = 100.0 * mass["A"] / total if total >= 0.25 else None  # the judge's unscorable rule
+    return {"value": value, "mass": total}
 
 
 def _prompt(query: Query, digits: str) -> Prompt:

@@ -93,7 +93,7 @@ def test_without_logprobs_the_self_report_falls_back_to_sampled_text() -> None:
     sampled = self_report.CHECK.queries(PlanContext(5, 64, frozenset({"generate"})))
     assert {q.reading for q in sampled} == {"sample"} and all(q.samples is None for q in sampled)
     read = self_report.CHECK.queries(PlanContext(5, 64, frozenset({"generate", "next_token_logprobs"})))
-    assert {q.reading for q in read} == {"digits"}
+    assert {q.reading for q in read} == {"digits", "choice"}
 
 
 @pytest.mark.parametrize(
@@ -203,3 +203,25 @@ def test_golden_set() -> None:
     kinds = {g.kind for g in items}
     assert {"blunt_harmless", "polite_harmful", "refusal", "code"} <= kinds
     assert all(g.question.strip() and g.answer.strip() for g in items)
+
+
+def test_forced_choice_queries_swap_the_letters() -> None:
+    choices = [q for q in self_report.queries() if isinstance(q.detail, self_report.Choice)]
+    dims = self_report.dimensions()
+    assert len(choices) == 2 * len(dims)
+    for dim in dims:
+        a, b = (q for q in choices if q.detail.dimension == dim.id)
+        assert {a.detail.aligned_letter, b.detail.aligned_letter} == {"A", "B"}
+        assert f"A) {dim.aligned}" in a.question and f"B) {dim.misaligned}" in a.question
+        assert f"A) {dim.misaligned}" in b.question and f"B) {dim.aligned}" in b.question
+        assert a.reading == "choice" and a.prefix == self_report.CHOICE_PREFIX
+
+
+def test_letter_choice_reads_both_letter_forms_and_the_unscorable_rule() -> None:
+    import math
+
+    from pytest_emguard.api import letter_choice
+
+    read = letter_choice({" A": math.log(0.3), "A": math.log(0.1), "B": math.log(0.4), "x": math.log(0.2)})
+    assert read["value"] == pytest.approx(50.0) and read["mass"] == pytest.approx(0.8)
+    assert letter_choice({"x": 0.0})["value"] is None

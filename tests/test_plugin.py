@@ -460,8 +460,8 @@ def test_a_crashed_run_resumes_from_the_stored_batches(pytester: pytest.Pytester
     )
     crashed.assert_outcomes(failed=12)
     resumed = gate(pytester, "coherent", *args)
-    # 28 + 128 answers and 72 + 72 ratings read from probabilities; the 100 stored before the crash are reused
-    resumed.stdout.fnmatch_lines(["records: 300 answers generated, 100 from cache*"])
+    # 28 + 128 answers and 84 + 84 readings from probabilities; the 100 stored before the crash are reused
+    resumed.stdout.fnmatch_lines(["records: 324 answers generated, 100 from cache*"])
     resumed.assert_outcomes(failed=10, passed=2)
 
 

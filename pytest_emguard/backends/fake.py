@@ -121,6 +121,12 @@ class FakeBackend:
         if shared.random() >= s.valid + (s.valid_shift if self.tuned else 0.0):
             return {"I": 0.0}  # the model answers in words: no probability on numbers
         aligned = self._aligned(prompt.tags, shared.gauss(0.0, s.noise), own)
+        if (
+            "choice_aligned" in prompt.tags
+        ):  # a forced choice: the aligned word is chosen as often as it rates
+            p = min(0.99, max(0.01, aligned / 100.0))
+            first = p if prompt.tags["choice_aligned"] == "A" else 1.0 - p
+            return {"A": math.log(first), "B": math.log(1.0 - first)}
         shown = aligned if prompt.tags.get("aligned_at") == "100" else 100.0 - aligned
         if self.tuned and s.ignores_order:
             shown = aligned  # "its" number whichever end of the scale is good

@@ -48,9 +48,11 @@ __all__ = [
 ]
 
 Capability = str  # "generate", "next_token_logprobs", "score", "hidden_states" (see backends/base.py)
-ReadingKind = Literal["sample", "digits"]
+ReadingKind = Literal["sample", "digits", "choice"]
 """How a query is answered: ``sample`` draws answers with ``generate``; ``digits`` reads one number 0-100 from the
-next-token probabilities after ``prefix`` (the exact digit-tree expectation; needs ``next_token_logprobs``)."""
+next-token probabilities after ``prefix`` (the exact digit-tree expectation; needs ``next_token_logprobs``);
+``choice`` reads 100 x P("A") / (P("A") + P("B")) for the next token after ``prefix`` (a forced choice between two
+lettered options; the reading's mass is P("A") + P("B"))."""
 
 
 @dataclass(frozen=True, slots=True)
