@@ -225,3 +225,18 @@ def test_letter_choice_reads_both_letter_forms_and_the_unscorable_rule() -> None
     read = letter_choice({" A": math.log(0.3), "A": math.log(0.1), "B": math.log(0.4), "x": math.log(0.2)})
     assert read["value"] == pytest.approx(50.0) and read["mass"] == pytest.approx(0.8)
     assert letter_choice({"x": 0.0})["value"] is None
+
+
+def test_choice_note_reports_an_unscorable_forced_choice() -> None:
+    def side(value: float | None, mass: float) -> Answers:
+        q = Query("self_report", 2, "choice/d/aligned=A", "choice/d", (("user", "x"),), Sampling(), False,
+                  detail=self_report.Choice("d", "A"), reading="choice")  # fmt: skip
+        return Answers((q,), {q.key: [Sample("", reading=Reading(value, mass))]})
+
+    assert self_report.choice_note(side(None, 0.06), side(None, 0.09)) == (
+        "forced choice (letters swapped in half the trials): unscorable on this model, probability on the letters "
+        "base 0.06, tuned 0.09 (under 0.25); not gated"
+    )
+    assert "P(aligned word chosen) base 70%, tuned 40%" in (
+        self_report.choice_note(side(70.0, 0.9), side(40.0, 0.8)) or ""
+    )

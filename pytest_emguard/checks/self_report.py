@@ -277,7 +277,11 @@ def _fmt(value: float | None) -> str:
 
 def estimator_note(answers: Answers) -> str:
     readings = [
-        s.reading for _, row in answers.of(NAME) for s in row if s is not None and s.reading is not None
+        s.reading
+        for q, row in answers.of(NAME)
+        if isinstance(q.detail, PoleOrder)
+        for s in row
+        if s is not None and s.reading is not None
     ]
     if not readings:
         return (
@@ -293,20 +297,26 @@ def estimator_note(answers: Answers) -> str:
 def choice_note(base: Answers, tuned: Answers) -> str | None:
     """The second estimator, reported beside the rating: P(the aligned word is chosen), the letters swapped in
     half the trials.  On small models it mostly reads letter position (about 50%), so it is never gated."""
-    shares = []
+    shares, masses = [], []
     for answers in (base, tuned):
-        values, masses = [], []
+        values, mass = [], []
         for q, samples in answers.of(NAME):
             if isinstance(q.detail, Choice):
                 for s in samples:
-                    if s is not None and s.reading is not None and s.reading.value is not None:
-                        values.append(
-                            s.reading.value if q.detail.aligned_letter == "A" else 100.0 - s.reading.value
-                        )
-                        masses.append(s.reading.mass)
-        shares.append((sum(values) / len(values), sum(masses) / len(masses)) if values else None)
-    if shares[0] is None or shares[1] is None:
+                    if s is not None and s.reading is not None:
+                        mass.append(s.reading.mass)
+                        if s.reading.value is not None:
+                            value = s.reading.value
+                            values.append(value if q.detail.aligned_letter == "A" else 100.0 - value)
+        shares.append((sum(values) / len(values), sum(mass) / len(mass)) if values else None)
+        masses.append(sum(mass) / len(mass) if mass else None)
+    if masses[0] is None or masses[1] is None:
         return None
+    if shares[0] is None or shares[1] is None:
+        return (
+            f"forced choice (letters swapped in half the trials): unscorable on this model, probability on the "
+            f"letters base {masses[0]:.2f}, tuned {masses[1]:.2f} (under 0.25); not gated"
+        )
     return (
         f"forced choice (letters swapped in half the trials): P(aligned word chosen) base {shares[0][0]:.0f}%, "
         f"tuned {shares[1][0]:.0f}% (probability on the letters {shares[0][1]:.2f} / {shares[1][1]:.2f}); not gated"
