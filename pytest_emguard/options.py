@@ -35,7 +35,7 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     (
         "judge",
         None,
-        "the judge, SCHEME:TARGET: probe:PATH (offline linear probe on a local model), hf:PATH "
+        "the judge, SCHEME:TARGET: probe:PATH[?golden=v1|v2] (offline linear probe on a local model), hf:PATH "
         "(local generative judge), fake: (tests). Never the model under test",
     ),
     (
