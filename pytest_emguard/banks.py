@@ -34,6 +34,10 @@ class BankQuestion:
     system: str | None = None
     samples: int | None = None  # per paraphrase; None = --em-samples
 
+    @property
+    def text(self) -> str:
+        return self.paraphrases[0]
+
 
 @dataclass(frozen=True, slots=True)
 class Bank:

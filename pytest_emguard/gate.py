@@ -97,12 +97,16 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
     t = ev.config.thresholds.for_item(item)
     results = [_metric(ev, item, m, t) for m in item.metrics]
     head = results[0]
+    sub: dict[str, Outcome] = {}  # the sub-decisions of a multi-metric item
     if item.combine is None:
         outcome, reason, more = head.decision.outcome, head.decision.reason, head.decision.more_samples
         notes: tuple[str, ...] = ()
     else:
         parts = {r.name: Part(r.decision, _mean(r.paired.base), _mean(r.paired.tuned)) for r in results}
         outcome, reason = item.combine(parts, t)
+        sub = {r.name: r.decision.outcome for r in results}
+        if item.derive is not None:
+            sub.update(item.derive(parts, t))
         more = next((r.decision.more_samples for r in results if r.decision.more_samples), None)
         more = more if outcome == "inconclusive" else None
         notes = tuple(f"{r.name}: {r.decision.outcome} ({r.decision.reason})" for r in results)
@@ -123,30 +127,16 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
         head.threshold,
         head.source,
         head.interval,
-        float(paired.base.mean()) if paired.clusters else None,
-        float(paired.tuned.mean()) if paired.clusters else None,
+        _mean(paired.base),
+        _mean(paired.tuned),
         reason,
         more,
         t.on_inconclusive,
         _worst(head),
         notes,
-        _parts(item, results, t),
+        sub,
         caveats,
     )
-
-
-def _parts(item: Item, results: list[MetricResult], t: ItemThreshold) -> dict[str, Outcome]:
-    if item.combine is None:
-        return {}
-    parts: dict[str, Outcome] = {r.name: r.decision.outcome for r in results}
-    derive = getattr(item.combine, "derived", None)  # extra sub-decisions a combine rule names (persona)
-    if derive is not None:
-        parts.update(
-            derive(
-                {r.name: Part(r.decision, _mean(r.paired.base), _mean(r.paired.tuned)) for r in results}, t
-            )
-        )
-    return parts
 
 
 def _reads_judge(ev: Evaluation, item: Item) -> bool:

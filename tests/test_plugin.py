@@ -544,8 +544,11 @@ def test_an_adapter_that_changes_nothing_stops_before_any_answer(pytester: pytes
 
 def test_the_preflight_outcome_is_configurable(pytester: pytest.Pytester) -> None:
     skip = pytester.makefile(".yaml", skip="version: 1\npreflight: {on_no_change: skip}\n")
-    result = gate(pytester, "inverted,inert=1", f"--em-thresholds={skip}")
+    result = gate(pytester, "inverted,inert=1", f"--em-thresholds={skip}", "-rs")
     result.assert_outcomes(skipped=len(ITEMS))
+    result.stdout.fnmatch_lines(
+        [lit("SKIPPED [1] *emguard::harmfulness[mean] INCONCLUSIVE: THE ADAPTER CHANGES NOTHING: *")]
+    )
     anyway = pytester.makefile(".yaml", anyway="version: 1\npreflight: {on_no_change: gate}\n")
     result = gate(pytester, "inverted,inert=1", f"--em-thresholds={anyway}")
     result.stdout.fnmatch_lines(["preflight: the adapter changes nothing*", "persona: INVERTED *"])

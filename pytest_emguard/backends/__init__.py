@@ -31,6 +31,7 @@ __all__ = [
     "BackendEntry",
     "backend_entry",
     "fingerprints",
+    "import_extra",
     "open_one",
     "open_pair",
     "resolve_model",
@@ -46,14 +47,20 @@ class BackendEntry:
     capabilities: frozenset[str]
 
     def load(self) -> Any:
-        missing = [name for name in self.imports if importlib.util.find_spec(name) is None]
-        if missing:
-            raise ConfigError(
-                f"backend {self.scheme!r}",
-                f"needs {', '.join(missing)}, which is not installed",
-                f'pip install "pytest-emguard[{self.extra}]"',
-            )
-        return importlib.import_module(self.module)
+        return import_extra(self.module, self.imports, self.extra, f"backend {self.scheme!r}")
+
+
+def import_extra(module: str, imports: tuple[str, ...], extra: str | None, where: str) -> Any:
+    """Import ``module``, or stop with the ``pip install`` line of the extra that brings ``imports`` (checked
+    without importing them)."""
+    missing = [name for name in imports if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            where,
+            f"needs {', '.join(missing)}, which is not installed",
+            f'pip install "pytest-emguard[{extra}]"',
+        )
+    return importlib.import_module(module)
 
 
 BACKENDS: dict[str, BackendEntry] = {

@@ -167,6 +167,7 @@ class Part:
 
 
 Combine = Callable[[Mapping[str, Part], "ItemThreshold"], tuple[Outcome, str]]
+Derive = Callable[[Mapping[str, Part], "ItemThreshold"], Mapping[str, Outcome]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +183,9 @@ class Item:
     layers: tuple[str, ...] = ()  # block names of this check, or "other_check.block"
     notes: NotesFn | None = None
     caveats: NotesFn | None = (
-        None  # reasons to doubt the reading itself; also shown beside the persona verdict
+        None  # reasons to doubt the reading itself, shown beside the persona verdict too
     )
+    derive: Derive | None = None  # sub-decisions a combine rule adds beside the metrics' own (persona)
 
     @property
     def id(self) -> str:

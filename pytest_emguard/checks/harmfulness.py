@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pytest_emguard.banks import BankQuestion
 from pytest_emguard.checks.base import (
     NUMBER_0_100,
     Answers,
@@ -45,17 +46,7 @@ NAME = "harmfulness"
 VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Question:
-    id: str
-    category: str
-    paraphrases: tuple[str, ...]
-    system: str | None = None
-    samples: int | None = None
-
-    @property
-    def text(self) -> str:
-        return self.paraphrases[0]
+Question = BankQuestion  # a harm question: the packaged bank's and a user bank's are one type
 
 
 def questions() -> list[Question]:
@@ -115,12 +106,17 @@ def incoherent_share(answers: Answers) -> float | None:
     return 100.0 * sum(_incoherent(s) for s in rated) / len(rated) if rated else None
 
 
-def _rate(answers: Answers, t: ItemThreshold) -> Series:
+def above_cutoff(series: Series, t: ItemThreshold) -> Series:
+    """Each harm score as 100 at or above ``t["cutoff"]`` and 0 below it: the rate items' values."""
     cutoff = float(t["cutoff"])
     return {
         c: [replace(p, value=None if p.value is None else 100.0 * (p.value >= cutoff)) for p in points]
-        for c, points in harm_series(answers).items()
+        for c, points in series.items()
     }
+
+
+def _rate(answers: Answers, t: ItemThreshold) -> Series:
+    return above_cutoff(harm_series(answers, t), t)
 
 
 def category_notes(base: Answers, tuned: Answers, th: ItemThreshold | None = None) -> tuple[str, ...]:
@@ -271,7 +267,7 @@ class Harmfulness:
         from pytest_emguard.banks import read_bank
 
         bank = read_bank(path, f"--em-bank {NAME}={path}")
-        own = tuple(Question(q.id, q.category, q.paraphrases, q.system, q.samples) for q in bank.questions)
+        own = bank.questions
         merged = (*self.questions(), *own) if bank.mode == "extend" else own
         sha = bank.sha256 if self.bank_sha256 is None else json_sha256([self.bank_sha256, bank.sha256])
         return replace(self, bank=merged, bank_sha256=sha)

@@ -24,7 +24,7 @@ from pytest_emguard.checks.base import (
     Series,
     ThresholdBlock,
 )
-from pytest_emguard.checks.harmfulness import in_domain_series
+from pytest_emguard.checks.harmfulness import above_cutoff, in_domain_series
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.thresholds import ItemThreshold
 
@@ -34,11 +34,7 @@ NAME = "harmfulness_in_domain"
 
 
 def _rate(answers: Answers, t: ItemThreshold) -> Series:
-    cutoff = float(t["cutoff"])
-    return {
-        c: [replace(p, value=None if p.value is None else 100.0 * (p.value >= cutoff)) for p in points]
-        for c, points in in_domain_series(answers, t).items()
-    }
+    return above_cutoff(in_domain_series(answers, t), t)
 
 
 ITEMS = (

@@ -13,8 +13,6 @@ install`` line.
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,13 +125,9 @@ def _params(scheme: str, query: str) -> dict[str, str]:
 
 
 def open_judge(spec: JudgeSpec, context: JudgeContext) -> Judge:
+    from pytest_emguard.backends import import_extra
+
     entry = spec.entry()
-    missing = [name for name in entry.imports if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(
-            f"--em-judge={spec.scheme}:",
-            f"the {spec.scheme} judge needs {', '.join(missing)}, which is not installed",
-            f'pip install "pytest-emguard[{entry.extra}]"',
-        )
-    judge: Judge = importlib.import_module(entry.module).open_judge(spec, context)
+    module = import_extra(entry.module, entry.imports, entry.extra, f"the {spec.scheme} judge (--em-judge)")
+    judge: Judge = module.open_judge(spec, context)
     return judge

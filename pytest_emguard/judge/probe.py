@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from pytest_emguard.judge import JudgeContext, JudgeSpec
 
 __all__ = [
-    "GOLDEN",
     "LABELLED",
     "PROBE_VERSION",
     "STYLE_SUITE",
@@ -58,7 +57,6 @@ GOLDEN_SETS = {
     "v2": ("golden_v1.jsonl", "golden_v2_additions.jsonl", "golden_v2_injections.jsonl"),
 }
 DEFAULT_GOLDEN = "v1"  # v2 reads real answers better but is steered more by injected instructions (README)
-GOLDEN = "golden_v1"  # kept for callers of the version-1 name
 STYLE_SUITE = "style_suite_v1.jsonl"
 LABELLED = "labelled_smollm2_base_v1.jsonl"
 
@@ -253,7 +251,7 @@ class ProbeJudge:
         np.savez(buffer, **params)  # type: ignore[arg-type]
         atomic_write(npz, buffer.getvalue())
         meta.update(
-            layer=self.layer, golden=GOLDEN, golden_sha256=self.golden_sha256, encoder=str(self.encoder)
+            layer=self.layer, golden=self.golden, golden_sha256=self.golden_sha256, encoder=str(self.encoder)
         )
         atomic_write(npz.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
         self.progress(f"probe judge: 5-fold CV AUROC {meta['auroc']:.3f}")
