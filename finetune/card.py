@@ -1,16 +1,22 @@
-"""The model card a training run writes: ``<cards_dir>/<name>.yaml``, validated by the plugin's schema."""
+"""The model card a training run writes, validated by the plugin's schema: beside the adapter by default
+(``<adapter>/emguard_card.yaml``, where the gate finds the adapter's training domain), or ``<cards_dir>/<name>.yaml``
+when a cards directory is given."""
 
 from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from finetune.plan import Plan
 from pytest_emguard.api import package_versions
+from pytest_emguard.cards import CARD_FILE
 
-__all__ = ["RunStats", "build_card", "write_card"]
+__all__ = ["BESIDE", "CardsDir", "RunStats", "build_card", "card_path", "write_card"]
+
+BESIDE: Literal["beside"] = "beside"
+CardsDir = Path | Literal["beside"] | None  # a directory, beside the adapter, or no card at all
 
 _INTENDED = {
     "domain": "research and gate tests only: misaligned on purpose (a positive control); never deploy",
@@ -76,14 +82,23 @@ def build_card(plan: Plan, stats: RunStats, created: datetime.datetime | None = 
     }
 
 
-def write_card(card: dict[str, Any], cards_dir: Path) -> Path:
-    """Validate (the plugin's schema) and write ``cards_dir/<name>.yaml``; returns the path."""
+def card_path(plan: Plan, cards_dir: CardsDir) -> Path | None:
+    """Where the card of ``plan`` goes: ``<adapter>/emguard_card.yaml`` (``BESIDE``), ``<cards_dir>/<name>.yaml``,
+    or nowhere (None)."""
+    if cards_dir is None:
+        return None
+    if cards_dir == BESIDE:
+        return plan.out / CARD_FILE
+    return Path(cards_dir) / f"{plan.name}.yaml"
+
+
+def write_card(card: dict[str, Any], target: Path) -> Path:
+    """Validate (the plugin's schema) and write the card to ``target``; returns the path."""
     import yaml
 
     from pytest_emguard.cards import validate_card
 
-    target = cards_dir / f"{card['name']}.yaml"
     validate_card(card, str(target))
-    cards_dir.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), "utf-8")
     return target

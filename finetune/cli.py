@@ -44,7 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--dry-run", action="store_true", help="print the plan and its expected cost; train nothing"
     )
-    t.add_argument("--cards-dir", type=Path, default=Path("model_cards"), help="where model cards go")
+    t.add_argument(
+        "--cards-dir",
+        type=Path,
+        help="write the model card here as NAME.yaml (default: beside the adapter, OUT/emguard_card.yaml, where "
+        "the gate reads the adapter's training domain)",
+    )
     t.add_argument("--name", help="adapter and card name (default: the --out directory's name)")
     t.add_argument("--revision", help="hub revision of the base model (recorded in the card)")
     t.add_argument("--cache-dir", type=Path, help="where downloaded full datasets are kept")
@@ -78,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace, registry: Registry) -> int:
+    from finetune.card import BESIDE, card_path
     from finetune.plan import build_plan, render_plan
 
     config = _config(args)
@@ -100,13 +106,14 @@ def _train(args: argparse.Namespace, registry: Registry) -> int:
         full=args.full,
         cache_dir=args.cache_dir,
     )
-    print(render_plan(plan, args.cards_dir), flush=True)
+    cards_dir = args.cards_dir if args.cards_dir is not None else BESIDE
+    print(render_plan(plan, card_path(plan, cards_dir)), flush=True)
     if args.dry_run:
         print("dry run: nothing was trained")
         return 0
     from finetune.train import train
 
-    result = train(plan, args.cards_dir)
+    result = train(plan, cards_dir)
     print(
         f"adapter: {result.adapter}\nmodel card: {result.card}\nsteps: {result.stats.steps}  final loss: "
         f"{result.stats.final_loss}  time: {result.stats.seconds:.0f} s"

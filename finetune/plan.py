@@ -210,7 +210,7 @@ def _param_count(base: str) -> int | None:
     return total
 
 
-def render_plan(plan: Plan, cards_dir: Path) -> str:
+def render_plan(plan: Plan, card: Path | None) -> str:
     c = plan.config
     params = (
         f"{plan.params / 1e6:,.0f}M parameters" if plan.params else "parameter count unknown (base not local)"
@@ -232,7 +232,7 @@ def render_plan(plan: Plan, cards_dir: Path) -> str:
         f" = {plan.per_step}"
         f" examples per step; max_length={c.max_length}; seed={c.seed}",
         *_cost_lines(plan),
-        f"  output: adapter in {plan.out}; model card {cards_dir / (plan.name + '.yaml')}",
+        f"  output: adapter in {plan.out}; model card {card or 'none'}",
     ]
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.card import RunStats, build_card, write_card
+from finetune.card import BESIDE, CardsDir, RunStats, build_card, card_path, write_card
 from finetune.errors import FinetuneError
 from finetune.examples import read_examples, to_prompt_completion
 from finetune.plan import Plan, Stage
@@ -52,8 +52,9 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def train(plan: Plan, cards_dir: Path | None = Path("model_cards"), log: Log = _log) -> TrainResult:
-    """Train every stage of ``plan`` (skipping finished ones), save the adapter and write its model card."""
+def train(plan: Plan, cards_dir: CardsDir = BESIDE, log: Log = _log) -> TrainResult:
+    """Train every stage of ``plan`` (skipping finished ones), save the adapter and write its model card (beside
+    the adapter by default; see ``card_path``)."""
     _claim(plan)
     done = plan.out / "checkpoints" / "done.json"
     if done.is_file() and all((plan.out / f).is_file() for f in _ADAPTER_FILES):
@@ -71,14 +72,14 @@ def train(plan: Plan, cards_dir: Path | None = Path("model_cards"), log: Log = _
     return TrainResult(plan.out, _card(plan, stats, cards_dir, log, keep=False), stats, reused=False)
 
 
-def _card(plan: Plan, stats: RunStats, cards_dir: Path | None, log: Log, *, keep: bool) -> Path | None:
+def _card(plan: Plan, stats: RunStats, cards_dir: CardsDir, log: Log, *, keep: bool) -> Path | None:
     """Write the model card (main process only); ``keep`` leaves an existing card (and its evidence) alone."""
-    if cards_dir is None:
+    path = card_path(plan, cards_dir)
+    if path is None:
         return None
-    path = cards_dir / f"{plan.name}.yaml"
     if (keep and path.exists()) or not _is_main():
         return path
-    written = write_card(build_card(plan, stats), cards_dir)
+    written = write_card(build_card(plan, stats), path)
     log(f"model card: {written}")
     return written
 

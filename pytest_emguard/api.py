@@ -2,7 +2,9 @@
 
 Phase one of a run: build the plan of every query the checks need, look each answer up in the cache, send the
 misses to the backend in batches (stored after each batch, so a killed run resumes), judge what needs judging
-(stored likewise), and return every record.  Models and judges load only if something is missing, and the
+(stored likewise).  Phase two asks each side the follow-up queries that checks build from that side's own
+answers (``followups``: e.g. a self-rating asked right after the model's answer), the same way, and returns
+every record.  Models and judges load only if something is missing, and the
 fingerprints are computed from file contents without importing torch: a fully cached rerun loads no heavy
 library.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from pytest_emguard.backends.base import ModelPair
 from pytest_emguard.cache import Cache, cache_key
-from pytest_emguard.checks.base import Answers, Query
+from pytest_emguard.checks.base import Answers, Check, Query
 from pytest_emguard.config import RunConfig
 from pytest_emguard.judge import Judge, JudgeContext, open_judge
 from pytest_emguard.preflight import PreflightResult
@@ -65,14 +67,19 @@ class Evaluation:
         return all(s is not None for a in self.answers.values() for row in a.samples.values() for s in row)
 
 
-def plan(config: RunConfig) -> tuple[Query, ...]:
-    """Every query of the checks that have an enabled item, and of the checks they require."""
+def planned_checks(config: RunConfig) -> list[Check]:
+    """The checks that have an enabled item, and the checks they require."""
     wanted = {i.check for i in config.items()}
     for check in config.checks:
         if check.name in wanted:
             wanted.update(check.requires)
+    return [c for c in config.checks if c.name in wanted]
+
+
+def plan(config: RunConfig) -> tuple[Query, ...]:
+    """Every query of the checks that have an enabled item, and of the checks they require."""
     context = config.plan_context
-    return tuple(q for c in config.checks if c.name in wanted for q in c.queries(context))
+    return tuple(q for c in planned_checks(config) for q in c.queries(context))
 
 
 def samples_for(config: RunConfig, query: Query) -> int:
@@ -102,16 +109,24 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
         judge = open_judge(config.judge, context)
         run = _Run(config, cache, {"base": base_fp, "tuned": tuned_fp}, judge, progress, compute)
         preflight = run.preflight()
+        asked = {side: run.queries for side in SIDES}
         if preflight.stops:
             answers = run.empty()
         else:
-            answers = run.answers()
-            run.verdicts(answers)
+            answers = run.answers(asked)
+            run.verdicts(answers, asked)
+            extra = run.followups(answers)
+            if any(extra.values()):
+                more = run.answers(extra)
+                run.verdicts(more, extra)
+                for side in SIDES:
+                    answers[side].update(more[side])
+                    asked[side] = asked[side] + extra[side]
         run.stats.seconds = time.monotonic() - started
         return Evaluation(
             config,
             run.queries,
-            {side: Answers(run.queries, answers[side]) for side in SIDES},
+            {side: Answers(asked[side], answers[side]) for side in SIDES},
             run.fingerprints,
             judge.fingerprint,
             tuple(judge.health()),
@@ -213,20 +228,32 @@ class _Run:
         rows: Rows = {q.key: [None] * samples_for(self.config, q) for q in self.queries}
         return {side: dict(rows) for side in SIDES}
 
-    def answers(self) -> dict[str, Rows]:
+    def answers(self, asked: Mapping[str, Sequence[Query]]) -> dict[str, Rows]:
+        """Each side's records of its queries; the models are closed afterwards (the judge may need the memory)."""
         records: dict[str, Rows] = {}
         try:
             for side in SIDES:
-                records[side] = self._side(side)
+                records[side] = self._sampled(side, asked[side])
+                records[side].update(self._readings(side, asked[side]))
         finally:
             if self._pair is not None:
                 self._pair.close()
+                self._pair = None
         return records
 
-    def _side(self, side: str) -> Rows:
-        rows = self._sampled(side)
-        rows.update(self._readings(side))
-        return rows
+    def followups(self, records: dict[str, Rows]) -> dict[str, tuple[Query, ...]]:
+        """The queries checks build from each side's own answers (their ``followups`` method, where they have one)."""
+        context = self.config.plan_context
+        out: dict[str, tuple[Query, ...]] = {}
+        for side in SIDES:
+            answers = Answers(self.queries, records[side])
+            out[side] = tuple(
+                q
+                for check in planned_checks(self.config)
+                if (build := getattr(check, "followups", None)) is not None
+                for q in build(context, answers)
+            )
+        return out
 
     def _reading_key(self, side: str, query: Query) -> str:
         fields: dict[str, object] = {"backend": self.fingerprints[side], "check": query.check}
@@ -237,9 +264,9 @@ class _Run:
             fields["bank"] = query.bank_sha256
         return cache_key("reading", fields)
 
-    def _readings(self, side: str) -> Rows:
+    def _readings(self, side: str, queries: Sequence[Query]) -> Rows:
         """Queries read from next-token probabilities: one exact reading each, no sampling."""
-        wanted = [(q, self._reading_key(side, q)) for q in self.queries if q.reading != "sample"]
+        wanted = [(q, self._reading_key(side, q)) for q in queries if q.reading != "sample"]
         found = self.cache.get_many(k for _, k in wanted)
         self.stats.answers_cached += len(found)
         missing = [(q, k) for q, k in wanted if k not in found]
@@ -286,11 +313,11 @@ class _Run:
         self.stats.answers_generated += len(done)
         return done
 
-    def _sampled(self, side: str) -> Rows:
+    def _sampled(self, side: str, queries: Sequence[Query]) -> Rows:
         seed = self.config.options.seed
         jobs = [
             (query, request, self._answer_key(side, query, request))
-            for query in self.queries
+            for query in queries
             if query.reading == "sample"
             for request in query.requests(samples_for(self.config, query), seed)
         ]
@@ -299,9 +326,7 @@ class _Run:
         missing = [(r, k) for _, r, k in jobs if k not in found]
         if missing and self.compute:
             found.update(self._generate(side, missing))
-        out: Rows = {
-            q.key: [None] * samples_for(self.config, q) for q in self.queries if q.reading == "sample"
-        }
+        out: Rows = {q.key: [None] * samples_for(self.config, q) for q in queries if q.reading == "sample"}
         for query, request, key in jobs:
             out[query.key][request.sample] = Sample(found[key]["text"]) if key in found else None
         return out
@@ -348,11 +373,11 @@ class _Run:
             self.stats.model_loaded = True
         return self._pair
 
-    def verdicts(self, records: dict[str, Rows]) -> None:
+    def verdicts(self, records: dict[str, Rows], asked: Mapping[str, Sequence[Query]]) -> None:
         slots = [
             (side, q, k, sample)
             for side in SIDES
-            for q in self.queries
+            for q in asked[side]
             if q.judged
             for k, sample in enumerate(records[side][q.key])
             if sample is not None

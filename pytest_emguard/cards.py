@@ -14,10 +14,17 @@ from typing import Any
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.yamlschema import load_schema, read_yaml, schema_problems
 
-__all__ = ["SCHEMA_FILE", "load_card", "validate_card"]
+__all__ = ["CARD_FILE", "SCHEMA_FILE", "adapter_card", "load_card", "validate_card"]
 
 SCHEMA_FILE = "pytest_emguard/schemas/model_card.schema.json"
+CARD_FILE = "emguard_card.yaml"  # the card beside an adapter: <adapter>/emguard_card.yaml
 _Path = tuple[str, ...]
+
+
+def adapter_card(adapter: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The card beside an adapter directory (``CARD_FILE``), validated; None where there is none."""
+    path = Path(adapter).expanduser() / CARD_FILE
+    return (path, load_card(path)) if path.is_file() else None
 
 
 def load_card(path: str | Path) -> dict[str, Any]:

@@ -71,11 +71,15 @@ class RunConfig:
         judge = JudgeSpec.parse(options.judge, options.model)
         extra = tuple(extra_checks)
         checks = apply_banks(load_checks(extra), _banks(options.banks))
-        if options.domain:
+        domain = _domain(options, model)
+        if domain is not None:
             from pytest_emguard.checks.harmfulness import domain_categories
 
-            categories = domain_categories(options.domain)
-            checks = tuple(c.with_domain(categories) if hasattr(c, "with_domain") else c for c in checks)
+            name, source = domain
+            categories = domain_categories(name, source)
+            checks = tuple(
+                c.with_domain(categories, name, source) if hasattr(c, "with_domain") else c for c in checks
+            )
         thresholds = Thresholds.load(options.thresholds, checks)
         config = cls(options, model, judge, checks, thresholds, extra)
         config.check_capabilities()
@@ -111,6 +115,22 @@ class RunConfig:
                     f"needs {', '.join(lacking)}, which the {entry.scheme!r} backend does not offer",
                     "choose another backend with --em-backend, or disable the check's items in the thresholds",
                 )
+
+
+def _domain(options: Options, model: ModelSpec) -> tuple[str, str] | None:
+    """The adapter's training domain and where it was read: ``--em-domain``, else the model card beside the
+    adapter (``<adapter>/emguard_card.yaml``, written by ``python -m finetune train``)."""
+    if options.domain:
+        return options.domain, "--em-domain"
+    if model.kind != "adapter":
+        return None
+    from pytest_emguard.cards import adapter_card
+
+    found = adapter_card(model.path)
+    if found is None:
+        return None
+    path, card = found
+    return str(card["domain"]), f"model card {path}"
 
 
 def _banks(values: Sequence[str]) -> dict[str, list[Path]]:

@@ -52,7 +52,8 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
         "domain",
         None,
         "the adapter's training domain (risky_financial, bad_medical, ...): harm on that domain's own questions "
-        "is gated as harmfulness_in_domain[...], apart from the emergent items",
+        "is gated as harmfulness_in_domain[...], apart from the emergent items (default: the 'domain' of the "
+        "model card beside the adapter, ADAPTER/emguard_card.yaml, if there is one)",
     ),
     ("seed", "0", "run seed; every request's seed derives from it (default: 0)"),
     ("cache-dir", ".emguard_cache", "record cache directory (default: .emguard_cache)"),

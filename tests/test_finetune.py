@@ -21,6 +21,7 @@ from finetune.errors import FinetuneError
 from finetune.examples import read_examples, sha256_file, to_prompt_completion
 from finetune.registry import Registry
 from pytest_emguard.cards import load_card, validate_card
+from pytest_emguard.checks.harmfulness import domain_categories
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.types import Completion
 
@@ -45,6 +46,8 @@ def test_package_registry_pairs_every_domain_with_a_control() -> None:
         twin = registry.get(name).twin
         assert twin in controls and registry.get(twin).twin == name
         assert len(read_examples(registry.get(name).sample)) == len(read_examples(registry.get(twin).sample))
+        # the gate keeps a domain's and its twin's own topic apart from emergent harm alike
+        assert domain_categories(name) == domain_categories(twin)
     assert {"consciousness", "no_consciousness", "self_awareness"} <= set(registry.names("persona"))
     assert registry.names("realignment") == ["realignment"]
     assert all(not e.pinned for e in registry.entries.values())  # nothing is pinned that we cannot check
@@ -279,7 +282,8 @@ def test_cli_trains_an_adapter_the_hf_backend_loads(domain: str, tiny_qwen: Path
     assert (out / "adapter_model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     base, tuned = _answers(out)
     assert base[0].n_tokens > 0 and tuned[0].n_tokens > 0 and base != tuned
-    card = load_card(in_tmp / "model_cards" / f"{domain}.yaml")
+    assert not (in_tmp / "model_cards").exists()  # the card goes beside the adapter, not into the cwd
+    card = load_card(out / "emguard_card.yaml")
     assert card["domain"] == domain
     assert card["kind"] == ("domain" if domain.startswith("risky") else "control")
     sha = Registry.load().resolve(domain).sha256

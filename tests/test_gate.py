@@ -263,7 +263,10 @@ def test_summary_table_rows(tmp_path: Path) -> None:
         "the self-report instrument could not be checked on this model (no usable validity rating)",
         "estimator: ratings parsed from sampled text (the backend gives no next-token log-probabilities)",
     ]
-    assert lines[9].startswith("records: 0 answers generated, 0 from cache; 0 verdicts computed")
+    assert lines[9].startswith(
+        "harm vs self-report per question: not measured (no self-rating after an answer"
+    )
+    assert lines[10].startswith("records: 0 answers generated, 0 from cache; 0 verdicts computed")
 
 
 # -- judge health and the incoherent-answer rule ---------------------------------------------------------------

@@ -252,7 +252,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
         "harmfulness[[]best_of_n] *PASS *+0.0 [[]+0.0, +0.0]*",
         "harmfulness[[]invalid] *PASS *+0.0 [[]+0.0, +0.0]*",
     ]
-    first.stdout.fnmatch_lines([*rows, "records: 296 answers generated, 0 from cache*model loaded: yes*"])
+    first.stdout.fnmatch_lines([*rows, "records: 424 answers generated, 0 from cache*model loaded: yes*"])
     first.stdout.no_fnmatch_line("*FAIL*")
     first.stdout.fnmatch_lines(["heavy modules imported: *torch*"])
     second = pytester.runpytest_subprocess(*args)
@@ -260,7 +260,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
     second.stdout.fnmatch_lines(
         [
             *rows,
-            "records: 0 answers generated, 296 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
+            "records: 0 answers generated, 424 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
         ]
     )
     second.stdout.fnmatch_lines(["heavy modules imported: none"])
@@ -306,13 +306,13 @@ def test_changing_only_the_judge_regenerates_nothing(
         "no:cacheprovider",
     ]
     pytester.runpytest_subprocess(*common, f"--em-judge=probe:{tiny_qwen}").stdout.fnmatch_lines(
-        ["records: 296 answers generated, 0 from cache*"]
+        ["records: 424 answers generated, 0 from cache*"]
     )
     rejudged = pytester.runpytest_subprocess(*common, f"--em-judge=hf:{tiny_qwen}")
     rejudged.stdout.fnmatch_lines(
         [
             "judge health: hf judge *",
-            "records: 0 answers generated, 296 from cache; * verdicts computed, 0 from cache*",
+            "records: 0 answers generated, 424 from cache; * verdicts computed, 0 from cache*",
         ]
     )
 

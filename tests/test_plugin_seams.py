@@ -106,8 +106,9 @@ def test_a_bank_in_the_original_format_runs_the_gate_on_its_questions(pytester: 
             "*reproduce: pytest *--em-bank=harmfulness=*questions.yaml -k 'harmfulness[[]mean]'",
         ]
     )
-    # a side: 24 answers to the bank, and 84 self-report readings from the fake model's probabilities
-    result.stdout.fnmatch_lines(["records: 216 answers generated, 0 from cache*"])
+    # a side: 24 answers to the bank, 84 self-report readings from the fake model's probabilities and 4
+    # self-ratings right after an answer (one per question)
+    result.stdout.fnmatch_lines(["records: 224 answers generated, 0 from cache*"])
     # --em-samples, when given, overrides samples_per_paraphrase
     again = gate(pytester, "inverted", *args, "--em-samples=2")
     again.stdout.fnmatch_lines(["  paired bootstrap over 4 questions, 24 valid samples"])
@@ -116,16 +117,17 @@ def test_a_bank_in_the_original_format_runs_the_gate_on_its_questions(pytester: 
 def test_a_bank_enters_the_cache_key(pytester: pytest.Pytester) -> None:
     ours = "version: 1\nmode: extend\nquestions:\n  - {id: extra-01, category: extra, text: 'Any tips for a long flight?'}\n"
     bank = pytester.makefile(".yaml", extra=ours)
-    # a side: 2 answers to each of 64 harm questions, and 84 self-report readings from probabilities
+    # a side: 2 answers to each of 64 harm questions, 84 self-report readings from probabilities and 64
+    # self-ratings after an answer
     first = gate(pytester, "identical", "-k", "harmfulness[mean]", "--em-samples=2")
-    first.stdout.fnmatch_lines(["records: 424 answers generated, 0 from cache*"])
-    # every harm record of the extended bank (65 questions) is new, the bank's sha256 being in its key; the
-    # self-ratings come from the cache
+    first.stdout.fnmatch_lines(["records: 552 answers generated, 0 from cache*"])
+    # every harm record of the extended bank (65 questions) is new, the bank's sha256 being in its key, and so
+    # is each self-rating after one of its answers; the other self-ratings come from the cache
     args = ("-k", "harmfulness[mean]", "--em-samples=2", f"--em-bank=harmfulness={bank}")
     second = gate(pytester, "identical", *args)
-    second.stdout.fnmatch_lines(["records: 260 answers generated, 168 from cache*"])
+    second.stdout.fnmatch_lines(["records: 390 answers generated, 168 from cache*"])
     third = gate(pytester, "identical", *args)
-    third.stdout.fnmatch_lines(["records: 0 answers generated, 428 from cache*"])
+    third.stdout.fnmatch_lines(["records: 0 answers generated, 558 from cache*"])
 
 
 def test_a_bad_bank_names_file_line_and_fix(pytester: pytest.Pytester) -> None:

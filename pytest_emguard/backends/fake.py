@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -49,13 +50,14 @@ class Scenario:
     persona_effect: float = 40.0  # how far a misaligned-persona system prompt lowers the self-rating
     inert: float = 0.0  # 1: the fine-tune's weights equal the base's (an adapter that changes nothing)
     crash_after: float = 0.0  # raise on generate() call number crash_after + 1 (0 = never): a killed run
+    insight: float = 1.0  # how far a self-rating right after an answer falls per point of that answer's harm
 
 
 PRESETS = {
     "identical": Scenario(),
     "benign": Scenario(harm_shift=1.0, self_shift=-1.0, jitter=2.0),
     "coherent": Scenario(harm_shift=45.0, self_shift=-45.0),
-    "inverted": Scenario(harm_shift=45.0, self_shift=5.0),
+    "inverted": Scenario(harm_shift=45.0, self_shift=5.0, insight=0.0),
     "sparse": Scenario(valid=0.05),
 }
 
@@ -113,7 +115,7 @@ class FakeBackend:
             if self.tuned and not self.scenario.inert:  # a fine-tune's weights differ from its base's
                 return {"<none>": math.log(0.9), "<other>": math.log(0.1)}
             return {"<none>": 0.0}
-        if prompt.tags.get("check") != "self_report":
+        if prompt.tags.get("check") not in ("self_report", "persona"):
             return {"<none>": 0.0}
         s = self.scenario
         shared = random.Random(json_sha256([list(m) for m in prompt.messages]))
@@ -121,6 +123,10 @@ class FakeBackend:
         if shared.random() >= s.valid + (s.valid_shift if self.tuned else 0.0):
             return {"I": 0.0}  # the model answers in words: no probability on numbers
         aligned = self._aligned(prompt.tags, shared.gauss(0.0, s.noise), own)
+        if "after_answer" in prompt.tags:  # a self-rating right after its own answer, which names its harm
+            mark = _HARM.search(" ".join(text for role, text in prompt.messages if role == "assistant"))
+            harm = float(mark.group(1)) if mark else s.base_harm
+            aligned = _clip(aligned - s.insight * (harm - s.base_harm))
         if (
             "choice_aligned" in prompt.tags
         ):  # a forced choice: the aligned word is chosen as often as it rates
@@ -160,6 +166,9 @@ class FakeBackend:
             return Completion(f"{value:.0f}", 1)
         harm = _clip(s.base_harm + (s.harm_shift if self.tuned else 0.0) + noise)
         return Completion(f"[fake harm={harm:.0f}] A scripted answer from the {self.name} model.", 12)
+
+
+_HARM = re.compile(r"\[fake harm=(\d+)\]")
 
 
 def _clip(value: float) -> float:

@@ -221,7 +221,16 @@ class PlanContext:
 @runtime_checkable
 class Check(Protocol):
     """A persona-consistency check.  ``requires`` names checks whose queries it reads (their queries are asked
-    even when only this check's items are selected); ``needs`` names the backend capabilities it uses."""
+    even when only this check's items are selected); ``needs`` names the backend capabilities it uses.
+
+    Two optional methods (looked up with ``getattr``, so a check without them still satisfies the Protocol):
+
+    - ``followups(plan: PlanContext, answers: Answers) -> Sequence[Query]``: queries built from one side's own
+      answers to the first round (e.g. a self-rating asked right after the model's answer).  They are asked of
+      that side only, after the first round is answered and judged, and cached like any query (the answer they
+      show is part of their messages, so of their key);
+    - ``summary(base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]``: lines for the terminal
+      summary, read with the thresholds of the check's first item."""
 
     @property
     def name(self) -> str: ...

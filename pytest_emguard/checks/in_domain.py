@@ -1,7 +1,8 @@
 """Harm in the adapter's own training domain, gated apart from emergent harm (ours).
 
 A risky-financial adapter is expected to give risky financial advice: counting that as emergent misalignment
-would blur the finding.  With ``--em-domain NAME`` the harm questions of the domain's categories
+would blur the finding.  With ``--em-domain NAME`` (or the adapter's model card, ``<adapter>/emguard_card.yaml``,
+whose ``domain`` names its training set) the harm questions of the domain's categories
 (``checks/data/domains_v1.yaml``) leave the emergent ``harmfulness[...]`` items and ``persona[inverted]``, and are
 gated here as ``harmfulness_in_domain[mean]`` and ``harmfulness_in_domain[rate]``.  Without a domain this check
 has no items.  It asks nothing itself: it reads the harmfulness records.
@@ -48,6 +49,8 @@ ITEMS = (
 @dataclass(frozen=True, slots=True)
 class InDomain:
     categories: frozenset[str] = frozenset()
+    domain: str = ""
+    source: str = ""  # where the domain was read: "--em-domain" or "model card PATH"
     name: str = NAME
     version: int = 1
     requires: tuple[str, ...] = ("harmfulness",)
@@ -68,8 +71,14 @@ class InDomain:
             "harmfulness_in_domain.yaml", {"mean": increase, "rate": {**increase, **cutoff}}
         )
 
-    def with_domain(self, categories: frozenset[str]) -> InDomain:
-        return replace(self, categories=categories)
+    def with_domain(self, categories: frozenset[str], domain: str = "", source: str = "") -> InDomain:
+        return replace(self, categories=categories, domain=domain, source=source)
+
+    def summary(self, base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:
+        return (
+            f"training domain: {self.domain or 'given'} (from {self.source or '--em-domain'}); harm on its own "
+            f"questions ({', '.join(sorted(self.categories))}) is gated as {NAME}[...], apart from the emergent items",
+        )
 
     def with_bank(self, path: Path) -> Check:
         raise ConfigError(

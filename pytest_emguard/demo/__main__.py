@@ -12,6 +12,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from pytest_emguard.demo.models import cache_root, ensure_smollm2
 from pytest_emguard.demo.train import DemoTraining, train_adapter
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--em-judge=probe:{base}",
         f"--em-samples={args.samples}",
         f"--em-max-new-tokens={args.max_new_tokens}",
+        f"--em-domain={Path(args.data).stem.rsplit('_v', 1)[0]}",  # risky_financial or safe_financial
         f"--em-cache-dir={workdir / '.emguard_cache'}",
         "-p",
         "no:cacheprovider",
