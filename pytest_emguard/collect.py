@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -12,6 +13,9 @@ if TYPE_CHECKING:
     from pytest_emguard.session import EmguardSession
 
 __all__ = ["EmguardCollector", "EmguardItem", "GateFailure", "add_items"]
+
+
+_ORCHESTRATION = ("session.py", "api.py")  # the evaluation's plumbing, left out of short tracebacks
 
 
 class GateFailure(Exception):
@@ -38,12 +42,18 @@ class EmguardItem(pytest.Item):
 
     def runtest(self) -> None:
         from pytest_emguard.report import failure_text
+        from pytest_emguard.session import EvaluationFailed
 
         self.emguard.ran_items = True
         try:
             result = self.emguard.results()[self.name]
         except EmguardError as exc:
             raise GateFailure(str(exc)) from None
+        except EvaluationFailed as failed:
+            raise GateFailure(self._same_failure(failed.cause)) from None
+        except Exception:
+            self.emguard.error_shown_by = self.name
+            raise
         if result.outcome == "pass":
             return
         text = failure_text(result, self.emguard.run.options)
@@ -53,10 +63,38 @@ class EmguardItem(pytest.Item):
             return
         raise GateFailure(text)
 
+    def _same_failure(self, cause: BaseException) -> str:
+        """One line for every item after the first that the broken evaluation fails."""
+        if isinstance(cause, EmguardError):
+            return str(cause)
+        first = self.emguard.error_shown_by or "the first item"
+        message = " ".join(str(cause).split())[:300]
+        return (
+            f"emguard::{self.name} not evaluated: the evaluation failed ({type(cause).__name__}: {message}); "
+            f"the traceback is under emguard::{first}"
+        )
+
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, GateFailure):
             return str(excinfo.value)
+        if style is None and self.config.getoption("tbstyle", "auto") == "auto":
+            style = "short"  # the evaluation's own frames; --tb=long shows them all
         return str(super().repr_failure(excinfo, style))
+
+    def _traceback_filter(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
+        """The frames of the component that failed (a backend, a judge, a library): pytest's, pluggy's and the
+        run's own orchestration frames say nothing about the failure (``--tb=long`` keeps the orchestration)."""
+        tb = excinfo.traceback
+        start = next(
+            (i + 1 for i, e in enumerate(tb) if e.name == "runtest" and str(e.path).endswith("collect.py")), 0
+        )
+        tb = tb[start:]
+        if self.config.getoption("tbstyle", "auto") == "long":
+            return tb
+        kept = tb.filter(
+            lambda e: Path(str(e.path)).name not in _ORCHESTRATION or "pytest_emguard" not in str(e.path)
+        )
+        return kept or tb
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, f"emguard::{self.name}"

@@ -65,6 +65,7 @@ class RunConfig:
         from pytest_emguard.backends import resolve_model
         from pytest_emguard.checks import apply_banks, load_checks
 
+        _check_cache_dir(options.cache_dir)
         model = resolve_model(
             options.model, options.base, backend=options.backend, trust_remote_code=options.trust_remote_code
         )
@@ -115,6 +116,28 @@ class RunConfig:
                     f"needs {', '.join(lacking)}, which the {entry.scheme!r} backend does not offer",
                     "choose another backend with --em-backend, or disable the check's items in the thresholds",
                 )
+
+
+def _check_cache_dir(value: str) -> None:
+    """The cache directory is a directory (or can be created as one) that we may write to."""
+    import os
+
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            "--em-cache-dir",
+            f"{path} is a file, not a directory",
+            "pass a directory (created if missing), or move the file away",
+        )
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(
+            "--em-cache-dir", f"{existing} is a file, so {path} cannot be created", "pass another directory"
+        )
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            "--em-cache-dir", f"{existing} is not writable", "pass a directory you may write to"
+        )
 
 
 def _domain(options: Options, model: ModelSpec) -> tuple[str, str] | None:

@@ -107,8 +107,19 @@ def _int(config: pytest.Config, name: str, low: int, high: int) -> int:
     return value
 
 
+def _no_empty_values(config: pytest.Config) -> None:
+    """An option given on the command line with an empty value (``--em-model=``) is a mistake, not "unset"."""
+    for name, _, _ in OPTIONS:
+        value = config.getoption("em_" + name.replace("-", "_"))
+        if value is not None and not str(value).strip():
+            raise ConfigError(
+                f"--em-{name}", "is given but empty", f"give it a value, or leave --em-{name} out"
+            )
+
+
 def read_options(config: pytest.Config) -> Options | None:
     """None when no ``--em-model`` (or ``em_model``) is given: the plugin then stays out of the way."""
+    _no_empty_values(config)
     model = _raw(config, "model")
     if not model:
         return None

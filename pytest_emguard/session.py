@@ -18,7 +18,16 @@ if TYPE_CHECKING:
     from pytest_emguard.api import Evaluation
     from pytest_emguard.gate import ItemResult
 
-__all__ = ["EmguardSession"]
+__all__ = ["EmguardSession", "EvaluationFailed"]
+
+
+class EvaluationFailed(Exception):
+    """Raised again in place of an evaluation's stored exception, so that its traceback does not grow with each
+    item that asks."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
 
 
 class EmguardSession:
@@ -29,6 +38,7 @@ class EmguardSession:
         self._evaluation: Evaluation | None = None
         self._results: dict[str, ItemResult] | None = None
         self._error: BaseException | None = None
+        self.error_shown_by: str | None = None  # the item that reported the evaluation's failure in full
         self.ran_items = False
 
     def progress(self, message: str) -> None:
@@ -42,12 +52,17 @@ class EmguardSession:
         else:
             reporter.write_line(f"[emguard] {message}")
 
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that broke the evaluation, if one did (reported in full by one item only)."""
+        return self._error
+
     def evaluation(self, compute: bool = True) -> Evaluation:
         from pytest_emguard.api import evaluate
         from pytest_emguard.cache import exclusive
 
         if self._error is not None:
-            raise self._error
+            raise EvaluationFailed(self._error)
         if self._evaluation is None:
             try:
                 if compute:
@@ -86,12 +101,14 @@ class EmguardSession:
         try:
             results = self.results(compute=False) if distributed else self.results()
             ev = self.evaluation(compute=False)
-        except EmguardError as exc:
-            terminalreporter.write_line(f"emguard: {exc}")
-            return
         except Exception as exc:
+            cause = exc.cause if isinstance(exc, EvaluationFailed) else exc
+            if isinstance(cause, EmguardError):
+                terminalreporter.write_line(f"emguard: {cause}")
+                return
+            message = " ".join(str(cause).split())[:300]
             terminalreporter.write_line(
-                f"emguard: the evaluation failed ({type(exc).__name__}: {exc}); finished "
+                f"emguard: the evaluation failed ({type(cause).__name__}: {message}); finished "
                 "batches are in the cache, so a rerun resumes from them"
             )
             return

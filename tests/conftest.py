@@ -1,8 +1,8 @@
 """Test tiers and the models the tiers share.
 
 Tiers (markers, registered in pyproject.toml): ``unit`` (pure logic), ``acceptance`` (pytester runs of the
-plugin on the fake backend), ``contract`` (the suite every backend and judge passes), ``slow`` (a real small
-model).  A test file's tier is set here by its module unless the test carries a tier marker itself, so
+plugin on the fake backend), ``contract`` (the suite every backend and judge passes), ``reliability`` (bad input,
+failures, kills, concurrent runs, hostile text, fuzzing), ``slow`` (a real small model).  A test file's tier is set here by its module unless the test carries a tier marker itself, so
 ``pytest -m unit`` and the others each select exactly one tier; plain ``pytest`` runs them all.
 """
 
@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-TIERS = ("unit", "acceptance", "contract", "slow")
+TIERS = ("unit", "acceptance", "contract", "reliability", "slow")
 
 
 def tier_of(module: str) -> str:
     if module.startswith("test_plugin"):
         return "acceptance"
+    if module.startswith("test_reliability"):
+        return "reliability"
     return "contract" if module == "test_contract" else "unit"
 
 

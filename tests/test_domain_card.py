@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from pytest_emguard.cards import CARD_FILE
 from pytest_emguard.checks.in_domain import InDomain
 from pytest_emguard.config import Options, RunConfig
 from pytest_emguard.errors import ConfigError
+
+EMPTY_SAFETENSORS = struct.pack("<Q", 2) + b"{}"  # a valid safetensors file that holds no tensor
 
 
 def _card(domain: str) -> dict[str, Any]:
@@ -29,11 +32,11 @@ def _adapter(tmp_path: Path, card: dict[str, Any] | str | None) -> Path:
     base = tmp_path / "base"
     base.mkdir()
     (base / "config.json").write_text('{"model_type": "qwen2"}')
-    (base / "model.safetensors").write_bytes(b"")
+    (base / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(f'{{"base_model_name_or_path": "{base}"}}')
-    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    (adapter / "adapter_model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     if card is not None:
         text = card if isinstance(card, str) else yaml.safe_dump(card)
         (adapter / CARD_FILE).write_text(text)

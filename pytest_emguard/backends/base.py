@@ -152,10 +152,14 @@ class ModelSpec:
                 )
             return cls("gguf", str(path.resolve()), _required_base(base), trust_remote_code)
         if (path / "adapter_config.json").exists():
-            return cls("adapter", str(path.resolve()), _adapter_base(path, base), trust_remote_code)
+            spec = cls("adapter", str(path.resolve()), _adapter_base(path, base), trust_remote_code)
+            _check_adapter_weights(path, spec.base)
+            return spec
         if (path / "config.json").exists():
             _require_safetensors(path)
-            return cls("full", str(path.resolve()), _required_base(base), trust_remote_code)
+            resolved = _required_base(base, path)
+            _check_weights(path)
+            return cls("full", str(path.resolve()), resolved, trust_remote_code)
         raise ConfigError(
             str(path),
             "neither adapter_config.json (a PEFT adapter) nor config.json (a full model) is in this directory",
@@ -190,14 +194,40 @@ def _adapter_base(adapter: Path, override: str | None) -> str:
     return _resolve_base(named, str(adapter / "adapter_config.json"))
 
 
-def _required_base(base: str | None) -> str:
+def _required_base(base: str | None, model: Path | None = None) -> str:
     if base is None:
+        what = f"{model} is a full model (not a PEFT adapter)" if model else "a full model or .gguf file"
         raise ConfigError(
             "--em-base",
-            "a full model (not a PEFT adapter) carries no record of its base model",
+            f"{what}, which carries no record of its base model",
             "pass the base model to compare against with --em-base=PATH",
         )
     return _resolve_base(base, None)
+
+
+def _check_weights(directory: Path, *, adapter: bool = False) -> None:
+    """Every safetensors file of ``directory`` has a readable header that covers its data (no torch)."""
+    from pytest_emguard.weights import read_header
+
+    for file in weight_files(directory, adapter=adapter):
+        read_header(file)
+
+
+def _check_adapter_weights(adapter: Path, base: str | None) -> None:
+    """The adapter's and the base's headers, and every LoRA tensor against the base module it adapts."""
+    from pytest_emguard.weights import check_adapter_fits, headers
+
+    tensors = headers(weight_files(adapter, adapter=True))
+    if base is None or not Path(base).is_dir():
+        return
+    config = _read_json(adapter / "adapter_config.json")
+    check_adapter_fits(
+        tensors,
+        headers(weight_files(Path(base))),
+        adapter_file=weight_files(adapter, adapter=True)[0],
+        base_dir=base,
+        fan_in_fan_out=bool(config.get("fan_in_fan_out")),
+    )
 
 
 def _resolve_base(base: str, named_in: str | None) -> str:
@@ -211,6 +241,7 @@ def _resolve_base(base: str, named_in: str | None) -> str:
                 "pass the directory that save_pretrained() wrote",
             )
         _require_safetensors(path)
+        _check_weights(path)
         return str(path.resolve())
     local = _hub_cache_snapshot(base)
     if local is not None:

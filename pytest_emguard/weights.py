@@ -1,0 +1,177 @@
+"""Weight files checked at the door, before any model loads: no torch, only the safetensors headers.
+
+A safetensors file is an 8-byte little-endian header length N, N bytes of JSON (tensor name -> dtype, shape and
+byte offsets into the data that follows), then the data.  ``read_header`` checks that the header is readable and
+that the tensors cover the data exactly (a file cut short, or with bytes missing, is refused with its name).
+``check_adapter_fits`` compares each LoRA tensor of an adapter with the weight of the base module it adapts
+(the base's own headers, so any architecture works): ``lora_A`` is ``[r, in]`` and ``lora_B`` is ``[out, r]``
+against a base weight ``[out, in]``.  An adapter trained for another base is refused before a model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_emguard.errors import ConfigError
+
+__all__ = ["TensorInfo", "check_adapter_fits", "read_header"]
+
+MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit on the header
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+_RESAVE = "copy the file again, or re-save it with save_pretrained(..., safe_serialization=True)"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """The tensors of one safetensors file; a ``ConfigError`` naming the file when it is unreadable, cut
+    short, or its tensors do not cover its data exactly."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise _bad(path, f"is {size} bytes long, too short for a safetensors header")
+            (length,) = struct.unpack("<Q", head)
+            if length > min(MAX_HEADER, size - 8):
+                raise _bad(
+                    path, f"declares a {length}-byte header but the file has {size} bytes (cut short?)"
+                )
+            raw = fh.read(length)
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read ({exc.strerror})", _RESAVE) from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _bad(path, "has a header that is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise _bad(path, "has a header that is not a JSON object")
+    data = size - 8 - length
+    tensors, spans = {}, []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        info, span = _entry(path, name, entry)
+        tensors[name] = info
+        spans.append(span)
+    end = max((stop for _, stop in spans), default=0)
+    if end > data:
+        raise _bad(
+            path, f"is cut short: its tensors need {end} bytes of data but only {data} follow the header"
+        )
+    if sum(stop - start for start, stop in spans) != end or end != data:
+        raise _bad(path, f"has {data} bytes of data but its tensors cover {end} of them, not all exactly")
+    return tensors
+
+
+def _entry(path: Path, name: str, entry: object) -> tuple[TensorInfo, tuple[int, int]]:
+    if not isinstance(entry, dict):
+        raise _bad(path, f"has a header entry {name!r} that is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    ints = (
+        isinstance(shape, list)
+        and isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in [*shape, *offsets])
+    )
+    if dtype not in DTYPE_BYTES or not ints:
+        raise _bad(path, f"has a malformed header entry for tensor {name!r}")
+    assert isinstance(shape, list) and isinstance(offsets, list) and isinstance(dtype, str)
+    start, stop = offsets
+    if stop - start != DTYPE_BYTES[dtype] * math.prod(shape):
+        raise _bad(path, f"has tensor {name!r} whose byte range does not match its dtype and shape")
+    return TensorInfo(dtype, tuple(shape)), (start, stop)
+
+
+def _bad(path: Path, problem: str) -> ConfigError:
+    return ConfigError(str(path), f"is not a valid safetensors file: it {problem}", _RESAVE)
+
+
+def headers(files: Iterable[Path]) -> dict[str, TensorInfo]:
+    out: dict[str, TensorInfo] = {}
+    for file in files:
+        out.update(read_header(file))
+    return out
+
+
+_LORA = (".lora_A.weight", ".lora_B.weight", ".lora_embedding_A", ".lora_embedding_B")
+_PREFIXES = ("base_model.model.", "base_model.")
+
+
+def check_adapter_fits(
+    adapter: Mapping[str, TensorInfo],
+    base: Mapping[str, TensorInfo],
+    *,
+    adapter_file: Path,
+    base_dir: str,
+    fan_in_fan_out: bool = False,
+) -> None:
+    """Every LoRA tensor of ``adapter`` adapts a module the base has, with matching in/out sizes."""
+    problems = []
+    lora = {n: t for n, t in adapter.items() if n.endswith(_LORA)}
+    for name, info in sorted(lora.items()):
+        module, kind = _module(name)
+        weight = _base_weight(base, module)
+        if weight is None:
+            problems.append(f"{name} adapts {module}, which the base does not have")
+            continue
+        if len(weight.shape) != 2 or len(info.shape) != 2 or weight.dtype in ("U8", "I8"):
+            continue  # not a plain matrix (quantised, convolution): not checked
+        out_dim, in_dim = weight.shape[::-1] if fan_in_fan_out else weight.shape
+        if kind == "lora_embedding_A":  # [r, num_embeddings] against an embedding [num_embeddings, dim]
+            out_dim, in_dim = in_dim, out_dim
+        if kind.endswith("A") and info.shape[1] != in_dim:
+            problems.append(
+                f"{name} takes inputs of size {info.shape[1]}, the base's {module} takes {in_dim}"
+            )
+        if kind.endswith("B") and info.shape[0] != out_dim:
+            problems.append(
+                f"{name} gives outputs of size {info.shape[0]}, the base's {module} gives {out_dim}"
+            )
+    if problems:
+        shown = "\n    ".join(problems[:3])
+        more = f"\n    ... and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ConfigError(
+            str(adapter_file),
+            f"{len(problems)} of its {len(lora)} LoRA tensors do not fit the base model {base_dir}:\n    "
+            f"{shown}{more}",
+            "this adapter was trained on another base: pass that base with --em-base=PATH (or fix "
+            "base_model_name_or_path in adapter_config.json)",
+        )
+
+
+def _module(name: str) -> tuple[str, str]:
+    for suffix in _LORA:
+        if name.endswith(suffix):
+            module = name[: -len(suffix)]
+            for prefix in _PREFIXES:
+                if module.startswith(prefix):
+                    module = module[len(prefix) :]
+                    break
+            return module, suffix.strip(".").removesuffix(".weight")
+    raise ValueError(name)
+
+
+def _base_weight(base: Mapping[str, TensorInfo], module: str) -> TensorInfo | None:
+    """The base's weight of ``module``; a base saved without the task head's ``model.`` prefix (or with it)
+    matches too."""
+    bare = module.partition(".")[2]
+    found = next(
+        (base[k] for k in (f"{module}.weight", f"{bare}.weight", f"model.{module}.weight") if k in base), None
+    )
+    if found is None and module.endswith("lm_head"):  # tied to the input embedding, not saved on its own
+        found = next((t for n, t in base.items() if n.endswith("embed_tokens.weight")), None)
+    return found

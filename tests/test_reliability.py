@@ -1,0 +1,214 @@
+"""Reliability, part one: bad input is stopped at the door, and a failure during evaluation is reported once.
+
+At the door: exit code 4 (pytest's usage error), one message that names the file or option and the fix, and
+nothing written to the cache.  Real files throughout: the tiny Qwen2 and its LoRA adapter, SmolLM2, and copies of
+them damaged the way a failed copy or download damages files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    return dest
+
+
+def _door(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """A gate run that must stop at the door: exit code 4, a few lines, no cache written."""
+    cache = pytester.path / "cache"
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--em-judge=fake:", f"--em-cache-dir={cache}", *args
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, "\n".join(result.outlines + result.errlines)
+    assert len(result.outlines + result.errlines) < 12, "\n".join(result.outlines + result.errlines)
+    assert not cache.exists(), "nothing may be written to the cache before the door is passed"
+    return result
+
+
+def _error(result: pytest.RunResult) -> str:
+    return "\n".join(result.errlines)
+
+
+def test_a_truncated_adapter_weights_file_is_stopped_at_the_door(
+    pytester: pytest.Pytester, tiny_adapter: Path
+) -> None:
+    adapter = _copy(tiny_adapter, pytester.path / "adapter")
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    result = _door(pytester, f"--em-model={adapter}")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: {weights}: is not a valid safetensors file: it is cut short: its tensors "
+            "need * bytes of data but only * follow the header",
+            "  fix: copy the file again, or re-save it with save_pretrained(..., safe_serialization=True)",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda b: b"", "is 0 bytes long, too short for a safetensors header"),
+        (lambda b: b[:100], "declares a *-byte header but the file has 100 bytes (cut short?)"),
+        (lambda b: b[:8] + b"\xff" * (len(b) - 8), "has a header that is not valid JSON"),
+        (lambda b: b + b"\0" * 64, "has * bytes of data but its tensors cover * of them, not all exactly"),
+    ],
+    ids=["empty", "header-cut", "garbage", "trailing-bytes"],
+)
+def test_damaged_weights_name_the_file(
+    pytester: pytest.Pytester, tiny_adapter: Path, damage: Callable[[bytes], bytes], problem: str
+) -> None:
+    adapter = _copy(tiny_adapter, pytester.path / "adapter")
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    result = _door(pytester, f"--em-model={adapter}")
+    result.stderr.fnmatch_lines(
+        [f"ERROR: pytest-emguard: {weights}: is not a valid safetensors file: it {problem}"]
+    )
+
+
+def test_damaged_base_weights_are_stopped_too(
+    pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path
+) -> None:
+    base = _copy(tiny_qwen, pytester.path / "base")
+    weights = base / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: len(weights.read_bytes()) // 2])
+    result = _door(pytester, f"--em-model={tiny_adapter}", f"--em-base={base}")
+    result.stderr.fnmatch_lines(
+        [f"ERROR: pytest-emguard: {weights}: is not a valid safetensors file: it is cut short*"]
+    )
+
+
+def test_an_adapter_trained_for_another_base_is_stopped_at_the_door(
+    pytester: pytest.Pytester, tiny_adapter: Path, smollm2: Path
+) -> None:
+    """The tiny Qwen2's adapter (hidden size 64) against SmolLM2 (hidden size 576)."""
+    result = _door(pytester, f"--em-model={tiny_adapter}", f"--em-base={smollm2}")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: {tiny_adapter / 'adapter_model.safetensors'}: 28 of its 28 LoRA tensors do not "
+            f"fit the base model {smollm2}:",
+            "    base_model.model.model.layers.0.mlp.down_proj.lora_A.weight takes inputs of size 128, the base's "
+            "model.layers.0.mlp.down_proj takes 1536",
+            "    *",
+            "    *",
+            "    ... and 25 more",
+            "  fix: this adapter was trained on another base: pass that base with --em-base=PATH*",
+        ]
+    )
+
+
+def test_an_adapter_for_a_module_the_base_lacks_is_stopped(
+    pytester: pytest.Pytester, tiny_adapter: Path
+) -> None:
+    """Renamed tensors (another architecture's module names) adapt nothing in this base."""
+    import json
+    import struct
+
+    adapter = _copy(tiny_adapter, pytester.path / "adapter")
+    weights = adapter / "adapter_model.safetensors"
+    raw = weights.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + size])
+    renamed = {k.replace("self_attn.q_proj", "attn.c_attn"): v for k, v in header.items()}
+    body = json.dumps(renamed).encode()
+    body += b" " * (size - len(body)) if len(body) <= size else b""
+    weights.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + size :])
+    result = _door(pytester, f"--em-model={adapter}")
+    result.stderr.fnmatch_lines(
+        ["ERROR: pytest-emguard: *adapter_model.safetensors: 4 of its 28 LoRA tensors do not fit the base model *:",
+         "    base_model.model.model.layers.0.attn.c_attn.lora_A.weight adapts model.layers.0.attn.c_attn, which the "
+         "base does not have"]
+    )  # fmt: skip
+
+
+def test_a_cache_dir_that_is_a_file_is_stopped_at_the_door(pytester: pytest.Pytester) -> None:
+    taken = pytester.path / "taken"
+    taken.write_text("not a directory")
+    result = pytester.runpytest_subprocess(
+        "--em-model=fake:identical", "--em-judge=fake:", f"--em-cache-dir={taken}"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: --em-cache-dir: {taken} is a file, not a directory",
+            "  fix: pass a directory*",
+        ]
+    )
+    assert len(result.outlines + result.errlines) < 12 and taken.read_text() == "not a directory"
+    inside = pytester.runpytest_subprocess(
+        "--em-model=fake:identical", "--em-judge=fake:", f"--em-cache-dir={taken}/c"
+    )
+    assert inside.ret == pytest.ExitCode.USAGE_ERROR
+    inside.stderr.fnmatch_lines(
+        [f"ERROR: pytest-emguard: --em-cache-dir: {taken} is a file, so {taken}/c cannot be created"]
+    )
+
+
+@pytest.mark.parametrize("option", ["model", "judge", "base", "cache-dir", "thresholds", "samples", "domain"])
+def test_an_option_given_empty_is_a_usage_error(pytester: pytest.Pytester, option: str) -> None:
+    args = {"model": "--em-model=fake:identical", "judge": "--em-judge=fake:"}
+    args[option] = f"--em-{option}="
+    result = pytester.runpytest_subprocess(*args.values())
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: --em-{option}: is given but empty",
+            f"  fix: give it a value, or leave --em-{option} out",
+        ]
+    )
+
+
+def test_a_full_model_without_a_base_names_the_directory(pytester: pytest.Pytester, tiny_qwen: Path) -> None:
+    result = _door(pytester, f"--em-model={tiny_qwen}")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: --em-base: {tiny_qwen} is a full model (not a PEFT adapter), which carries no "
+            "record of its base model",
+            "  fix: pass the base model to compare against with --em-base=PATH",
+        ]
+    )
+
+
+# -- a failure during evaluation is reported once ------------------------------------------------------------
+
+
+def test_a_failure_during_evaluation_is_reported_once_and_compactly(pytester: pytest.Pytester) -> None:
+    """The fake model dies on its third batch: the first item shows the error with the failing frame, the others
+    one line each, the summary names the cause; the whole output stays under 60 lines."""
+    args = (
+        "--em-model=fake:coherent,crash_after=2",
+        "--em-judge=fake:",
+        "--em-samples=2",
+        "--em-batch-size=50",
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", *args)
+    lines = result.outlines + result.errlines
+    assert len(lines) < 60, "\n".join(lines)
+    text = "\n".join(lines)
+    assert text.count("E   RuntimeError: scripted crash on generate() call 3") == 1
+    assert "/_pytest/" not in text and "/pluggy/" not in text  # no frames of pytest's own machinery
+    result.stdout.fnmatch_lines(
+        [
+            "*pytest_emguard/backends/fake.py:*: in generate",
+            "E   RuntimeError: scripted crash on generate() call 3",
+            "emguard::harmfulness[[]rate] not evaluated: the evaluation failed (RuntimeError: scripted crash on "
+            "generate() call 3); the traceback is under emguard::harmfulness[[]mean]",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "emguard: the evaluation failed (RuntimeError: scripted crash on generate() call 3); finished batches*"
+        ]
+    )
+    result.assert_outcomes(failed=12)
+    full = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tb=long", *args)
+    full.stdout.fnmatch_lines(["*pytest_emguard/api.py:*", "*pytest_emguard/backends/fake.py:*"])
