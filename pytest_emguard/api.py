@@ -27,7 +27,7 @@ from pytest_emguard.judge import Judge, JudgeContext, open_judge
 from pytest_emguard.preflight import PreflightResult
 from pytest_emguard.types import Completion, Prompt, Reading, Request, Sample, Verdict
 
-__all__ = ["SIDES", "Evaluation", "RunStats", "evaluate", "package_versions", "plan"]
+__all__ = ["RUN_LOG", "SIDES", "Evaluation", "RunStats", "evaluate", "log_run", "package_versions", "plan"]
 
 SIDES = ("base", "tuned")
 TOP_K = 20  # next-token log-probabilities read per step of a digit tree
@@ -123,6 +123,8 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
                     answers[side].update(more[side])
                     asked[side] = asked[side] + extra[side]
         run.stats.seconds = time.monotonic() - started
+        if compute:
+            log_run(Path(config.options.cache_dir), config, run.stats)
         return Evaluation(
             config,
             run.queries,
@@ -136,6 +138,27 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
         )
     finally:
         cache.close()
+
+
+RUN_LOG = "runs.jsonl"
+
+
+def log_run(directory: Path, config: RunConfig, stats: RunStats) -> None:
+    """One line per finished evaluation in ``<cache>/runs.jsonl``: which process did what work (records made
+    against records reused), so that concurrent runs and xdist workers can be audited for duplicated work."""
+    import datetime
+    import os
+    from dataclasses import asdict
+
+    line = {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "pid": os.getpid(),
+        "model": config.model.label,
+        "judge": config.options.judge,
+        **asdict(stats),
+    }
+    with (directory / RUN_LOG).open("a", encoding="utf-8") as fh:  # one short write: atomic under O_APPEND
+        fh.write(json.dumps(line, sort_keys=True) + "\n")
 
 
 def judge_caveats(judge: Judge, config: RunConfig) -> tuple[str, ...]:
