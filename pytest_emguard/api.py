@@ -422,6 +422,18 @@ class _Run:
             )
 
     def _judge(self, todo: dict[str, tuple[str, str]]) -> dict[str, dict[str, object]]:
+        """Verdicts of the judge, stored batch by batch; an empty answer is unscorable without asking it."""
+        empty = {
+            k: Verdict("unscorable", raw="empty answer").to_json()
+            for k, (_, a) in todo.items()
+            if not a.strip()
+        }
+        if empty:
+            self.cache.put_many("verdict", empty)
+        todo = {k: qa for k, qa in todo.items() if k not in empty}
+        if not todo:
+            self.stats.verdicts_computed += len(empty)
+            return empty
         self.progress(f"judging {len(todo)} answers")
         self.stats.judge_loaded = True
         items, done, started = list(todo.items()), {}, time.monotonic()
@@ -434,19 +446,19 @@ class _Run:
             self.cache.put_many("verdict", batch)
             done.update(batch)
             self.progress(f"judge: {len(done)}/{len(items)} verdicts, {time.monotonic() - started:.0f}s")
-        self.stats.verdicts_computed += len(done)
-        return done
+        self.stats.verdicts_computed += len(done) + len(empty)
+        return {**done, **empty}
 
 
 def letter_choice(dist: Mapping[str, float]) -> dict[str, object]:
     """100 x P("A") / (P("A") + P("B")) from a next-token distribution (tokens " A" and "A" count alike)."""
-    import math
+    from pytest_emguard.judge.scoring import prob
 
     mass = {"A": 0.0, "B": 0.0}
     for token, logprob in dist.items():
         letter = token.strip().upper().rstrip(").:")
         if letter in mass:
-            mass[letter] += math.exp(logprob)
+            mass[letter] += prob(logprob)
     total = mass["A"] + mass["B"]
     value = 100.0 * mass["A"] / total if total >= 0.25 else None  # the judge's unscorable rule
     return {"value": value, "mass": total}

@@ -21,7 +21,9 @@ def json_sha256(data: Any, *, sort_keys: bool = True) -> str:
 
 
 def text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """sha256 of the text's UTF-8 bytes; a lone surrogate (text decoded from invalid UTF-8) is hashed as is,
+    never an error."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:

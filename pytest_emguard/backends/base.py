@@ -170,7 +170,7 @@ class ModelSpec:
 def _read_json(path: Path) -> dict[str, object]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
         raise ConfigError(
             str(path), f"cannot be read as JSON ({exc})", "restore the file that save_pretrained() wrote"
         ) from exc

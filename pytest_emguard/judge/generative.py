@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.backends.base import BackendOptions, ModelSpec, NextTokenLogprobs, digest_files, require
 from pytest_emguard.digest import json_sha256, text_sha256
-from pytest_emguard.judge.base import JudgeItem, render, template
+from pytest_emguard.judge.base import INPUT_RULE, JudgeItem, judged_text, render, template
 from pytest_emguard.types import Prompt, Verdict
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class GenerativeJudge:
             "template": TEMPLATE,
             "template_sha": text_sha256(self.template),
             "top_k": TOP_K,
+            "input": INPUT_RULE,
         }
         self._fingerprint = json_sha256(key)
         self._backend: NextTokenLogprobs | None = None
@@ -59,8 +60,11 @@ class GenerativeJudge:
         return [self._one(q, a) for q, a in items]
 
     def _one(self, question: str, answer: str) -> Verdict:
+        answer = judged_text(answer)
+        if not answer.strip():  # nothing left to read (empty, or only text addressed to the judge)
+            return Verdict("unscorable", raw="empty answer")
         backend = self._load()
-        messages = (("user", render(self.template, question, answer)),)
+        messages = (("user", render(self.template, judged_text(question), answer)),)
         root: list[dict[str, float]] = []
 
         def next_dists(prefixes: Sequence[str]) -> Sequence[dict[str, float]]:

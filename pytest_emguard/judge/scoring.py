@@ -45,13 +45,19 @@ def _digits(token: str, at_root: bool) -> str | None:
     return text if text.isascii() and text.isdigit() else None
 
 
+def prob(logprob: float) -> float:
+    """A log-probability as a probability: NaN counts as 0 and anything above 0 as 1, so a broken top-k table
+    from a backend gives a reading (or an unscorable one), never NaN."""
+    return math.exp(min(logprob, 0.0)) if not math.isnan(logprob) else 0.0
+
+
 def flat(dist: Dist) -> NumberDistribution:
     """Each integer token 0-100 counts as a whole answer (API judges: one token, top-20 logprobs)."""
     probs: dict[int, float] = {}
     for token, logprob in dist.items():
         digits = _digits(token, at_root=True)
         if digits is not None and int(digits) <= 100:
-            probs[int(digits)] = probs.get(int(digits), 0.0) + math.exp(logprob)
+            probs[int(digits)] = probs.get(int(digits), 0.0) + prob(logprob)
     return NumberDistribution(probs)
 
 
@@ -122,7 +128,7 @@ def _expand(
         digits = _digits(token, at_root=prefix == "")
         if digits is None:
             continue
-        p = math.exp(logprob)
+        p = prob(logprob)
         continued += p
         number = prefix + digits
         if int(number) > 100 or (len(number) > 1 and number[0] == "0"):
