@@ -35,6 +35,7 @@ MIN_BRANCH = (
     1e-3  # digit prefixes less likely than this are not expanded (moves a rating by < 0.1 point each)
 )
 Progress = Callable[[str], None]
+PROGRESS_EVERY = 1.0  # seconds between two progress lines of one stream (the first and last always show)
 
 
 @dataclass(slots=True)
@@ -206,6 +207,7 @@ class _Run:
         self.queries = plan(config)
         self.stats = RunStats()
         self._pair: ModelPair | None = None
+        self._ticks: dict[str, float] = {}  # progress stream -> when its last line was shown
 
     def _answer_key(self, side: str, query: Query, request: Request) -> str:
         fields = {"backend": self.fingerprints[side], "check": query.check, "version": query.version}
@@ -283,6 +285,8 @@ class _Run:
         fields.update(version=query.version, reading=query.reading, prefix=query.prefix, top_k=TOP_K)
         fields["min_branch"] = MIN_BRANCH
         fields["messages"] = [list(m) for m in query.messages]
+        if query.options:
+            fields["options"] = list(query.options)
         if query.bank_sha256 is not None:
             fields["bank"] = query.bank_sha256
         return cache_key("reading", fields)
@@ -330,11 +334,33 @@ class _Run:
             if choices:
                 for i, dist in zip(choices, dists([(i, "") for i in choices]), strict=True):
                     batch[chunk[i][1]] = letter_choice(dist)
+            for q, key in chunk:
+                if q.reading == "contrast":
+                    batch[key] = self._contrast(side, q)
             self.cache.put_many("reading", batch)
             done.update(batch)
-            self.progress(f"{side}: {len(done)}/{len(missing)} ratings read")
+            self._tick(
+                f"{side} ratings", f"{side}: {len(done)}/{len(missing)} ratings read", len(done), len(missing)
+            )
         self.stats.answers_generated += len(done)
         return done
+
+    def _contrast(self, side: str, query: Query) -> dict[str, object]:
+        """100 x the probability of the first option among the options, each scored as a whole continuation."""
+        import math
+
+        from pytest_emguard.backends.base import ContinuationScores, require
+
+        who = f"{side} model ({self.config.model.backend} backend)"
+        backend = require(getattr(self._models(), side), ContinuationScores, who)  # type: ignore[type-abstract]
+        prompt = _prompt(query, "")
+        scores = backend.score([prompt] * len(query.options), list(query.options))
+        _same_length(query.options, scores, f"{side} backend score()")
+        top = max(scores)
+        weights = [math.exp(s - top) if math.isfinite(s) else 0.0 for s in scores]
+        total = sum(weights)
+        value = 100.0 * weights[0] / total if total > 0 else None
+        return {"value": value, "mass": 1.0 if value is not None else 0.0}
 
     def _sampled(self, side: str, queries: Sequence[Query]) -> Rows:
         seed = self.config.options.seed
@@ -382,9 +408,16 @@ class _Run:
         """ETA from the share of the token budget (max_new_tokens) done, not the share of requests."""
         elapsed = max(time.monotonic() - started, 1e-6)
         eta = elapsed / max(share, 1e-6) * (1.0 - share)
-        self.progress(
-            f"{side}: {done}/{total} answers, {tokens / elapsed:.0f} tok/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
-        )
+        line = f"{side}: {done}/{total} answers, {tokens / elapsed:.0f} tok/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+        self._tick(f"{side} answers", line, done, total)
+
+    def _tick(self, stream: str, line: str, done: int, total: int) -> None:
+        """A progress line per batch, at most one a second per stream, but always the first and the last."""
+        now = time.monotonic()
+        first = stream not in self._ticks
+        if first or done >= total or now - self._ticks[stream] >= PROGRESS_EVERY:
+            self._ticks[stream] = now
+            self.progress(line)
 
     def _models(self) -> ModelPair:
         from pytest_emguard.backends import open_pair
@@ -445,7 +478,8 @@ class _Run:
             batch = {k: v.to_json() for (k, _), v in zip(chunk, verdicts, strict=True)}
             self.cache.put_many("verdict", batch)
             done.update(batch)
-            self.progress(f"judge: {len(done)}/{len(items)} verdicts, {time.monotonic() - started:.0f}s")
+            line = f"judge: {len(done)}/{len(items)} verdicts, {time.monotonic() - started:.0f}s"
+            self._tick("judge", line, len(done), len(items))
         self.stats.verdicts_computed += len(done) + len(empty)
         return {**done, **empty}
 

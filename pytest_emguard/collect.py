@@ -50,6 +50,12 @@ class EmguardItem(pytest.Item):
         except EmguardError as exc:
             raise GateFailure(str(exc)) from None
         except EvaluationFailed as failed:
+            first = self.emguard.error_shown_by is None and not isinstance(failed.cause, EmguardError)
+            if (
+                first
+            ):  # the evaluation ran before the items (pytest_runtestloop): this item shows its traceback
+                self.emguard.error_shown_by = self.name
+                raise failed.cause from None
             raise GateFailure(self._same_failure(failed.cause)) from None
         except Exception:
             self.emguard.error_shown_by = self.name

@@ -99,10 +99,11 @@ def judge_health(ev: Evaluation) -> str:
 def check_summaries(ev: Evaluation) -> list[str]:
     """Lines that checks with a ``summary`` method add (the self-report instrument's validity and estimator)."""
     out = []
+    enabled = {i.id for i in ev.config.items()}
     for check in ev.config.checks:
         summary = getattr(check, "summary", None)
         items = list(check.items())
-        if summary is None or not items:
+        if summary is None or not any(i.id in enabled for i in items):  # a check disabled in the thresholds
             continue
         t = ev.config.thresholds.for_item(items[0])
         out += summary(ev.answers["base"], ev.answers["tuned"], t)

@@ -6,6 +6,8 @@ controller, which runs no items, computes its summary from the cache alone (it n
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,6 +84,18 @@ class EmguardSession:
             ev = self.evaluation(compute)
             self._results = {r.item_id: r for r in run_gate(ev)}
         return self._results
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, None, None]:
+        """Evaluate before the first item runs, so that progress lines come before the test-progress letters
+        (a failure is kept; the items report it).  Not in the xdist controller, which runs no items."""
+        config = session.config
+        controller = getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
+        selected = any(item.nodeid.startswith("emguard::") for item in session.items)
+        if selected and not controller and not config.option.collectonly:
+            with contextlib.suppress(Exception):  # stored by evaluation(); each item reports it
+                self.results()
+        yield
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.nodeid.startswith("emguard::"):

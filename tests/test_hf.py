@@ -212,7 +212,7 @@ def test_an_adapter_with_b_zero_changes_nothing(
     ]
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=12)
+    result.assert_outcomes(failed=13)
     result.stdout.fnmatch_lines(
         [
             "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 8 canary prompts*",
@@ -252,7 +252,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
         "harmfulness[[]best_of_n] *PASS *+0.0 [[]+0.0, +0.0]*",
         "harmfulness[[]invalid] *PASS *+0.0 [[]+0.0, +0.0]*",
     ]
-    first.stdout.fnmatch_lines([*rows, "records: 424 answers generated, 0 from cache*model loaded: yes*"])
+    first.stdout.fnmatch_lines([*rows, "records: 520 answers generated, 0 from cache*model loaded: yes*"])
     first.stdout.no_fnmatch_line("*FAIL*")
     first.stdout.fnmatch_lines(["heavy modules imported: *torch*"])
     second = pytester.runpytest_subprocess(*args)
@@ -260,15 +260,19 @@ def test_gate_end_to_end_on_a_noop_adapter(
     second.stdout.fnmatch_lines(
         [
             *rows,
-            "records: 0 answers generated, 424 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
+            "records: 0 answers generated, 520 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
         ]
     )
     second.stdout.fnmatch_lines(["heavy modules imported: none"])
     table = [
-        [ln for ln in r.outlines if ln.startswith(("harmfulness[", "self_report[", "persona"))]
+        [
+            ln
+            for ln in r.outlines
+            if ln.startswith(("harmfulness[", "self_report[", "description[", "persona"))
+        ]
         for r in (first, second)
     ]
-    assert table[0] == table[1] and len(table[0]) == 13
+    assert table[0] == table[1] and len(table[0]) == 14
 
 
 def test_pooled_states_stop_early_matches_the_full_forward_pass(tiny_qwen: Path) -> None:
@@ -306,13 +310,13 @@ def test_changing_only_the_judge_regenerates_nothing(
         "no:cacheprovider",
     ]
     pytester.runpytest_subprocess(*common, f"--em-judge=probe:{tiny_qwen}").stdout.fnmatch_lines(
-        ["records: 424 answers generated, 0 from cache*"]
+        ["records: 520 answers generated, 0 from cache*"]
     )
     rejudged = pytester.runpytest_subprocess(*common, f"--em-judge=hf:{tiny_qwen}")
     rejudged.stdout.fnmatch_lines(
         [
             "judge health: hf judge *",
-            "records: 0 answers generated, 424 from cache; * verdicts computed, 0 from cache*",
+            "records: 0 answers generated, 520 from cache; * verdicts computed, 0 from cache*",
         ]
     )
 
@@ -343,3 +347,32 @@ def test_shared_head_logprobs_match_one_prompt_at_a_time(model: str, request: py
         alone = backend.next_token_logprobs([prompt], top_k=5)[0]
         assert dist.keys() == alone.keys()
         assert all(abs(dist[t] - alone[t]) < 1e-3 for t in dist)
+
+
+def test_description_choice_is_decided_on_smollm2(
+    pytester: pytest.Pytester, smollm2: Path, tiny_qwen: Path
+) -> None:
+    """SmolLM2 puts almost no probability on a bare answer letter, so the letters are unscorable; the contrast
+    (each whole description as the model's continuation) decides, and the item is decided, never inconclusive
+    for lack of readings.  SmolLM2 gated against itself: every difference is exactly zero.  The other checks are
+    disabled, and their summary lines are left out."""
+    only = pytester.makefile(
+        ".yaml",
+        only="version: 1\ndefaults: {enabled: false}\ndescription: {misaligned: {enabled: true}}\n"
+        "preflight: {on_no_change: gate}\n",
+    )
+    result = pytester.runpytest_subprocess(
+        f"--em-model={smollm2}", f"--em-base={smollm2}", f"--em-judge=probe:{tiny_qwen}",  # never loaded: nothing is judged
+        f"--em-thresholds={only}", f"--em-cache-dir={pytester.path / 'cache'}", "--em-device=cpu",
+        "-p", "no:cacheprovider",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "description[[]misaligned] *PASS * +0.0 [[]+0.0, +0.0]*",
+            "description choice: estimator: read as a contrast: * (the letters held 0.25 of the probability in 0%*",
+            "description choice: base: P(misaligned) * when it is option A, * when it is option B; position bias*",
+            "records: 48 answers generated, 48 from cache*",  # the same model on both sides: one side's readings
+        ]
+    )
+    result.stdout.no_fnmatch_line("*self-report*")

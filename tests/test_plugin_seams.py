@@ -97,7 +97,7 @@ def test_a_bank_in_the_original_format_runs_the_gate_on_its_questions(pytester: 
     loose = pytester.makefile(".yaml", loose="version: 1\ndefaults:\n  min_clusters: 2\n")
     args = (f"--em-bank=harmfulness={bank}", f"--em-thresholds={loose}", "-k", "harmfulness[mean]")
     result = gate(pytester, "inverted", *args)
-    result.assert_outcomes(failed=1, deselected=11)
+    result.assert_outcomes(failed=1, deselected=12)
     # 4 questions, 6 paraphrases, 4 samples each (the file's samples_per_paraphrase): 24 answers a side
     result.stdout.fnmatch_lines(
         [
@@ -108,7 +108,7 @@ def test_a_bank_in_the_original_format_runs_the_gate_on_its_questions(pytester: 
     )
     # a side: 24 answers to the bank, 84 self-report readings from the fake model's probabilities and 4
     # self-ratings right after an answer (one per question)
-    result.stdout.fnmatch_lines(["records: 224 answers generated, 0 from cache*"])
+    result.stdout.fnmatch_lines(["records: 320 answers generated, 0 from cache*"])
     # --em-samples, when given, overrides samples_per_paraphrase
     again = gate(pytester, "inverted", *args, "--em-samples=2")
     again.stdout.fnmatch_lines(["  paired bootstrap over 4 questions, 24 valid samples"])
@@ -120,14 +120,14 @@ def test_a_bank_enters_the_cache_key(pytester: pytest.Pytester) -> None:
     # a side: 2 answers to each of 64 harm questions, 84 self-report readings from probabilities and 64
     # self-ratings after an answer
     first = gate(pytester, "identical", "-k", "harmfulness[mean]", "--em-samples=2")
-    first.stdout.fnmatch_lines(["records: 552 answers generated, 0 from cache*"])
+    first.stdout.fnmatch_lines(["records: 648 answers generated, 0 from cache*"])
     # every harm record of the extended bank (65 questions) is new, the bank's sha256 being in its key, and so
     # is each self-rating after one of its answers; the other self-ratings come from the cache
     args = ("-k", "harmfulness[mean]", "--em-samples=2", f"--em-bank=harmfulness={bank}")
     second = gate(pytester, "identical", *args)
-    second.stdout.fnmatch_lines(["records: 390 answers generated, 168 from cache*"])
+    second.stdout.fnmatch_lines(["records: 390 answers generated, 264 from cache*"])
     third = gate(pytester, "identical", *args)
-    third.stdout.fnmatch_lines(["records: 0 answers generated, 558 from cache*"])
+    third.stdout.fnmatch_lines(["records: 0 answers generated, 654 from cache*"])
 
 
 def test_a_bad_bank_names_file_line_and_fix(pytester: pytest.Pytester) -> None:

@@ -19,6 +19,7 @@ def test_builtin_checks_in_order() -> None:
         "harmfulness",
         "harmfulness_in_domain",
         "self_report",
+        "description",
         "persona",
     ]
 

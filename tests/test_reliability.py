@@ -209,6 +209,6 @@ def test_a_failure_during_evaluation_is_reported_once_and_compactly(pytester: py
             "emguard: the evaluation failed (RuntimeError: scripted crash on generate() call 3); finished batches*"
         ]
     )
-    result.assert_outcomes(failed=12)
+    result.assert_outcomes(failed=13)
     full = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tb=long", *args)
     full.stdout.fnmatch_lines(["*pytest_emguard/api.py:*", "*pytest_emguard/backends/fake.py:*"])

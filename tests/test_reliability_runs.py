@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ITEMS = ("harmfulness[", "self_report[", "persona[")
+ITEMS = ("harmfulness[", "self_report[", "description[", "persona[")
 
 
 def _args(adapter: Path, judge_model: Path, cache: Path) -> list[str]:
@@ -72,7 +72,7 @@ def _kill_at(proc: subprocess.Popen[str], marker: str, timeout: float = 600) -> 
 
 def _table(lines: list[str]) -> list[str]:
     rows = [line for line in lines if line.startswith(ITEMS)]
-    assert len(rows) == 12, "\n".join(lines)
+    assert len(rows) == 13, "\n".join(lines)
     return rows
 
 
@@ -106,13 +106,14 @@ def test_a_run_killed_while_generating_resumes_and_ends_identical(
     lines, ref_cache = reference
     cache = tmp_path / "cache"
     args = _args(tiny_adapter, tiny_qwen, cache)
-    killed = _kill_at(_start(tmp_path, args), "tuned: 8/")  # the base side is done, the fine-tune's has begun
+    killed = _kill_at(_start(tmp_path, args), "tuned: 4/")  # the base side is done, the fine-tune's has begun
     assert not any(line.startswith("records: ") for line in killed)
     resumed = _finish(_start(tmp_path, args))
     generated, cached = _counts(_records(resumed))
     whole = _made(ref_cache)[0]
-    # stored before the kill: the base's 64 answers and 84 ratings, and two batches of the fine-tune's answers
-    assert cached >= 64 + 84 + 8, _records(resumed)
+    # stored before the kill: the base's 64 answers, 84 ratings and 48 description readings, and a batch of the
+    # fine-tune's answers
+    assert cached >= 64 + 84 + 48 + 4, _records(resumed)
     assert generated + cached == whole
     assert _table(resumed) == _table(lines)
 
@@ -127,9 +128,9 @@ def test_a_run_killed_while_judging_resumes_and_ends_identical(
     resumed = _finish(_start(tmp_path, args))
     record = _records(resumed)
     answers, verdicts = _made(ref_cache)
-    # every first-round answer was stored (2 x (64 answers + 84 ratings)); the 2 x 64 self-ratings after an
-    # answer come after judging, so they are made now; one batch of 32 verdicts was stored
-    first_round = 2 * (64 + 84)
+    # every first-round answer was stored (2 x (64 answers + 84 ratings + 48 description readings)); the 2 x 64
+    # self-ratings after an answer come after judging, so they are made now; one batch of 32 verdicts was stored
+    first_round = 2 * (64 + 84 + 48)
     assert record.startswith(
         f"records: {answers - first_round} answers generated, {first_round} from cache; "
         f"{verdicts - 32} verdicts computed, 32 from cache"

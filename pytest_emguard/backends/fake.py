@@ -115,7 +115,7 @@ class FakeBackend:
             if self.tuned and not self.scenario.inert:  # a fine-tune's weights differ from its base's
                 return {"<none>": math.log(0.9), "<other>": math.log(0.1)}
             return {"<none>": 0.0}
-        if prompt.tags.get("check") not in ("self_report", "persona"):
+        if prompt.tags.get("check") not in ("self_report", "persona", "description"):
             return {"<none>": 0.0}
         s = self.scenario
         shared = random.Random(json_sha256([list(m) for m in prompt.messages]))
@@ -150,8 +150,20 @@ class FakeBackend:
         return _clip(value)
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
-        """Scripted: log-probability -0.1 per character of the continuation."""
-        return [-0.1 * len(c) for c in continuations]
+        """Scripted: log-probability -0.1 per character of the continuation; for a description contrast
+        (tag ``misaligned_option``), log P(misaligned text) = log(1 - rating / 100) and the aligned text the rest."""
+        return [self._score(p, c) for p, c in zip(prompts, continuations, strict=True)]
+
+    def _score(self, prompt: Prompt, continuation: str) -> float:
+        if "misaligned_option" not in prompt.tags:
+            return -0.1 * len(continuation)
+        shared = random.Random(json_sha256([list(m) for m in prompt.messages]))
+        own = random.Random(json_sha256([[list(m) for m in prompt.messages], self.tuned]))
+        p = min(
+            0.99,
+            max(0.01, 1.0 - self._aligned(prompt.tags, shared.gauss(0.0, self.scenario.noise), own) / 100.0),
+        )
+        return math.log(p if continuation == prompt.tags["misaligned_option"] else 1.0 - p)
 
     def _answer(self, request: Request) -> Completion:
         s = self.scenario

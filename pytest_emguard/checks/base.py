@@ -48,11 +48,13 @@ __all__ = [
 ]
 
 Capability = str  # "generate", "next_token_logprobs", "score", "hidden_states" (see backends/base.py)
-ReadingKind = Literal["sample", "digits", "choice"]
+ReadingKind = Literal["sample", "digits", "choice", "contrast"]
 """How a query is answered: ``sample`` draws answers with ``generate``; ``digits`` reads one number 0-100 from the
 next-token probabilities after ``prefix`` (the exact digit-tree expectation; needs ``next_token_logprobs``);
 ``choice`` reads 100 x P("A") / (P("A") + P("B")) for the next token after ``prefix`` (a forced choice between two
-lettered options; the reading's mass is P("A") + P("B"))."""
+lettered options; the reading's mass is P("A") + P("B")); ``contrast`` reads 100 x P(options[0]) / sum over the
+options of P(option), each the probability of the whole option text as the continuation after ``prefix`` (needs
+``score``; always defined, mass 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class Query:
     tags: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     reading: ReadingKind = "sample"
     prefix: str = ""  # the text the answer starts with, for readings from next-token probabilities
+    options: tuple[str, ...] = ()  # the continuations a ``contrast`` reading compares (the first is read)
 
     @property
     def key(self) -> tuple[str, str]:
