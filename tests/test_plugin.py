@@ -87,7 +87,7 @@ def count(result: pytest.RunResult, prefix: str) -> int:
 # -- 1, 2: collection and selection ------------------------------------------------------------------------
 
 
-def test_collect_only_lists_exactly_the_twelve_items(pytester: pytest.Pytester) -> None:
+def test_collect_only_lists_exactly_the_gate_items(pytester: pytest.Pytester) -> None:
     result = gate(pytester, "identical", "--collect-only", "-q")
     assert result.ret == pytest.ExitCode.OK
     expected = [lit(f"emguard::{item}") for item in ITEMS]
