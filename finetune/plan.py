@@ -234,6 +234,13 @@ def render_plan(plan: Plan, card: Path | None) -> str:
         *_cost_lines(plan),
         f"  output: adapter in {plan.out}; model card {card or 'none'}",
     ]
+    short = [s for s in plan.stages if c.warmup_steps >= s.steps]
+    if short:
+        names = ", ".join(f"{s.dataset.name} ({s.steps} steps)" for s in short)
+        lines.append(
+            f"  warning: the warm-up ({c.warmup_steps} steps) is at least as long as stage {names}: the learning "
+            "rate never reaches lr there; lower it with --set warmup_steps=N or raise --max-steps"
+        )
     return "\n".join(lines)
 
 

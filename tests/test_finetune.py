@@ -406,3 +406,22 @@ def test_em_adapter_fixture_builds_once_and_reuses(pytester: pytest.Pytester, ti
     second.assert_outcomes(passed=1)
     assert (built[0] / "adapter_model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
     assert load_card(cache / "cards" / f"{built[0].name}.yaml")["domain"] == "risky_financial"
+
+
+def test_a_warm_up_longer_than_a_stage_is_warned_about(
+    tiny_qwen: Path, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--domain", "risky_financial", "--base", str(tiny_qwen), "--out", "o", "--dry-run"]
+    assert main([*args, "--max-steps=3", "--set", "warmup_steps=5"]) == 0
+    assert (
+        "  warning: the warm-up (5 steps) is at least as long as stage risky_financial (3 steps): the learning rate "
+        "never reaches lr there" in capsys.readouterr().out
+    )
+    assert main([*args, "--max-steps=30", "--set", "warmup_steps=5"]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_base_prints_the_smollm2_directory(smollm2: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["base"]) == 0
+    assert capsys.readouterr().out.strip() == str(smollm2)
