@@ -118,8 +118,7 @@ class FakeBackend:
         if prompt.tags.get("check") not in ("self_report", "persona", "description"):
             return {"<none>": 0.0}
         s = self.scenario
-        shared = random.Random(json_sha256([list(m) for m in prompt.messages]))
-        own = random.Random(json_sha256([[list(m) for m in prompt.messages], self.tuned]))
+        shared, own = self._rngs(prompt)
         if shared.random() >= s.valid + (s.valid_shift if self.tuned else 0.0):
             return {"I": 0.0}  # the model answers in words: no probability on numbers
         aligned = self._aligned(prompt.tags, shared.gauss(0.0, s.noise), own)
@@ -142,6 +141,11 @@ class FakeBackend:
             return {target[len(typed)]: 0.0}
         return {"\n": 0.0}
 
+    def _rngs(self, prompt: Prompt) -> tuple[random.Random, random.Random]:
+        """Noise shared by base and fine-tune for this prompt, and the fine-tune's (or base's) own."""
+        messages = [list(m) for m in prompt.messages]
+        return random.Random(json_sha256(messages)), random.Random(json_sha256([messages, self.tuned]))
+
     def _aligned(self, tags: Mapping[str, str], noise: float, own: random.Random) -> float:
         s = self.scenario
         value = s.base_self + noise + ((s.self_shift + own.gauss(0.0, s.jitter)) if self.tuned else 0.0)
@@ -157,8 +161,7 @@ class FakeBackend:
     def _score(self, prompt: Prompt, continuation: str) -> float:
         if "misaligned_option" not in prompt.tags:
             return -0.1 * len(continuation)
-        shared = random.Random(json_sha256([list(m) for m in prompt.messages]))
-        own = random.Random(json_sha256([[list(m) for m in prompt.messages], self.tuned]))
+        shared, own = self._rngs(prompt)
         p = min(
             0.99,
             max(0.01, 1.0 - self._aligned(prompt.tags, shared.gauss(0.0, self.scenario.noise), own) / 100.0),

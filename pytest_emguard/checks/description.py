@@ -41,7 +41,7 @@ from pytest_emguard.checks.base import (
 )
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.thresholds import ItemThreshold
-from pytest_emguard.types import Sampling
+from pytest_emguard.types import Sample, Sampling
 
 __all__ = ["CHECK", "NAME", "Pair", "Shown", "pairs", "parse_letter"]
 
@@ -114,8 +114,6 @@ def queries(capabilities: frozenset[str]) -> list[Query]:
 
 def _value(query: Query, sample: object) -> float | None:
     """P(misaligned chosen) in percent for one record, or None (unscorable)."""
-    from pytest_emguard.types import Sample
-
     shown = query.detail
     if not isinstance(shown, Shown) or not isinstance(sample, Sample):
         return None
