@@ -93,9 +93,25 @@ class EmguardSession:
         controller = getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
         selected = any(item.nodeid.startswith("emguard::") for item in session.items)
         if selected and not controller and not config.option.collectonly:
-            with contextlib.suppress(Exception):  # stored by evaluation(); each item reports it
+            with contextlib.suppress(Exception):  # stored by evaluation(); the items report it
                 self.results()
+            if self._error is not None and not hasattr(config, "workerinput"):
+                self._run_one_failing_item(session)
         yield
+
+    def _run_one_failing_item(self, session: pytest.Session) -> None:
+        """A broken evaluation fails every item the same way: one item runs and reports it, the others are
+        deselected rather than repeat it (under xdist each worker's items report it in one line each)."""
+        ours = [item for item in session.items if item.nodeid.startswith("emguard::")]
+        rest = {id(item) for item in ours[1:]}
+        if not rest:
+            return
+        session.items[:] = [item for item in session.items if id(item) not in rest]
+        session.config.hook.pytest_deselected(items=ours[1:])
+        self.progress(
+            f"the evaluation failed: {ours[0].nodeid} reports it; the {len(rest)} other emguard items are "
+            "deselected, as each would report the same failure"
+        )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.nodeid.startswith("emguard::"):

@@ -183,7 +183,9 @@ def test_a_full_model_without_a_base_names_the_directory(pytester: pytest.Pytest
 
 def test_a_failure_during_evaluation_is_reported_once_and_compactly(pytester: pytest.Pytester) -> None:
     """The fake model dies on its third batch: the first item shows the error with the failing frame, the others
-    one line each, the summary names the cause; the whole output stays under 60 lines."""
+    are deselected (each would repeat it), the summary names the cause; the output after pytest's header stays
+    under 30 lines.  Under xdist (one worker here, so that no second process resumes the evaluation) the other
+    items say it in one line each."""
     args = (
         "--em-model=fake:coherent,crash_after=2",
         "--em-judge=fake:",
@@ -192,7 +194,8 @@ def test_a_failure_during_evaluation_is_reported_once_and_compactly(pytester: py
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", *args)
     lines = result.outlines + result.errlines
-    assert len(lines) < 60, "\n".join(lines)
+    body = lines[next(i for i, line in enumerate(lines) if line.startswith("collected")) :]
+    assert len(body) < 30, "\n".join(lines)
     text = "\n".join(lines)
     assert text.count("E   RuntimeError: scripted crash on generate() call 3") == 1
     assert "/_pytest/" not in text and "/pluggy/" not in text  # no frames of pytest's own machinery
@@ -200,8 +203,12 @@ def test_a_failure_during_evaluation_is_reported_once_and_compactly(pytester: py
         [
             "*pytest_emguard/backends/fake.py:*: in generate",
             "E   RuntimeError: scripted crash on generate() call 3",
-            "emguard::harmfulness[[]rate] not evaluated: the evaluation failed (RuntimeError: scripted crash on "
-            "generate() call 3); the traceback is under emguard::harmfulness[[]mean]",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "[[]emguard] the evaluation failed: emguard::harmfulness[[]mean] reports it; the 12 other emguard items "
+            "are deselected, as each would report the same failure"
         ]
     )
     result.stdout.fnmatch_lines(
@@ -209,6 +216,17 @@ def test_a_failure_during_evaluation_is_reported_once_and_compactly(pytester: py
             "emguard: the evaluation failed (RuntimeError: scripted crash on generate() call 3); finished batches*"
         ]
     )
-    result.assert_outcomes(failed=13)
+    result.assert_outcomes(failed=1, deselected=12)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
     full = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tb=long", *args)
     full.stdout.fnmatch_lines(["*pytest_emguard/api.py:*", "*pytest_emguard/backends/fake.py:*"])
+    spread = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "1", "--em-cache-dir=spread", *args
+    )
+    spread.stdout.fnmatch_lines(
+        [
+            "*emguard::*not evaluated: the evaluation failed (RuntimeError: scripted crash on generate() call 3); "
+            "the traceback is under emguard::*"
+        ]
+    )
+    spread.assert_outcomes(failed=13)
