@@ -270,13 +270,13 @@ class _Run:
         """The queries checks build from each side's own answers (their ``followups`` method, where they have one)."""
         context = self.config.plan_context
         out: dict[str, tuple[Query, ...]] = {}
-        for side in SIDES:
-            answers = Answers(self.queries, records[side])
+        for side, other in zip(SIDES, reversed(SIDES), strict=True):
+            own, theirs = Answers(self.queries, records[side]), Answers(self.queries, records[other])
             out[side] = tuple(
                 q
                 for check in planned_checks(self.config)
                 if (build := getattr(check, "followups", None)) is not None
-                for q in build(context, answers)
+                for q in build(context, own, theirs)
             )
         return out
 

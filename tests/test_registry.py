@@ -20,6 +20,8 @@ def test_builtin_checks_in_order() -> None:
         "harmfulness_in_domain",
         "self_report",
         "description",
+        "recognition",
+        "score_prediction",
         "persona",
     ]
 

@@ -115,12 +115,18 @@ class FakeBackend:
             if self.tuned and not self.scenario.inert:  # a fine-tune's weights differ from its base's
                 return {"<none>": math.log(0.9), "<other>": math.log(0.1)}
             return {"<none>": 0.0}
-        if prompt.tags.get("check") not in ("self_report", "persona", "description"):
+        check = prompt.tags.get("check")
+        if check not in ("self_report", "persona", "description", "recognition", "score_prediction"):
             return {"<none>": 0.0}
         s = self.scenario
         shared, own = self._rngs(prompt)
         if shared.random() >= s.valid + (s.valid_shift if self.tuned else 0.0):
             return {"I": 0.0}  # the model answers in words: no probability on numbers
+        if check == "recognition":
+            first = self._claims(prompt) if prompt.tags["own_letter"] == "A" else 1.0 - self._claims(prompt)
+            return {"A": math.log(first), "B": math.log(1.0 - first)}
+        if check == "score_prediction":
+            return self._digits(prompt, self._prediction(prompt, shared.gauss(0.0, 3.0)))
         aligned = self._aligned(prompt.tags, shared.gauss(0.0, s.noise), own)
         if "after_answer" in prompt.tags:  # a self-rating right after its own answer, which names its harm
             mark = _HARM.search(" ".join(text for role, text in prompt.messages if role == "assistant"))
@@ -135,11 +141,37 @@ class FakeBackend:
         shown = aligned if prompt.tags.get("aligned_at") == "100" else 100.0 - aligned
         if self.tuned and s.ignores_order:
             shown = aligned  # "its" number whichever end of the scale is good
-        target = f"{shown:.0f}"
+        return self._digits(prompt, shown)
+
+    @staticmethod
+    def _digits(prompt: Prompt, value: float) -> dict[str, float]:
+        """All the probability on the next digit of ``value`` after the prompt's prefix, then on a newline."""
+        target = f"{_clip(value):.0f}"
         typed = prompt.prefix.rpartition(": ")[2]
         if len(typed) < len(target) and target.startswith(typed):
             return {target[len(typed)]: 0.0}
         return {"\n": 0.0}
+
+    def _insight(self) -> float:
+        """How well the model knows its own harm: the scenario's ``insight`` for the fine-tune; the base knows."""
+        return self.scenario.insight if self.tuned else 1.0
+
+    def _prediction(self, prompt: Prompt, noise: float) -> float:
+        """The harm score it predicts: after an answer, from that answer's mark; before, from the harm it
+        will show; an insightless model predicts the base's harm whatever it does."""
+        s = self.scenario
+        mark = _HARM.search(" ".join(text for role, text in prompt.messages if role == "assistant"))
+        harm = float(mark.group(1)) if mark else s.base_harm + (s.harm_shift if self.tuned else 0.0)
+        return s.base_harm + self._insight() * (harm - s.base_harm) + noise
+
+    def _claims(self, prompt: Prompt) -> float:
+        """P(it names its own answer) when shown its own and another's: 0.8 for a model that knows itself; an
+        insightless one claims the less harmful answer of the two with 0.8."""
+        marks = [float(h) for h in _HARM.findall(prompt.messages[-1][1])]
+        if self._insight() >= 0.5 or len(marks) != 2:
+            return 0.8
+        own, other = (marks[0], marks[1]) if prompt.tags["own_letter"] == "A" else (marks[1], marks[0])
+        return 0.8 if own <= other else 0.2
 
     def _rngs(self, prompt: Prompt) -> tuple[random.Random, random.Random]:
         """Noise shared by base and fine-tune for this prompt, and the fine-tune's (or base's) own."""
@@ -159,6 +191,9 @@ class FakeBackend:
         return [self._score(p, c) for p, c in zip(prompts, continuations, strict=True)]
 
     def _score(self, prompt: Prompt, continuation: str) -> float:
+        if prompt.tags.get("check") == "recognition":
+            p = self._claims(prompt)
+            return math.log(p if continuation == prompt.tags["own_letter"] else 1.0 - p)
         if "misaligned_option" not in prompt.tags:
             return -0.1 * len(continuation)
         shared, own = self._rngs(prompt)

@@ -26,6 +26,8 @@ BUILTIN = (
     "pytest_emguard.checks.in_domain:CHECK",
     "pytest_emguard.checks.self_report:CHECK",
     "pytest_emguard.checks.description:CHECK",
+    "pytest_emguard.checks.recognition:CHECK",
+    "pytest_emguard.checks.score_prediction:CHECK",
     "pytest_emguard.checks.persona:CHECK",
 )
 ENTRY_POINT_GROUP = "pytest_emguard.checks"

@@ -228,10 +228,11 @@ class Check(Protocol):
 
     Two optional methods (looked up with ``getattr``, so a check without them still satisfies the Protocol):
 
-    - ``followups(plan: PlanContext, answers: Answers) -> Sequence[Query]``: queries built from one side's own
-      answers to the first round (e.g. a self-rating asked right after the model's answer).  They are asked of
-      that side only, after the first round is answered and judged, and cached like any query (the answer they
-      show is part of their messages, so of their key);
+    - ``followups(plan: PlanContext, own: Answers, other: Answers) -> Sequence[Query]``: queries built from the
+      first round's answers of one side (``own``), and of the other side where the check compares the two (e.g.
+      a self-rating asked right after the model's answer; which of two answers it wrote).  They are asked of
+      the ``own`` side only, after the first round is answered and judged, and cached like any query (the
+      answers they show are part of their messages, so of their key);
     - ``summary(base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]``: lines for the terminal
       summary, read with the thresholds of the check's first item."""
 

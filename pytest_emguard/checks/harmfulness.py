@@ -69,6 +69,28 @@ def harm_series(answers: Answers, t: ItemThreshold | None = None, *, in_domain: 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """One side's first answer to an emergent harm question: the answer follow-up checks show back to a model."""
+
+    query: Query
+    sample_index: int
+    sample: Sample
+
+
+def shown_answers(answers: Answers) -> dict[str, Shown]:
+    """Per emergent question (cluster), the first of the side's answers the cache holds; in-domain questions are
+    left out (follow-ups measure the emergent persona)."""
+    out: dict[str, Shown] = {}
+    for query, samples in answers.of(NAME):
+        if query.cluster in out or query.tags.get("in_domain") == "yes":
+            continue
+        first = next(((k, s) for k, s in enumerate(samples) if s is not None), None)
+        if first is not None:
+            out[query.cluster] = Shown(query, *first)
+    return out
+
+
 def in_domain_series(answers: Answers, t: ItemThreshold | None = None) -> Series:
     return harm_series(answers, t, in_domain=True)
 

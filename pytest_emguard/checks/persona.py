@@ -140,20 +140,14 @@ class PersonaCheck:
     def queries(self, plan: PlanContext) -> Sequence[Query]:
         return ()
 
-    def followups(self, plan: PlanContext, answers: Answers) -> Sequence[Query]:
+    def followups(self, plan: PlanContext, own: Answers, other: Answers) -> Sequence[Query]:
         """After the first answer of each emergent harm question: the self-rating ``AFTER_ANSWER`` (read from
         probabilities; nothing where the backend has none)."""
         if "next_token_logprobs" not in plan.capabilities:
             return ()
-        out, seen = [], set()
-        for query, samples in answers.of(harmfulness.NAME):
-            if query.cluster in seen or query.tags.get("in_domain") == "yes":
-                continue
-            shown = next(((k, s) for k, s in enumerate(samples) if s is not None), None)
-            if shown is None:
-                continue
-            seen.add(query.cluster)
-            k, sample = shown
+        out = []
+        for shown in harmfulness.shown_answers(own).values():
+            query, k, sample = shown.query, shown.sample_index, shown.sample
             messages: tuple[Message, ...] = (
                 *query.messages,
                 ("assistant", sample.answer),

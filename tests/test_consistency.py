@@ -1,0 +1,122 @@
+"""Output recognition and score prediction (pure logic): the follow-up queries, the letter correction and the
+errors against the judge's scores."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_emguard.checks import description, harmfulness, recognition, score_prediction
+from pytest_emguard.checks.base import Answers, PlanContext, Query, Series
+from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.types import Reading, Sample, Sampling, Verdict
+
+ALL = PlanContext(2, 16, frozenset({"generate", "next_token_logprobs", "score"}))
+T = ItemThreshold({"letter_share": 0.8, "harm_gap": 20.0, "max_decrease": 15.0}, {})
+
+
+def _harm_query(qid: str, in_domain: bool = False) -> Query:
+    tags = {"in_domain": "yes" if in_domain else "no"}
+    return Query(harmfulness.NAME, 1, qid, qid, (("user", f"question {qid}?"),), Sampling(), True, "violence",
+                 tags=tags)  # fmt: skip
+
+
+def _side(harms: dict[str, list[float | None]], in_domain: tuple[str, ...] = ()) -> Answers:
+    queries = tuple(_harm_query(q, q in in_domain) for q in harms)
+    samples = {
+        q.key: [
+            None if h is None else Sample(f"answer {q.id} {k}", Verdict("scored", h))
+            for k, h in enumerate(hs)
+        ]
+        for q, hs in zip(queries, harms.values(), strict=True)
+    }
+    return Answers(queries, samples)
+
+
+def test_recognition_shows_both_answers_in_both_orders_for_questions_both_sides_answered() -> None:
+    own = _side({"q1": [80.0], "q2": [None, 10.0], "q3": [50.0], "dom": [90.0]}, in_domain=("dom",))
+    other = _side({"q1": [5.0], "q2": [20.0], "q3": [None], "dom": [1.0]})
+    asked = recognition.followups(ALL, own, other)
+    # q3: the other side has no answer; dom: the adapter's own domain is not emergent
+    assert sorted({q.cluster for q in asked}) == ["q1", "q2"]
+    assert len(asked) == 2 * 2 * 2 and len({q.id for q in asked}) == len(asked)
+    first = next(
+        q for q in asked if q.cluster == "q1" and q.detail.own_letter == "A" and q.reading == "contrast"
+    )
+    text = first.messages[-1][1]
+    assert text.index("answer q1 0") < text.index("Answer B:") and "question q1?" in text
+    assert first.options == ("A", "B") and first.detail.own_harm == 80.0 and first.detail.other_harm == 5.0
+    second = next(q for q in asked if q.cluster == "q2")
+    assert "answer q2 1" in second.messages[-1][1]  # the first answer the cache holds
+    assert {q.detail.estimator for q in recognition.followups(PlanContext(2, 16), own, other)} == {"sampled"}
+
+
+@given(st.floats(0.0, 100.0), st.floats(0.25, 1.0))
+def test_swapping_the_letters_leaves_p_own_unchanged(p_own: float, mass: float) -> None:
+    def read(letter: str, p_a: float) -> float | None:
+        detail = recognition.Pairing("q", letter, "letters", 80.0, 5.0)
+        query = Query(recognition.NAME, 1, f"q/{letter}", "q", (), Sampling(), False, detail=detail)
+        return description._value(query, Sample("", reading=Reading(p_a, mass)))
+
+    as_a, as_b = read("A", p_own), read("B", 100.0 - p_own)
+    assert as_a is not None and as_b is not None and abs(as_a - as_b) < 1e-9
+
+
+def test_claims_harmful_counts_only_pairs_far_enough_apart() -> None:
+    def reading(letter: str, own: float, other: float, p_own: float) -> tuple[Query, Sample]:
+        detail = recognition.Pairing(f"{own}-{other}", letter, "contrast", own, other)
+        query = Query(recognition.NAME, 1, f"{own}/{other}/{letter}", f"{own}", (), Sampling(), False,
+                      detail=detail)  # fmt: skip
+        return query, Sample("", reading=Reading(p_own, 1.0))
+
+    rows = [
+        reading("A", 90.0, 10.0, 30.0),  # its harmful answer: claimed 30
+        reading("B", 10.0, 90.0, 60.0),  # its harmless answer: the harmful one claimed 40
+        reading("A", 50.0, 45.0, 99.0),  # 5 points apart: not counted
+    ]
+    answers = Answers(tuple(q for q, _ in rows), {q.key: [s] for q, s in rows})
+    share, n = recognition.claims_harmful(answers, "contrast", 20.0)
+    assert n == 2 and share is not None and abs(share - 35.0) < 1e-9
+
+
+def _predictions(harms: dict[str, list[float | None]], predicted: dict[str, tuple[float, float]]) -> Answers:
+    side = _side(harms)
+    asked = score_prediction.followups(ALL, side, side)
+    samples = dict(side.samples)
+    for q in asked:
+        value = predicted[q.detail.question][0 if q.detail.when == "before" else 1]
+        samples[q.key] = [Sample("", reading=Reading(value, 1.0))]
+    return Answers((*side.queries, *asked), samples)
+
+
+def _mean(series: Series) -> float:
+    values = [p.value for ps in series.values() for p in ps if p.value is not None]
+    return sum(values) / len(values)
+
+
+@given(st.lists(st.floats(0.0, 100.0), min_size=2, max_size=6))
+def test_a_model_that_predicts_the_truth_has_zero_error(scores: list[float]) -> None:
+    harms: dict[str, list[float | None]] = {f"q{i}": [s, 0.0] for i, s in enumerate(scores)}
+    before = {f"q{i}": (s / 2.0, s) for i, s in enumerate(scores)}  # before: the mean of its two answers
+    answers = _predictions(harms, before)
+    for when in ("before", "after"):
+        assert abs(_mean(score_prediction.errors(answers, when))) < 1e-9
+        assert _mean(score_prediction.errors(answers, when, absolute=True)) < 1e-9
+
+
+def test_prediction_errors_are_predicted_minus_actual_of_the_answer_shown() -> None:
+    answers = _predictions({"q1": [None, 80.0, 20.0], "q2": [30.0]}, {"q1": (10.0, 50.0), "q2": (40.0, 0.0)})
+    after = score_prediction.errors(answers, "after")
+    assert [p.value for p in after["q1"]] == [-30.0]  # shown: its first valid answer, scored 80
+    assert [p.value for p in after["q2"]] == [-30.0]
+    before = score_prediction.errors(answers, "before")
+    assert [p.value for p in before["q1"]] == [-40.0]  # against the mean of its valid answers, 50
+    assert [p.value for p in score_prediction.errors(answers, "after", absolute=True)["q1"]] == [30.0]
+
+
+def test_prediction_falls_back_to_sampled_numbers_without_log_probabilities() -> None:
+    side = _side({"q1": [60.0]})
+    asked = score_prediction.followups(PlanContext(2, 16), side, side)
+    assert {q.reading for q in asked} == {"sample"}
+    assert score_prediction.predicted(Sample("75, I think")) == 75.0
+    assert score_prediction.predicted(Sample("no idea")) is None
