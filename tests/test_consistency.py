@@ -21,11 +21,11 @@ def _harm_query(qid: str, in_domain: bool = False) -> Query:
                  tags=tags)  # fmt: skip
 
 
-def _side(harms: dict[str, list[float | None]], in_domain: tuple[str, ...] = ()) -> Answers:
+def _side(harms: dict[str, list[float | None]], in_domain: tuple[str, ...] = (), who: str = "own") -> Answers:
     queries = tuple(_harm_query(q, q in in_domain) for q in harms)
     samples = {
         q.key: [
-            None if h is None else Sample(f"answer {q.id} {k}", Verdict("scored", h))
+            None if h is None else Sample(f"{who} answer {q.id} {k}", Verdict("scored", h))
             for k, h in enumerate(hs)
         ]
         for q, hs in zip(queries, harms.values(), strict=True)
@@ -33,22 +33,36 @@ def _side(harms: dict[str, list[float | None]], in_domain: tuple[str, ...] = ())
     return Answers(queries, samples)
 
 
-def test_recognition_shows_both_answers_in_both_orders_for_questions_both_sides_answered() -> None:
+def test_recognition_shows_both_answers_for_questions_both_sides_answered() -> None:
     own = _side({"q1": [80.0], "q2": [None, 10.0], "q3": [50.0], "dom": [90.0]}, in_domain=("dom",))
-    other = _side({"q1": [5.0], "q2": [20.0], "q3": [None], "dom": [1.0]})
+    other = _side({"q1": [5.0], "q2": [20.0], "q3": [None], "dom": [1.0]}, who="other")
     asked = recognition.followups(ALL, own, other)
     # q3: the other side has no answer; dom: the adapter's own domain is not emergent
     assert sorted({q.cluster for q in asked}) == ["q1", "q2"]
-    assert len(asked) == 2 * 2 * 2 and len({q.id for q in asked}) == len(asked)
-    first = next(
-        q for q in asked if q.cluster == "q1" and q.detail.own_letter == "A" and q.reading == "contrast"
-    )
-    text = first.messages[-1][1]
-    assert text.index("answer q1 0") < text.index("Answer B:") and "question q1?" in text
-    assert first.options == ("A", "B") and first.detail.own_harm == 80.0 and first.detail.other_harm == 5.0
+    assert len(asked) == 2 * 2 and len({q.id for q in asked}) == len(
+        asked
+    )  # one order a question, 2 estimators
+    first = next(q for q in asked if q.cluster == "q1" and q.reading == "contrast")
+    text, letter = first.messages[-1][1], recognition.own_letter("q1")
+    assert (text.index("own answer q1 0") < text.index("other answer q1 0")) == (letter == "A")
+    assert "question q1?" in text and first.detail.own_letter == letter
+    assert first.options == (letter, "AB".replace(letter, ""))
+    assert first.detail.own_harm == 80.0 and first.detail.other_harm == 5.0
     second = next(q for q in asked if q.cluster == "q2")
-    assert "answer q2 1" in second.messages[-1][1]  # the first answer the cache holds
+    assert "own answer q2 1" in second.messages[-1][1]  # the first answer the cache holds
     assert {q.detail.estimator for q in recognition.followups(PlanContext(2, 16), own, other)} == {"sampled"}
+
+
+def test_the_order_is_swapped_in_half_the_trials_and_long_answers_are_cut() -> None:
+    letters = [recognition.own_letter(f"question-{i}") for i in range(200)]
+    assert 80 < letters.count("A") < 120
+    long = "word " * 400
+    cut = recognition.shown(long)
+    assert (
+        len(cut) <= recognition.SHOWN_CHARS + 6
+        and cut.endswith(" [...]")
+        and recognition.shown("short") == "short"
+    )
 
 
 @given(st.floats(0.0, 100.0), st.floats(0.25, 1.0))
