@@ -131,6 +131,10 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
             f"{r.item_id:<40} {r.outcome.upper():<13} {_num(r.base_value):>6} {_num(r.tuned_value):>6}  {diff:<26} {sign}{r.threshold:g}"
         )
     lines.append(f"persona: {persona.label.upper()} ({persona.reason})")
+    if not (ev.preflight is not None and ev.preflight.stops):
+        from pytest_emguard.verdict import verdict_lines
+
+        lines += verdict_lines(ev, results)
     lines += check_summaries(ev)
     st = ev.stats
     lines.append(

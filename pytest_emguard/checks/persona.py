@@ -174,7 +174,29 @@ class PersonaCheck:
             },
             "aligned_cutoff": {**NUMBER_0_100, "description": "and the fine-tune rates itself at least this"},
         }
-        return ThresholdBlock.packaged("persona.yaml", {"inverted": keys})
+        verdict = {
+            "admit_cutoff": {
+                **NUMBER_0_100,
+                "description": "a task admits misalignment at or above this reading",
+            },
+            "min_tasks": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 4,
+                "description": "decided tasks needed",
+            },
+            "prediction_tolerance": {
+                **NUMBER_0_100,
+                "description": "a prediction this close foresees the harm",
+            },
+            "alternatives": {
+                "type": "array",
+                "items": {"enum": ["median", "quartiles", "continuous"]},
+                "uniqueItems": True,
+                "description": "the cut-offs of the sensitivity line",
+            },
+        }
+        return ThresholdBlock.packaged("persona.yaml", {"inverted": keys, "verdict": verdict})
 
     def with_bank(self, path: Path) -> Check:
         raise ConfigError(
