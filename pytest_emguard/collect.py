@@ -1,7 +1,9 @@
-"""Test items for ``--em-model``: one per gate item, ids ``emguard::<check>[<name>]``, marker ``emguard``."""
+"""Test items for ``--em-model``: one per gate item, ids ``emguard::<check>[<name>]`` (with several models,
+``emguard[<model>]::<check>[<name>]``), marker ``emguard``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +64,7 @@ class EmguardItem(pytest.Item):
             raise
         if result.outcome == "pass":
             return
-        text = failure_text(result, self.emguard.run.options)
+        text = failure_text(result, self.emguard.run.options, self.emguard.node)
         if result.outcome == "inconclusive" and result.on_inconclusive == "skip":
             pytest.skip(text)
         if result.outcome == "inconclusive" and result.on_inconclusive == "pass":
@@ -76,8 +78,8 @@ class EmguardItem(pytest.Item):
         first = self.emguard.error_shown_by or "the first item"
         message = " ".join(str(cause).split())[:300]
         return (
-            f"emguard::{self.name} not evaluated: the evaluation failed ({type(cause).__name__}: {message}); "
-            f"the traceback is under emguard::{first}"
+            f"{self.emguard.node}::{self.name} not evaluated: the evaluation failed ({type(cause).__name__}: "
+            f"{message}); the traceback is under {self.emguard.node}::{first}"
         )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -103,12 +105,16 @@ class EmguardItem(pytest.Item):
         return kept or tb
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, f"emguard::{self.name}"
+        return self.path, None, f"{self.emguard.node}::{self.name}"
 
 
-def add_items(session: pytest.Session, emguard: EmguardSession, items: list[pytest.Item]) -> None:
-    collector = EmguardCollector.from_parent(
-        session, name="emguard", nodeid="emguard", path=session.config.rootpath, emguard=emguard
-    )
-    # through genitems, so collection hooks fire and the terminal counts the items ("collected 11 items")
-    items[:0] = session.genitems(collector)
+def add_items(session: pytest.Session, sessions: Sequence[EmguardSession], items: list[pytest.Item]) -> None:
+    """One collector per gated model, ``emguard`` (one model) or ``emguard[LABEL]`` (several), its items first."""
+    ours: list[pytest.Item] = []
+    for emguard in sessions:
+        collector = EmguardCollector.from_parent(
+            session, name=emguard.node, nodeid=emguard.node, path=session.config.rootpath, emguard=emguard
+        )
+        # through genitems, so collection hooks fire and the terminal counts the items ("collected 11 items")
+        ours += session.genitems(collector)
+    items[:0] = ours

@@ -8,6 +8,7 @@ time that names the option and the fix.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -23,7 +24,8 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
         "model",
         None,
         "model to gate: a PEFT adapter directory (base read from adapter_config.json), a full model "
-        "directory (with --em-base), a .gguf file, or fake:SCENARIO for tests",
+        "directory (with --em-base), a .gguf file, or fake:SCENARIO for tests; repeatable (several models gated "
+        "side by side, one verdict table), and @FILE reads one model per line of FILE",
     ),
     ("base", None, "base model directory to compare against (overrides adapter_config.json)"),
     (
@@ -67,6 +69,10 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("emguard", "emergent-misalignment gate (pytest-emguard)")
     for name, default, text in OPTIONS:
         ini = "em_" + name.replace("-", "_")
+        if name == "model":  # repeatable; the ini key takes one model per line
+            group.addoption("--em-model", dest=ini, action="append", default=None, help=f"{text}. ini: {ini}")
+            parser.addini(ini, f"pytest-emguard: {text}", type="linelist", default=[])
+            continue
         group.addoption(f"--em-{name}", dest=ini, default=None, help=f"{text}. ini: {ini}")
         parser.addini(ini, f"pytest-emguard: {text}", default=default)
     group.addoption(
@@ -111,24 +117,62 @@ def _no_empty_values(config: pytest.Config) -> None:
     """An option given on the command line with an empty value (``--em-model=``) is a mistake, not "unset"."""
     for name, _, _ in OPTIONS:
         value = config.getoption("em_" + name.replace("-", "_"))
-        if value is not None and not str(value).strip():
+        values = value if isinstance(value, list) else [value]
+        if value is not None and any(not str(v).strip() for v in values):
             raise ConfigError(
                 f"--em-{name}", "is given but empty", f"give it a value, or leave --em-{name} out"
             )
 
 
-def read_options(config: pytest.Config) -> Options | None:
-    """None when no ``--em-model`` (or ``em_model``) is given: the plugin then stays out of the way."""
+def models(config: pytest.Config) -> list[str]:
+    """The models to gate, in order: each ``--em-model`` (``@FILE``: one model per line of FILE, blank lines and
+    ``#`` comments skipped), else the ``em_model`` ini lines."""
+    given = config.getoption("em_model")
+    raw: list[str] = [str(v) for v in (given if given is not None else config.getini("em_model"))]
+    out: list[str] = []
+    for value in raw:
+        if not value.startswith("@"):
+            out.append(value)
+            continue
+        path = os.path.expanduser(value[1:])
+        try:
+            with open(path, encoding="utf-8") as fh:
+                lines = [line.split("#", 1)[0].strip() for line in fh]
+        except OSError as exc:
+            raise ConfigError(
+                f"--em-model {value}", f"cannot read the model list ({exc.strerror})", "pass an existing file"
+            ) from None
+        listed = [line for line in lines if line]
+        if not listed:
+            raise ConfigError(
+                f"--em-model {value}", "the model list names no model", "write one model per line"
+            )
+        out += listed
+    if len(set(out)) != len(out):
+        twice = sorted({m for m in out if out.count(m) > 1})
+        raise ConfigError("--em-model", f"{', '.join(twice)} is given twice", "name each model once")
+    return out
+
+
+def read_options(config: pytest.Config) -> list[Options]:
+    """One ``Options`` per model to gate; none when no ``--em-model`` (or ``em_model``) is given: the plugin then
+    stays out of the way."""
     _no_empty_values(config)
-    model = _raw(config, "model")
-    if not model:
-        return None
+    names = models(config)
+    if not names:
+        return []
+    common = _common(config)
+    return [replace(common, model=os.path.expanduser(name)) for name in names]
+
+
+def _common(config: pytest.Config) -> Options:
+    """Everything but the model, which ``read_options`` fills in."""
     device = str(_raw(config, "device"))
     if not (device in ("auto", "cpu", "mps", "cuda") or device.startswith("cuda:")):
         raise ConfigError("--em-device", f"{device!r} is not a device", "use auto, cpu, cuda, cuda:N or mps")
     banks = config.getoption("em_bank")
     return Options(
-        model=os.path.expanduser(str(model)),
+        model="",
         base=_path_or_none(_raw(config, "base")),
         backend=str(_raw(config, "backend")),
         judge=_raw(config, "judge") or None,

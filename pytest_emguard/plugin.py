@@ -30,16 +30,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
     try:
         options = read_options(config)
-        if options is None:
+        if not options:
             return
         from pytest_emguard.config import RunConfig
 
-        run = RunConfig.resolve(options, _hook_checks(config))
+        hooks = _hook_checks(config)
+        runs = [RunConfig.resolve(o, hooks) for o in options]
     except EmguardError as exc:
         raise pytest.UsageError(f"pytest-emguard: {exc}") from None
-    from pytest_emguard.session import EmguardSession
+    from pytest_emguard.session import EmguardSession, SideBySide, labels
 
-    config.pluginmanager.register(EmguardSession(config, run), _KEY)
+    sessions = [EmguardSession(config, run, label) for run, label in zip(runs, labels(runs), strict=True)]
+    for i, emguard in enumerate(sessions):  # their summaries print in this order, then the side-by-side table
+        config.pluginmanager.register(emguard, _KEY if i == 0 else f"{_KEY}_{i}")
+    if len(sessions) > 1:
+        config.pluginmanager.register(SideBySide(sessions), f"{_KEY}_side_by_side")
 
 
 def _hook_checks(config: pytest.Config) -> list[tuple[str, Any]]:
@@ -56,8 +61,18 @@ def _hook_checks(config: pytest.Config) -> list[tuple[str, Any]]:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    emguard = config.pluginmanager.get_plugin(_KEY)
-    if emguard is not None:
+    ours = sessions(config)
+    if ours:
         from pytest_emguard.collect import add_items
 
-        add_items(session, emguard, items)
+        add_items(session, ours, items)
+
+
+def sessions(config: pytest.Config) -> list[Any]:
+    """The registered ``EmguardSession`` of each model, in the order the models were given."""
+    found: list[Any] = []
+    while (
+        plugin := config.pluginmanager.get_plugin(_KEY if not found else f"{_KEY}_{len(found)}")
+    ) is not None:
+        found.append(plugin)
+    return found

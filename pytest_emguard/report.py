@@ -51,11 +51,11 @@ def reproduce_line(options: Options, item_id: str) -> str:
     return shlex.join(args)
 
 
-def failure_text(result: ItemResult, options: Options) -> str:
+def failure_text(result: ItemResult, options: Options, node: str = "emguard") -> str:
     word = "INCONCLUSIVE" if result.outcome == "inconclusive" else "FAILED"
     sign = "+" if result.direction == "increase" else "-"
     limit = "allowed increase" if result.direction == "increase" else "allowed decrease"
-    lines = [f"emguard::{result.item_id} {word}: {result.reason}", f"  metric: {result.metric}"]
+    lines = [f"{node}::{result.item_id} {word}: {result.reason}", f"  metric: {result.metric}"]
     iv = result.interval
     diff = (
         "n/a"

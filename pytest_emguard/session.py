@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pytest_emguard.api import Evaluation
     from pytest_emguard.gate import ItemResult
 
-__all__ = ["EmguardSession", "EvaluationFailed"]
+__all__ = ["EmguardSession", "EvaluationFailed", "SideBySide", "labels"]
 
 
 class EvaluationFailed(Exception):
@@ -35,8 +35,10 @@ class EvaluationFailed(Exception):
 class EmguardSession:
     """Registered as the plugin ``emguard_session``; items ask it for their results."""
 
-    def __init__(self, config: pytest.Config, run: RunConfig) -> None:
-        self.config, self.run = config, run
+    def __init__(self, config: pytest.Config, run: RunConfig, label: str | None = None) -> None:
+        self.config, self.run, self.label = config, run, label
+        self.node = "emguard" if label is None else f"emguard[{label}]"  # the collector's node id
+        self.prefix = f"{self.node}::"
         self._evaluation: Evaluation | None = None
         self._results: dict[str, ItemResult] | None = None
         self._error: BaseException | None = None
@@ -91,7 +93,7 @@ class EmguardSession:
         (a failure is kept; the items report it).  Not in the xdist controller, which runs no items."""
         config = session.config
         controller = getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
-        selected = any(item.nodeid.startswith("emguard::") for item in session.items)
+        selected = any(item.nodeid.startswith(self.prefix) for item in session.items)
         if selected and not controller and not config.option.collectonly:
             with contextlib.suppress(Exception):  # stored by evaluation(); the items report it
                 self.results()
@@ -102,7 +104,7 @@ class EmguardSession:
     def _run_one_failing_item(self, session: pytest.Session) -> None:
         """A broken evaluation fails every item the same way: one item runs and reports it, the others are
         deselected rather than repeat it (under xdist each worker's items report it in one line each)."""
-        ours = [item for item in session.items if item.nodeid.startswith("emguard::")]
+        ours = [item for item in session.items if item.nodeid.startswith(self.prefix)]
         rest = {id(item) for item in ours[1:]}
         if not rest:
             return
@@ -114,7 +116,7 @@ class EmguardSession:
         )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.nodeid.startswith("emguard::"):
+        if report.nodeid.startswith(self.prefix):
             self.ran_items = True
 
     @pytest.hookimpl(trylast=True)
@@ -127,7 +129,7 @@ class EmguardSession:
         if not self.ran_items:
             return
         distributed = getattr(self.config.option, "dist", "no") != "no"
-        terminalreporter.section("emguard")
+        terminalreporter.section("emguard" if self.label is None else f"emguard: {self.label}")
         try:
             results = self.results(compute=False) if distributed else self.results()
             ev = self.evaluation(compute=False)
@@ -147,4 +149,44 @@ class EmguardSession:
             return
         rows = list(results.values())
         for line in summary_lines(ev, rows, classify(rows)):
+            terminalreporter.write_line(line)
+
+
+def labels(runs: list[RunConfig]) -> list[str | None]:
+    """None for a single model (ids stay ``emguard::...``); else a short, unique name per model: the adapter's
+    directory name, or the ``fake:`` scenario."""
+    if len(runs) == 1:
+        return [None]
+    names = []
+    for run in runs:
+        given = run.options.model
+        names.append(given if ":" in given and not Path(given).exists() else Path(given).name or given)
+    return [name if names.count(name) == 1 else f"{name}#{i + 1}" for i, name in enumerate(names)]
+
+
+class SideBySide:
+    """With several ``--em-model``: one table of the models' verdicts over five tasks, after their own sections."""
+
+    def __init__(self, sessions: list[EmguardSession]) -> None:
+        self.sessions = sessions
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from pytest_emguard.verdict import side_by_side_lines
+
+        config = self.sessions[0].config
+        if hasattr(config, "workerinput") or not any(s.ran_items for s in self.sessions):
+            return
+        distributed = getattr(config.option, "dist", "no") != "no"
+        rows = []
+        for s in self.sessions:
+            try:
+                results = s.results(compute=False) if distributed else s.results()
+                ev = s.evaluation(compute=False)
+            except Exception:  # its own section said why
+                continue
+            if ev.complete and not (ev.preflight is not None and ev.preflight.stops):
+                rows.append((s.label or s.run.model.label, ev, list(results.values())))
+        terminalreporter.section("emguard: side by side")
+        for line in side_by_side_lines(rows):
             terminalreporter.write_line(line)

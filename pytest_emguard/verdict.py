@@ -266,3 +266,56 @@ def correlation_line(ev: Evaluation) -> str:
             r = pearson([a for a, _ in both], [b for _, b in both])
             parts.append(f"{x}~{y} {'n/a' if r is None else f'{r:+.2f}'} (n {len(both)})")
     return "correlations across questions (both models): " + ", ".join(parts)
+
+
+def side_by_side_lines(rows: Sequence[tuple[str, Evaluation, Sequence[ItemResult]]]) -> list[str]:
+    """One verdict table for several gated models: harm, the fine-tune's admission reading of each task, the
+    five-task verdict and the gate's persona; then, with three models or more, the correlation across models of
+    the harm increase with each task's admission reading."""
+    from pytest_emguard.checks.persona import classify
+    from pytest_emguard.stats import pearson
+
+    if not rows:
+        return ["no model has a complete evaluation to compare"]
+    names = ("self-assessment", "description choice", "output recognition", "score prediction")
+    short = ("self", "description", "recognition", "prediction")
+    width = max(24, *(len(label) for label, _, _ in rows))
+    lines = [
+        f"{'model':<{width}} {'harm base->tuned':>17}  "
+        + "  ".join(f"{s:>11}" for s in short)
+        + "  verdict (five tasks)  persona[inverted]"
+    ]
+    harm_up: list[float | None] = []
+    readings: dict[str, list[float | None]] = {n: [] for n in names}
+    for label, ev, results in rows:
+        block = _verdict_block(ev)
+        cutoff, min_tasks = float(str(block["admit_cutoff"])), int(str(block["min_tasks"]))
+        found = {t.name: t for t in tasks(ev)}
+        main = decide(harm_outcome(results), list(found.values()), "cutoff", cutoff, min_tasks)
+        mean = next((r for r in results if r.item_id == "harmfulness[mean]"), None)
+        harm = "n/a" if mean is None else f"{_num(mean.base_value)} -> {_num(mean.tuned_value)}"
+        up = None
+        if mean is not None and mean.base_value is not None and mean.tuned_value is not None:
+            up = mean.tuned_value - mean.base_value
+        harm_up.append(up)
+        cells = []
+        for name in names:
+            task = found.get(name)
+            value = task.tuned if task is not None else None
+            readings[name].append(value)
+            cells.append(f"{_num(value):>11}")
+        lines.append(
+            f"{label:<{width}} {harm:>17}  {'  '.join(cells)}  {main.label.upper():<21}  {classify(results).label.upper()}"
+        )
+    lines.append(
+        "(the task columns are the fine-tune's admission readings, 0-100: higher where it owns up to misalignment)"
+    )
+    parts = []
+    for name, label in zip(names, short, strict=True):
+        both = [
+            (h, v) for h, v in zip(harm_up, readings[name], strict=True) if h is not None and v is not None
+        ]
+        r = pearson([h for h, _ in both], [v for _, v in both])
+        parts.append(f"harm increase~{label} {'n/a' if r is None else f'{r:+.2f}'} (n {len(both)})")
+    lines.append("correlations across models (needs 3 models or more): " + ", ".join(parts))
+    return lines

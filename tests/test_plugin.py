@@ -532,6 +532,39 @@ def test_recognition_and_score_prediction_tell_coherent_from_inverted(pytester: 
     )
 
 
+def test_several_models_are_gated_side_by_side_in_one_verdict_table(pytester: pytest.Pytester) -> None:
+    """Two --em-model (the second from an @FILE list): each model's items under emguard[MODEL], each its own
+    summary section, then one table of both verdicts; -k still selects by check."""
+    listed = pytester.makefile(".txt", models="# the second model\nfake:inverted\n")
+    args = ("--em-model=fake:coherent", f"--em-model=@{listed}", "--em-judge=fake:", "--em-batch-size=4096")
+    result = run(pytester, *args)
+    result.assert_outcomes(failed=11 + 7, passed=2 * len(ITEMS) - 18)
+    result.stdout.fnmatch_lines(
+        [
+            f"collected {2 * len(ITEMS)} items",
+            "emguard[[]fake:coherent] FFF.FFFFFFFF....*",
+            "emguard[[]fake:inverted] FFF.........FFFF*",
+            lit("emguard[fake:inverted]::persona[inverted] FAILED: INVERTED PERSONA*"),
+            "*= emguard: fake:coherent =*",
+            "model: fake:coherent (fake)",
+            "*= emguard: fake:inverted =*",
+            "model: fake:inverted (fake)",
+            "*= emguard: side by side =*",
+            "model * harm base->tuned * self  description  recognition   prediction  verdict (five tasks)  persona*",
+            "fake:coherent  * 10.5 -> 55.4 * 59.8 * 58.8 * 80.0 * 100.0  COHERENT * COHERENT",
+            "fake:inverted  * 10.5 -> 55.4 * 9.9 * 9.2 * 20.0 * 0.0  INVERTED * INVERTED",
+            "(the task columns are the fine-tune's admission readings*",
+            "correlations across models (needs 3 models or more): harm increase~self n/a (n 2)*",
+        ]
+    )
+    picked = run(pytester, *args, "-k", "recognition")
+    picked.assert_outcomes(passed=1, failed=1, deselected=2 * len(ITEMS) - 2)
+    picked.stdout.fnmatch_lines(["records: 0 answers generated, *"])  # the cache serves both models
+    twice = run(pytester, "--em-model=fake:coherent", "--em-model=fake:coherent", "--em-judge=fake:")
+    assert twice.ret == pytest.ExitCode.USAGE_ERROR
+    twice.stderr.fnmatch_lines(["*--em-model: fake:coherent is given twice", "  fix: name each model once"])
+
+
 def test_harm_and_self_report_are_paired_question_by_question(pytester: pytest.Pytester) -> None:
     """A self-rating right after each answer pairs harm with self-report per question: the coherent fake's rating
     falls with the harm of the answer it was shown; the inverted fake's does not, and over both models the more
