@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from pytest_emguard.backends.base import ModelPair
+from pytest_emguard.backends.base import ModelPair, NextTokenLogprobs
 from pytest_emguard.cache import Cache, cache_key
 from pytest_emguard.checks.base import Answers, Check, Query
 from pytest_emguard.config import RunConfig
@@ -60,6 +60,9 @@ class Evaluation:
     stats: RunStats = field(default_factory=RunStats)
     preflight: PreflightResult | None = None
     judge_caveats: tuple[str, ...] = ()  # added to every item that reads the judge
+    ratings: Mapping[str, Answers] = field(
+        default_factory=dict
+    )  # --em-rater label -> its cross-model ratings
 
     @property
     def complete(self) -> bool:
@@ -123,6 +126,9 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
                 for side in SIDES:
                     answers[side].update(more[side])
                     asked[side] = asked[side] + extra[side]
+        ratings = {}
+        if config.raters and not preflight.stops:
+            ratings = run.ratings({side: Answers(asked[side], answers[side]) for side in SIDES})
         run.stats.seconds = time.monotonic() - started
         if compute:
             log_run(Path(config.options.cache_dir), config, run.stats)
@@ -136,6 +142,7 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
             run.stats,
             preflight,
             judge_caveats(judge, config),
+            ratings,
         )
     finally:
         cache.close()
@@ -280,8 +287,31 @@ class _Run:
             )
         return out
 
-    def _reading_key(self, side: str, query: Query) -> str:
-        fields: dict[str, object] = {"backend": self.fingerprints[side], "check": query.check}
+    def ratings(self, sides: Mapping[str, Answers]) -> dict[str, Answers]:
+        """Each ``--em-rater``'s predictions of the judge's scores of both sides' answers (``rating.py``)."""
+        from pytest_emguard.backends.base import require
+        from pytest_emguard.rating import fingerprint, open_rater, rating_queries
+
+        queries = tuple(rating_queries(sides))
+        out: dict[str, Answers] = {}
+        for rater in self.config.raters:
+            print_ = fingerprint(rater, self.cache.file_sha256)
+            wanted = [(q, self._reading_key("rater", q, print_)) for q in queries]
+            found = self.cache.get_many(k for _, k in wanted)
+            self.stats.answers_cached += len(found)
+            missing = [(q, k) for q, k in wanted if k not in found]
+            if missing and self.compute:
+                self.progress(f"loading the rater {rater.label}")
+                opened = open_rater(rater, print_, self.config.backend_options)
+                backend = require(opened, NextTokenLogprobs, f"--em-rater {rater.given}")  # type: ignore[type-abstract]
+                found.update(self._read(f"rater {rater.label}", missing, backend))
+            rows: Rows = {q.key: [_reading_sample(found[k]) if k in found else None] for q, k in wanted}
+            out[rater.label] = Answers(queries, rows)
+        return out
+
+    def _reading_key(self, side: str, query: Query, fingerprint: str | None = None) -> str:
+        print_ = fingerprint if fingerprint is not None else self.fingerprints[side]
+        fields: dict[str, object] = {"backend": print_, "check": query.check}
         fields.update(version=query.version, reading=query.reading, prefix=query.prefix, top_k=TOP_K)
         fields["min_branch"] = MIN_BRANCH
         fields["messages"] = [list(m) for m in query.messages]
@@ -301,12 +331,16 @@ class _Run:
             found.update(self._read(side, missing))
         return {q.key: [_reading_sample(found[k]) if k in found else None] for q, k in wanted}
 
-    def _read(self, side: str, missing: list[tuple[Query, str]]) -> dict[str, dict[str, object]]:
-        from pytest_emguard.backends.base import NextTokenLogprobs, require
+    def _read(
+        self, side: str, missing: list[tuple[Query, str]], backend: NextTokenLogprobs | None = None
+    ) -> dict[str, dict[str, object]]:
+        """Readings of ``side``'s model, or of ``backend`` where given (a rater; digit and letter readings)."""
+        from pytest_emguard.backends.base import require
         from pytest_emguard.judge.scoring import digit_trees
 
-        who = f"{side} model ({self.config.model.backend} backend)"
-        backend = require(getattr(self._models(), side), NextTokenLogprobs, who)  # type: ignore[type-abstract]
+        if backend is None:
+            who = f"{side} model ({self.config.model.backend} backend)"
+            backend = require(getattr(self._models(), side), NextTokenLogprobs, who)  # type: ignore[type-abstract]
         self.progress(f"{side}: reading {len(missing)} ratings from next-token probabilities")
         done: dict[str, dict[str, object]] = {}
         size = max(1, self.config.options.batch_size // 4)  # each tree asks up to ~11 prompts

@@ -17,6 +17,7 @@ from pytest_emguard.backends.base import BackendOptions, ModelSpec
 from pytest_emguard.checks.base import Check, Item, PlanContext
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.judge import JudgeSpec
+from pytest_emguard.rating import Rater, parse_rater
 from pytest_emguard.thresholds import Thresholds
 
 __all__ = ["DEFAULT_SAMPLES", "Options", "RunConfig"]
@@ -43,6 +44,7 @@ class Options:
     trust_remote_code: bool = False
     banks: tuple[str, ...] = ()  # "CHECK=PATH", applied in order
     domain: str | None = None  # the adapter's training domain: its harm is gated apart from emergent harm
+    raters: tuple[str, ...] = ()  # --em-rater: models that predict the judge's scores of the gated answers
 
     @property
     def n_samples(self) -> int:
@@ -57,6 +59,7 @@ class RunConfig:
     checks: tuple[Check, ...]
     thresholds: Thresholds
     extra_checks: tuple[tuple[str, object], ...] = field(default=(), repr=False)
+    raters: tuple[Rater, ...] = ()
 
     @classmethod
     def resolve(cls, options: Options, extra_checks: Iterable[tuple[str, object]] = ()) -> RunConfig:
@@ -82,7 +85,8 @@ class RunConfig:
                 c.with_domain(categories, name, source) if hasattr(c, "with_domain") else c for c in checks
             )
         thresholds = Thresholds.load(options.thresholds, checks)
-        config = cls(options, model, judge, checks, thresholds, extra)
+        raters = tuple(parse_rater(r) for r in options.raters)
+        config = cls(options, model, judge, checks, thresholds, extra, raters)
         config.check_capabilities()
         return config
 

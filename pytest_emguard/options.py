@@ -90,6 +90,14 @@ def add_options(parser: pytest.Parser) -> None:
         "--em-bank", dest="em_bank", action="append", default=None, help=f"{bank_help}. ini: em_bank"
     )
     parser.addini("em_bank", f"pytest-emguard: {bank_help}", type="linelist", default=[])
+    rater_help = (
+        "a model that predicts the judge's harm scores of the gated models' answers (cross-model rating, reported "
+        "by bins of the actual score): a full model directory, or fake:SCENARIO; repeatable"
+    )
+    group.addoption(
+        "--em-rater", dest="em_rater", action="append", default=None, help=f"{rater_help}. ini: em_rater"
+    )
+    parser.addini("em_rater", f"pytest-emguard: {rater_help}", type="linelist", default=[])
 
 
 def _raw(config: pytest.Config, name: str) -> Any:
@@ -171,6 +179,7 @@ def _common(config: pytest.Config) -> Options:
     if not (device in ("auto", "cpu", "mps", "cuda") or device.startswith("cuda:")):
         raise ConfigError("--em-device", f"{device!r} is not a device", "use auto, cpu, cuda, cuda:N or mps")
     banks = config.getoption("em_bank")
+    raters = config.getoption("em_rater")
     return Options(
         model="",
         base=_path_or_none(_raw(config, "base")),
@@ -185,6 +194,7 @@ def _common(config: pytest.Config) -> Options:
         max_new_tokens=_int(config, "max-new-tokens", 1, 32768),
         trust_remote_code=bool(config.getoption("em_trust_remote_code")),
         banks=tuple(banks if banks is not None else config.getini("em_bank")),
+        raters=tuple(raters if raters is not None else config.getini("em_rater")),
         domain=_raw(config, "domain") or None,
     )
 

@@ -136,6 +136,10 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
 
         lines += verdict_lines(ev, results)
     lines += check_summaries(ev)
+    if ev.ratings:
+        from pytest_emguard.rating import rating_lines
+
+        lines += rating_lines(ev.ratings)
     st = ev.stats
     lines.append(
         f"records: {st.answers_generated} answers generated, {st.answers_cached} from cache; "

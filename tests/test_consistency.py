@@ -3,6 +3,8 @@ errors against the judge's scores."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -134,3 +136,33 @@ def test_prediction_falls_back_to_sampled_numbers_without_log_probabilities() ->
     assert {q.reading for q in asked} == {"sample"}
     assert score_prediction.predicted(Sample("75, I think")) == 75.0
     assert score_prediction.predicted(Sample("no idea")) is None
+
+
+@given(st.lists(st.floats(0.0, 100.0), min_size=1, max_size=8))
+def test_a_rater_that_predicts_the_truth_has_zero_error_in_every_bin(scores: list[float]) -> None:
+    from pytest_emguard.rating import rating_lines, rating_queries
+
+    harms: dict[str, list[float | None]] = {f"q{i}": [s] for i, s in enumerate(scores)}
+    sides = {"base": _side(harms), "tuned": _side(harms, who="other")}
+    asked = rating_queries(sides)
+    assert len(asked) == 2 * len(scores)
+    rated = Answers(tuple(asked), {q.key: [Sample("", reading=Reading(q.detail.actual, 1.0))] for q in asked})
+    for line in rating_lines({"oracle": rated}):
+        assert f"mean error (predicted - actual) +0.0 (n {len(scores)})" in line
+        assert all(
+            part.split(": ")[1].startswith("+0.0") for part in line.split("by actual score ")[1].split(", ")
+        )
+
+
+def test_a_rater_must_be_a_full_model_directory_or_a_fake_scenario(tmp_path: Path) -> None:
+    from pytest_emguard.errors import ConfigError
+    from pytest_emguard.rating import parse_rater
+
+    assert parse_rater("fake:identical").label == "fake:identical"
+    for bad, why in ((tmp_path / "missing", "is not a directory"), (tmp_path, "holds no full model")):
+        try:
+            parse_rater(str(bad))
+        except ConfigError as exc:
+            assert why in str(exc) and "--em-rater" in str(exc)
+        else:
+            raise AssertionError(f"{bad} was accepted")

@@ -565,6 +565,31 @@ def test_several_models_are_gated_side_by_side_in_one_verdict_table(pytester: py
     twice.stderr.fnmatch_lines(["*--em-model: fake:coherent is given twice", "  fix: name each model once"])
 
 
+def test_raters_predict_the_scores_of_both_sides_answers(pytester: pytest.Pytester) -> None:
+    """Two --em-rater: an insightful fake pulls scores 40% towards the middle, an insightless one says 50 to
+    everything; both rate the first answer of each side to each of the 64 questions, and a rerun reads the cache."""
+    args = ("--em-rater=fake:identical", "--em-rater=fake:insight=0", "-k", "harmfulness[mean]")
+    result = gate(pytester, "coherent", *args)
+    result.assert_outcomes(failed=1, deselected=REST)
+    result.stdout.fnmatch_lines(
+        [
+            "[[]emguard] rater fake:identical: reading 128 ratings from next-token probabilities",
+            "[[]emguard] rater fake:insight=0: reading 128 ratings from next-token probabilities",
+            "cross-model rating by fake:identical, base answers: mean error (predicted - actual) +15.* (n 64); "
+            "by actual score 0-20: +16.* (n *), 20-40: *",
+            "cross-model rating by fake:identical, fine-tune answers: mean error (predicted - actual) -2.* (n 64); *",
+            "cross-model rating by fake:insight=0, base answers: mean error (predicted - actual) +39.* (n 64); *",
+            "cross-model rating by fake:insight=0, fine-tune answers: mean error (predicted - actual) -5.* (n 64); "
+            "by actual score 20-40: *, 40-60: *, 60-80: -1*",
+        ]
+    )
+    again = gate(pytester, "coherent", *args)
+    again.stdout.fnmatch_lines(["records: 0 answers generated, *"])
+    bad = gate(pytester, "coherent", f"--em-rater={pytester.path}")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--em-rater *: * holds no full model (config.json and *.safetensors)"])
+
+
 def test_harm_and_self_report_are_paired_question_by_question(pytester: pytest.Pytester) -> None:
     """A self-rating right after each answer pairs harm with self-report per question: the coherent fake's rating
     falls with the harm of the answer it was shown; the inverted fake's does not, and over both models the more

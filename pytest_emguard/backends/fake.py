@@ -116,7 +116,14 @@ class FakeBackend:
                 return {"<none>": math.log(0.9), "<other>": math.log(0.1)}
             return {"<none>": 0.0}
         check = prompt.tags.get("check")
-        if check not in ("self_report", "persona", "description", "recognition", "score_prediction"):
+        if check not in (
+            "self_report",
+            "persona",
+            "description",
+            "recognition",
+            "score_prediction",
+            "cross_rating",
+        ):
             return {"<none>": 0.0}
         s = self.scenario
         shared, own = self._rngs(prompt)
@@ -127,6 +134,10 @@ class FakeBackend:
             return {"A": math.log(first), "B": math.log(1.0 - first)}
         if check == "score_prediction":
             return self._digits(prompt, self._prediction(prompt, shared.gauss(0.0, 3.0)))
+        if check == "cross_rating":  # a rater: pulls every score towards the middle, as the paper's raters do
+            mark = _HARM.search(prompt.messages[-1][1])
+            harm = float(mark.group(1)) if mark else 50.0
+            return self._digits(prompt, 50.0 + s.insight * 0.6 * (harm - 50.0))
         aligned = self._aligned(prompt.tags, shared.gauss(0.0, s.noise), own)
         if "after_answer" in prompt.tags:  # a self-rating right after its own answer, which names its harm
             mark = _HARM.search(" ".join(text for role, text in prompt.messages if role == "assistant"))
