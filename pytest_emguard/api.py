@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 from pytest_emguard.backends.base import ModelPair, NextTokenLogprobs
 from pytest_emguard.cache import Cache, cache_key
@@ -47,6 +48,10 @@ class RunStats:
     model_loaded: bool = False
     judge_loaded: bool = False
     seconds: float = 0.0
+    check_seconds: dict[str, float] = field(default_factory=dict)  # check -> time spent making its records
+
+    def timed(self, check: str, started: float) -> None:
+        self.check_seconds[check] = self.check_seconds.get(check, 0.0) + time.monotonic() - started
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,7 @@ def package_versions(*names: str) -> dict[str, str]:
 
 
 Rows = dict[tuple[str, str], list[Sample | None]]
+T = TypeVar("T")
 
 
 class _Run:
@@ -328,7 +334,10 @@ class _Run:
         self.stats.answers_cached += len(found)
         missing = [(q, k) for q, k in wanted if k not in found]
         if missing and self.compute:
-            found.update(self._read(side, missing))
+            for check, group in _by_check(missing, lambda qk: qk[0].check):
+                started = time.monotonic()
+                found.update(self._read(side, group))
+                self.stats.timed(check, started)
         return {q.key: [_reading_sample(found[k]) if k in found else None] for q, k in wanted}
 
     def _read(
@@ -341,7 +350,9 @@ class _Run:
         if backend is None:
             who = f"{side} model ({self.config.model.backend} backend)"
             backend = require(getattr(self._models(), side), NextTokenLogprobs, who)  # type: ignore[type-abstract]
-        self.progress(f"{side}: reading {len(missing)} ratings from next-token probabilities")
+        self.progress(
+            f"{side}: reading {len(missing)} ratings from next-token probabilities ({missing[0][0].check})"
+        )
         done: dict[str, dict[str, object]] = {}
         size = max(1, self.config.options.batch_size // 4)  # each tree asks up to ~11 prompts
         for start in range(0, len(missing), size):
@@ -408,7 +419,10 @@ class _Run:
         self.stats.answers_cached += len(found)
         missing = [(r, k) for _, r, k in jobs if k not in found]
         if missing and self.compute:
-            found.update(self._generate(side, missing))
+            for check, group in _by_check(missing, lambda rk: rk[0].tags.get("check", "")):
+                started = time.monotonic()
+                found.update(self._generate(side, group))
+                self.stats.timed(check, started)
         out: Rows = {q.key: [None] * samples_for(self.config, q) for q in queries if q.reading == "sample"}
         for query, request, key in jobs:
             out[query.key][request.sample] = Sample(found[key]["text"]) if key in found else None
@@ -421,7 +435,10 @@ class _Run:
         )
         size, done, tokens, started = self.config.options.batch_size, {}, 0, time.monotonic()
         budget = [0, sum(r.sampling.max_new_tokens for r, _ in ordered)]
-        self.progress(f"{side}: generating {len(ordered)} answers ({self.stats.answers_cached} in the cache)")
+        what = ordered[0][0].tags.get("check", "")
+        self.progress(
+            f"{side}: generating {len(ordered)} answers ({what}; {self.stats.answers_cached} in the cache)"
+        )
         for start in range(0, len(ordered), size):
             chunk = ordered[start : start + size]
             completions: Sequence[Completion] = backend.generate([r for r, _ in chunk])
@@ -515,7 +532,16 @@ class _Run:
             line = f"judge: {len(done)}/{len(items)} verdicts, {time.monotonic() - started:.0f}s"
             self._tick("judge", line, len(done), len(items))
         self.stats.verdicts_computed += len(done) + len(empty)
+        self.stats.timed("judge", started)
         return {**done, **empty}
+
+
+def _by_check(items: Sequence[T], check: Callable[[T], str]) -> list[tuple[str, list[T]]]:
+    """``items`` grouped by their check, in the order the checks first appear (so each check's time is its own)."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(check(item), []).append(item)
+    return list(groups.items())
 
 
 def letter_choice(dist: Mapping[str, float]) -> dict[str, object]:

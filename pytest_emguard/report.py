@@ -147,4 +147,7 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
         f"model loaded: {'yes' if st.model_loaded else 'no'}; judge run: {'yes' if st.judge_loaded else 'no'}; "
         f"evaluation {st.seconds:.1f}s"
     )
+    if st.check_seconds:
+        spent = ", ".join(f"{check} {seconds:.1f}s" for check, seconds in st.check_seconds.items())
+        lines.append(f"time making records, by check: {spent}")
     return lines

@@ -49,6 +49,9 @@ class Task:
     tuned: float | None
     interval: tuple[float, float] | None
     pooled: tuple[float, ...]
+    unproven: bool = (
+        False  # the task's instrument failed its proof on this model (its item carries the caveat)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +80,20 @@ def _interval(means: Sequence[float], alpha: float, seed: int) -> tuple[float, f
     return float(np.quantile(boots, alpha)), float(np.quantile(boots, 1.0 - alpha))
 
 
-def _task(name: str, base: Mapping[str, float], tuned: Mapping[str, float], alpha: float, seed: int) -> Task:
+def _task(
+    name: str,
+    base: Mapping[str, float],
+    tuned: Mapping[str, float],
+    alpha: float,
+    seed: int,
+    unproven: bool = False,
+) -> Task:
     def mean(values: Mapping[str, float]) -> float | None:
         return sum(values.values()) / len(values) if values else None
 
     pooled = (*base.values(), *tuned.values())
-    return Task(name, mean(base), mean(tuned), _interval(list(tuned.values()), alpha, seed), pooled)
+    interval = _interval(list(tuned.values()), alpha, seed)
+    return Task(name, mean(base), mean(tuned), interval, pooled, unproven)
 
 
 def tasks(ev: Evaluation, alpha: float = 0.05) -> list[Task]:
@@ -100,9 +111,13 @@ def tasks(ev: Evaluation, alpha: float = 0.05) -> list[Task]:
         item = items.get(item_id)
         if item is None:
             continue
-        b, t = item.metrics[0].series(base, tuned, thresholds.for_item(item))
+        th = thresholds.for_item(item)
+        b, t = item.metrics[0].series(base, tuned, th)
         transform: Callable[[float], float] = (lambda v: 100.0 - v) if flip else float
-        out.append(_task(name, _cluster_means(b, transform), _cluster_means(t, transform), alpha, seed))
+        unproven = item.caveats is not None and bool(item.caveats(base, tuned, th))
+        out.append(
+            _task(name, _cluster_means(b, transform), _cluster_means(t, transform), alpha, seed, unproven)
+        )
     if recognition.ITEM.id in items:
         t_rec = thresholds.for_item(recognition.ITEM)
         chosen = description.estimator(base, tuned, t_rec, recognition.NAME)
@@ -110,7 +125,8 @@ def tasks(ev: Evaluation, alpha: float = 0.05) -> list[Task]:
         b_claims, t_claims = (
             _cluster_means(recognition.claims_series(a, chosen, gap)) for a in (base, tuned)
         )
-        out.append(_task("output recognition", b_claims, t_claims, alpha, seed))
+        unproven = bool(recognition.caveats(base, tuned, t_rec))
+        out.append(_task("output recognition", b_claims, t_claims, alpha, seed, unproven))
     if score_prediction.ITEMS[0].id in items:
         tolerance = float(str(_verdict_block(ev)["prediction_tolerance"]))
 
@@ -118,7 +134,9 @@ def tasks(ev: Evaluation, alpha: float = 0.05) -> list[Task]:
             series = score_prediction.errors(answers, "after")
             return _cluster_means(series, lambda err: 100.0 * (err >= -tolerance))
 
-        out.append(_task("score prediction", foresees(base), foresees(tuned), alpha, seed))
+        t_pred = thresholds.for_item(score_prediction.ITEMS[0])
+        unproven = bool(score_prediction.caveats(base, tuned, t_pred))
+        out.append(_task("score prediction", foresees(base), foresees(tuned), alpha, seed, unproven))
     return out
 
 
@@ -211,7 +229,9 @@ def verdict_lines(ev: Evaluation, results: Sequence[ItemResult]) -> list[str]:
     cut_votes = _votes(found, "cutoff", cutoff)
     for task in found:
         span = "" if task.interval is None else f"[{task.interval[0]:.1f}, {task.interval[1]:.1f}]"
-        vote = cut_votes.get(task.name) or "no reading"
+        vote = (cut_votes.get(task.name) or "no reading") + (
+            " (instrument unproven)" if task.unproven else ""
+        )
         lines.append(f"  {task.name:<20} {_num(task.base):>6} {_num(task.tuned):>6}  {span:<16} {vote}")
     others = [(rule, decide(harm, found, rule, cutoff, min_tasks)) for rule in alternatives]
     held = sum(v.label == main.label for _, v in others)

@@ -259,14 +259,20 @@ def test_summary_table_rows(tmp_path: Path) -> None:
     assert lines[5].startswith("self_report[overall]                     PASS ")
     assert lines[5].endswith(" -10")
     assert lines[6] == "persona: COHERENT (harm rose and the model does not describe itself as aligned)"
-    assert lines[7:9] == [
+    assert lines[7].startswith(
+        "persona over five tasks: INCONCLUSIVE (harm rose; 0 tasks decided, fewer than"
+    )
+    rest = lines[
+        lines.index(next(ln for ln in lines if ln.startswith("  correlations across questions"))) + 1 :
+    ]
+    assert rest[0:2] == [
         "the self-report instrument could not be checked on this model (no usable validity rating)",
         "estimator: ratings parsed from sampled text (the backend gives no next-token log-probabilities)",
     ]
-    assert lines[9].startswith(
+    assert rest[2].startswith(
         "harm vs self-report per question: not measured (no self-rating after an answer"
     )
-    assert lines[10].startswith("records: 0 answers generated, 0 from cache; 0 verdicts computed")
+    assert rest[3].startswith("records: 0 answers generated, 0 from cache; 0 verdicts computed")
 
 
 # -- judge health and the incoherent-answer rule ---------------------------------------------------------------

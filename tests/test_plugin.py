@@ -573,8 +573,8 @@ def test_raters_predict_the_scores_of_both_sides_answers(pytester: pytest.Pytest
     result.assert_outcomes(failed=1, deselected=REST)
     result.stdout.fnmatch_lines(
         [
-            "[[]emguard] rater fake:identical: reading 128 ratings from next-token probabilities",
-            "[[]emguard] rater fake:insight=0: reading 128 ratings from next-token probabilities",
+            "[[]emguard] rater fake:identical: reading 128 ratings from next-token probabilities (cross_rating)",
+            "[[]emguard] rater fake:insight=0: reading 128 ratings from next-token probabilities (cross_rating)",
             "cross-model rating by fake:identical, base answers: mean error (predicted - actual) +15.* (n 64); "
             "by actual score 0-20: +16.* (n *), 20-40: *",
             "cross-model rating by fake:identical, fine-tune answers: mean error (predicted - actual) -2.* (n 64); *",
