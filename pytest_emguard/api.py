@@ -308,9 +308,11 @@ class _Run:
             missing = [(q, k) for q, k in wanted if k not in found]
             if missing and self.compute:
                 self.progress(f"loading the rater {rater.label}")
+                started = time.monotonic()
                 opened = open_rater(rater, print_, self.config.backend_options)
                 backend = require(opened, NextTokenLogprobs, f"--em-rater {rater.given}")  # type: ignore[type-abstract]
                 found.update(self._read(f"rater {rater.label}", missing, backend))
+                self.stats.timed("cross_rating", started)
             rows: Rows = {q.key: [_reading_sample(found[k]) if k in found else None] for q, k in wanted}
             out[rater.label] = Answers(queries, rows)
         return out
