@@ -356,7 +356,9 @@ class _Run:
             f"{side}: reading {len(missing)} ratings from next-token probabilities ({missing[0][0].check})"
         )
         done: dict[str, dict[str, object]] = {}
-        size = max(1, self.config.options.batch_size // 4)  # each tree asks up to ~11 prompts
+        batch_size = self.config.options.batch_size
+        trees_in = any(q.reading == "digits" for q, _ in missing)
+        size = max(1, batch_size // 4) if trees_in else batch_size  # each tree asks up to ~11 prompts
         for start in range(0, len(missing), size):
             chunk = missing[start : start + size]
 
@@ -381,6 +383,10 @@ class _Run:
             if choices:
                 for i, dist in zip(choices, dists([(i, "") for i in choices]), strict=True):
                     batch[chunk[i][1]] = letter_choice(dist)
+            scales = [i for i, (q, _) in enumerate(chunk) if q.reading == "scale"]
+            if scales:
+                for i, dist in zip(scales, dists([(i, "") for i in scales]), strict=True):
+                    batch[chunk[i][1]] = scale_reading(dist, chunk[i][0].options)
             for q, key in chunk:
                 if q.reading == "contrast":
                     batch[key] = self._contrast(side, q)
@@ -546,6 +552,24 @@ def _by_check(items: Sequence[T], check: Callable[[T], str]) -> list[tuple[str, 
     return list(groups.items())
 
 
+def scale_reading(dist: Mapping[str, float], options: Sequence[str]) -> dict[str, object]:
+    """Mean and standard deviation of a rating over the option tokens ("0" ... "5"), renormalised over them; the
+    probability they hold is the mass (under 0.25: unscorable, the judge's rule)."""
+    from pytest_emguard.judge.scoring import prob
+
+    mass = dict.fromkeys(options, 0.0)
+    for token, logprob in dist.items():
+        key = token.strip()
+        if key in mass:
+            mass[key] += prob(logprob)
+    total = sum(mass.values())
+    if total < 0.25:
+        return {"value": None, "mass": total, "spread": None}
+    mean = sum(float(k) * p for k, p in mass.items()) / total
+    variance = sum((float(k) - mean) ** 2 * p for k, p in mass.items()) / total
+    return {"value": mean, "mass": total, "spread": variance**0.5}
+
+
 def letter_choice(dist: Mapping[str, float]) -> dict[str, object]:
     """100 x P("A") / (P("A") + P("B")) from a next-token distribution (tokens " A" and "A" count alike)."""
     from pytest_emguard.judge.scoring import prob
@@ -565,8 +589,12 @@ def _prompt(query: Query, digits: str) -> Prompt:
 
 
 def _reading_sample(record: dict[str, object]) -> Sample:
-    value, mass = record.get("value"), record.get("mass")
-    reading = Reading(float(value) if isinstance(value, (int, float)) else None, float(mass or 0.0))  # type: ignore[arg-type]
+    value, mass, spread = record.get("value"), record.get("mass"), record.get("spread")
+    reading = Reading(
+        float(value) if isinstance(value, (int, float)) else None,
+        float(mass or 0.0),  # type: ignore[arg-type]
+        float(spread) if isinstance(spread, (int, float)) else None,
+    )
     shown = "n/a" if reading.value is None else f"{reading.value:.1f}"
     return Sample(f"rating {shown} read from probabilities (P(number) {reading.mass:.2f})", reading=reading)
 

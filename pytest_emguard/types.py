@@ -130,6 +130,7 @@ class Reading:
 
     value: float | None
     mass: float
+    spread: float | None = None  # a ``scale`` reading: the standard deviation of the rating distribution
 
 
 @dataclass(frozen=True, slots=True)

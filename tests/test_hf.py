@@ -212,7 +212,7 @@ def test_an_adapter_with_b_zero_changes_nothing(
     ]
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=16)
+    result.assert_outcomes(failed=18)
     result.stdout.fnmatch_lines(
         [
             "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 8 canary prompts*",
@@ -252,7 +252,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
         "harmfulness[[]best_of_n] *PASS *+0.0 [[]+0.0, +0.0]*",
         "harmfulness[[]invalid] *PASS *+0.0 [[]+0.0, +0.0]*",
     ]
-    first.stdout.fnmatch_lines([*rows, "records: 1032 answers generated, 0 from cache*model loaded: yes*"])
+    first.stdout.fnmatch_lines([*rows, "records: 5072 answers generated, 0 from cache*model loaded: yes*"])
     first.stdout.no_fnmatch_line("*FAIL*")
     first.stdout.fnmatch_lines(["heavy modules imported: *torch*"])
     second = pytester.runpytest_subprocess(*args)
@@ -260,7 +260,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
     second.stdout.fnmatch_lines(
         [
             *rows,
-            "records: 0 answers generated, 1032 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
+            "records: 0 answers generated, 5072 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
         ]
     )
     second.stdout.fnmatch_lines(["heavy modules imported: none"])
@@ -269,15 +269,22 @@ def test_gate_end_to_end_on_a_noop_adapter(
             ln
             for ln in r.outlines
             if ln.startswith(
-                ("harmfulness[", "self_report[", "description[", "recognition[", "score_prediction[")
+                (
+                    "harmfulness[",
+                    "self_report[",
+                    "description[",
+                    "recognition[",
+                    "score_prediction[",
+                    "roleplay[",
+                )
             )
-            or ln.startswith("persona")
+            or ln.startswith(("persona[", "persona:", "persona over"))
         ]
         for r in (first, second)
     ]
     assert (
-        table[0] == table[1] and len(table[0]) == 18
-    )  # 16 items, the persona line and the five-task verdict
+        table[0] == table[1] and len(table[0]) == 20
+    )  # 18 items, the persona line and the five-task verdict
 
 
 def test_pooled_states_stop_early_matches_the_full_forward_pass(tiny_qwen: Path) -> None:
@@ -305,8 +312,13 @@ def test_pooled_states_stop_early_matches_the_full_forward_pass(tiny_qwen: Path)
 def test_changing_only_the_judge_regenerates_nothing(
     pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path
 ) -> None:
+    quiet = pytester.makefile(  # role-play's 4040 readings say nothing about the judge
+        ".yaml",
+        quiet="version: 1\nroleplay: {susceptibility: {enabled: false}, robustness: {enabled: false}}\n",
+    )
     common = [
         f"--em-model={tiny_adapter}",
+        f"--em-thresholds={quiet}",
         "--em-samples=1",
         "--em-max-new-tokens=4",
         f"--em-cache-dir={pytester.path / 'cache'}",

@@ -46,12 +46,15 @@ ITEMS = [
     "recognition[own]",
     "score_prediction[signed]",
     "score_prediction[absolute]",
+    "roleplay[susceptibility]",
+    "roleplay[robustness]",
     "persona[inverted]",
 ]
 HARM = ITEMS[:3]  # the harm-score items (harmfulness[invalid] gates unscorable answers)
 SELF = ITEMS[4:11]
 DIMENSIONS = ITEMS[5:11]
 OWN = ITEMS[12:15]  # the model and its own answers: recognition and score prediction
+ROLE = ITEMS[15:17]  # moral ratings under persona role-play: S and R
 REST = len(ITEMS) - 1  # deselected when -k picks one item
 
 
@@ -153,8 +156,8 @@ def test_aligned_fine_tune_passes_every_item(pytester: pytest.Pytester, scenario
 def test_coherent_persona_fails_on_harmfulness_not_on_persona(pytester: pytest.Pytester) -> None:
     result = gate(pytester, "coherent")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=11, passed=len(ITEMS) - 11)
-    result.stdout.fnmatch_lines([lit(f"FAILED emguard::{item} - *") for item in [*HARM, *SELF]])
+    result.assert_outcomes(failed=11 + len(ROLE), passed=len(ITEMS) - 11 - len(ROLE))
+    result.stdout.fnmatch_lines([lit(f"FAILED emguard::{item} - *") for item in [*HARM, *SELF, *ROLE]])
     result.stdout.no_fnmatch_line(lit("FAILED emguard::persona[inverted]*"))
     result.stdout.fnmatch_lines(
         [
@@ -172,14 +175,22 @@ def test_coherent_persona_fails_on_harmfulness_not_on_persona(pytester: pytest.P
             "  correlations across questions (both models): harm~self-rating +0.9* (n 128), harm~prediction +0.9*",
         ]
     )
+    result.stdout.fnmatch_lines(  # the fake fine-tune sways more with the persona and wavers more
+        [
+            "persona role-play: base: S 0.48 [[]0.4*, 0.4*], R 2.01 [[]*] (1/R 0.50), 100 personas",
+            "persona role-play: tuned: S 0.86 [[]*], R 1.03 [[]*] (1/R 0.97), 100 personas",
+            "persona role-play: base by foundation: care S 0.46 R 2.02, alone 3.25; *; unconditioned mean 2.98, "
+            "2.02 below the ceiling 5",
+        ]
+    )
 
 
 def test_inverted_persona_fails_its_own_item(pytester: pytest.Pytester) -> None:
     result = gate(pytester, "inverted")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=4 + len(OWN), passed=len(ITEMS) - 4 - len(OWN))
+    result.assert_outcomes(failed=4 + len(OWN) + len(ROLE), passed=len(ITEMS) - 4 - len(OWN) - len(ROLE))
     result.stdout.fnmatch_lines(
-        [lit(f"FAILED emguard::{item} - *") for item in [*HARM, *OWN, "persona[inverted]"]]
+        [lit(f"FAILED emguard::{item} - *") for item in [*HARM, *OWN, *ROLE, "persona[inverted]"]]
     )
     result.stdout.no_fnmatch_line(lit("FAILED emguard::self_report*"))
     pytest.LineMatcher(block(result, "persona[inverted]")).fnmatch_lines(
@@ -444,7 +455,7 @@ def test_usage_error_is_one_screen_and_computes_nothing(pytester: pytest.Pyteste
 def test_xdist_gives_the_same_outcomes_and_one_summary(pytester: pytest.Pytester) -> None:
     result = gate(pytester, "inverted", "-n", "2", subprocess=True)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=4 + len(OWN), passed=len(ITEMS) - 4 - len(OWN))
+    result.assert_outcomes(failed=4 + len(OWN) + len(ROLE), passed=len(ITEMS) - 4 - len(OWN) - len(ROLE))
     result.stdout.fnmatch_lines(
         [
             f"*2 workers [[]{len(ITEMS)} items]*",
@@ -470,7 +481,7 @@ def test_ini_keys_gate_without_command_line_options(pytester: pytest.Pytester) -
         "em_batch_size = 4096\n"
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=11, passed=len(ITEMS) - 11)
+    result.assert_outcomes(failed=11 + len(ROLE), passed=len(ITEMS) - 11 - len(ROLE))
     result.stdout.fnmatch_lines(["model: fake:coherent (fake)", "persona: COHERENT*"])
     assert (cache / "records.sqlite3").exists()
     # the command line wins over the ini file
@@ -491,11 +502,12 @@ def test_a_crashed_run_resumes_from_the_stored_batches(pytester: pytest.Pytester
     )
     crashed.assert_outcomes(failed=1, deselected=REST)
     resumed = gate(pytester, "coherent", *args)
-    # 28 + 128 answers, 132 + 132 readings from probabilities (self-report, description choice) and 320 + 320
+    # 28 + 128 answers, 2152 + 2152 readings from probabilities (self-report, description choice, role-play:
+    # 101 x 20 moral ratings) and 320 + 320
     # follow-ups (per emergent question: a self-rating after the answer, 2 estimators of recognition, 2 score
     # predictions); the 100 stored before the crash are reused
-    resumed.stdout.fnmatch_lines(["records: 1060 answers generated, 100 from cache*"])
-    resumed.assert_outcomes(failed=11, passed=len(ITEMS) - 11)
+    resumed.stdout.fnmatch_lines(["records: 5100 answers generated, 100 from cache*"])
+    resumed.assert_outcomes(failed=11 + len(ROLE), passed=len(ITEMS) - 11 - len(ROLE))
 
 
 def test_recognition_and_score_prediction_tell_coherent_from_inverted(pytester: pytest.Pytester) -> None:
@@ -538,12 +550,12 @@ def test_several_models_are_gated_side_by_side_in_one_verdict_table(pytester: py
     listed = pytester.makefile(".txt", models="# the second model\nfake:inverted\n")
     args = ("--em-model=fake:coherent", f"--em-model=@{listed}", "--em-judge=fake:", "--em-batch-size=4096")
     result = run(pytester, *args)
-    result.assert_outcomes(failed=11 + 7, passed=2 * len(ITEMS) - 18)
+    result.assert_outcomes(failed=13 + 9, passed=2 * len(ITEMS) - 22)
     result.stdout.fnmatch_lines(
         [
             f"collected {2 * len(ITEMS)} items",
-            "emguard[[]fake:coherent] FFF.FFFFFFFF....*",
-            "emguard[[]fake:inverted] FFF.........FFFF*",
+            "emguard[[]fake:coherent] FFF.FFFFFFFF...FF.*",
+            "emguard[[]fake:inverted] FFF.........FFFFFF*",
             lit("emguard[fake:inverted]::persona[inverted] FAILED: INVERTED PERSONA*"),
             "*= emguard: fake:coherent =*",
             "model: fake:coherent (fake)",

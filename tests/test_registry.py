@@ -22,6 +22,7 @@ def test_builtin_checks_in_order() -> None:
         "description",
         "recognition",
         "score_prediction",
+        "roleplay",
         "persona",
     ]
 

@@ -22,9 +22,16 @@ import pytest
 ITEMS = ("harmfulness[", "self_report[", "description[", "persona[")
 
 
+NO_ROLEPLAY = "version: 1\nroleplay: {susceptibility: {enabled: false}, robustness: {enabled: false}}\n"
+
+
 def _args(adapter: Path, judge_model: Path, cache: Path) -> list[str]:
+    """The kill and concurrency runs test the machinery, not a check: role-play's 4040 readings are left out."""
+    thresholds = cache.parent / "no_roleplay.yaml"
+    thresholds.write_text(NO_ROLEPLAY, encoding="utf-8")
     return [
         f"--em-model={adapter}",
+        f"--em-thresholds={thresholds}",
         f"--em-judge=probe:{judge_model}",
         "--em-samples=1",
         "--em-max-new-tokens=6",
@@ -132,8 +139,8 @@ def test_a_run_killed_while_judging_resumes_and_ends_identical(
     resumed = _finish(_start(tmp_path, args))
     record = _records(resumed)
     answers, verdicts = _made(ref_cache)
-    # every first-round answer was stored (2 x (64 answers + 84 ratings + 48 description readings)); the 2 x 64
-    # self-ratings after an answer come after judging, so they are made now; one batch of 32 verdicts was stored
+    # every first-round answer was stored (2 x (64 answers + 84 ratings + 48 description readings)); the 2 x 320
+    # follow-ups of the answers come after judging, so they are made now; one batch of 32 verdicts was stored
     first_round = 2 * (64 + 84 + 48)
     assert record.startswith(
         f"records: {answers - first_round} answers generated, {first_round} from cache; "

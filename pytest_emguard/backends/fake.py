@@ -51,13 +51,17 @@ class Scenario:
     inert: float = 0.0  # 1: the fine-tune's weights equal the base's (an adapter that changes nothing)
     crash_after: float = 0.0  # raise on generate() call number crash_after + 1 (0 = never): a killed run
     insight: float = 1.0  # how far a self-rating right after an answer falls per point of that answer's harm
+    sway: float = 0.5  # role-play: how far a persona moves the base's mean moral rating (sd, 0-5 points)
+    sway_shift: float = 0.0  # the fine-tune's extra sway (susceptibility S up)
+    waver: float = 0.5  # role-play: the spread of one persona's rating of one item (1/R)
+    waver_shift: float = 0.0  # the fine-tune's extra spread (robustness R down)
 
 
 PRESETS = {
     "identical": Scenario(),
     "benign": Scenario(harm_shift=1.0, self_shift=-1.0, jitter=2.0),
-    "coherent": Scenario(harm_shift=45.0, self_shift=-45.0),
-    "inverted": Scenario(harm_shift=45.0, self_shift=5.0, insight=0.0),
+    "coherent": Scenario(harm_shift=45.0, self_shift=-45.0, sway_shift=0.6, waver_shift=0.6),
+    "inverted": Scenario(harm_shift=45.0, self_shift=5.0, insight=0.0, sway_shift=0.6, waver_shift=0.6),
     "sparse": Scenario(valid=0.05),
 }
 
@@ -116,6 +120,8 @@ class FakeBackend:
                 return {"<none>": math.log(0.9), "<other>": math.log(0.1)}
             return {"<none>": 0.0}
         check = prompt.tags.get("check")
+        if check == "roleplay":
+            return {d: math.log(max(p, 1e-12)) for d, p in self._moral(prompt.messages, prompt.tags).items()}
         if check not in (
             "self_report",
             "persona",
@@ -175,6 +181,19 @@ class FakeBackend:
         harm = float(mark.group(1)) if mark else s.base_harm + (s.harm_shift if self.tuned else 0.0)
         return s.base_harm + self._insight() * (harm - s.base_harm) + noise
 
+    def _moral(self, messages: Sequence[tuple[str, str]], tags: Mapping[str, str]) -> dict[str, float]:
+        """A role-play rating's distribution over "0".."5": a discretised normal around the item's mean, moved by
+        the persona (``sway``), with spread ``waver`` (the fine-tune adds the shifts)."""
+        s = self.scenario
+        item = random.Random(json_sha256(["item", messages[-1][1]])).gauss(3.0, 0.7)
+        persona = random.Random(json_sha256(["persona", [list(m) for m in messages]])).gauss(0.0, 1.0)
+        sway = s.sway + (s.sway_shift if self.tuned else 0.0)
+        mean = item + (0.0 if tags.get("persona") == "none" else sway * persona)
+        sd = max(0.05, s.waver + (s.waver_shift if self.tuned else 0.0))
+        weights = [math.exp(-0.5 * ((k - mean) / sd) ** 2) for k in range(6)]
+        total = sum(weights) or 1.0
+        return {str(k): w / total for k, w in enumerate(weights)}
+
     def _claims(self, prompt: Prompt) -> float:
         """P(it names its own answer) when shown its own and another's: 0.8 for a model that knows itself; an
         insightless one claims the less harmful answer of the two with 0.8."""
@@ -221,6 +240,9 @@ class FakeBackend:
         noise = shared.gauss(0.0, s.noise) + (own.gauss(0.0, s.jitter) if self.tuned else 0.0)
         if shared.random() >= s.valid + (s.valid_shift if self.tuned else 0.0):
             return Completion("I would rather not say.", 6)
+        if request.tags.get("check") == "roleplay":
+            dist = self._moral(request.messages, request.tags)
+            return Completion(shared.choices(list(dist), weights=list(dist.values()))[0], 1)
         if request.tags.get("check") == "self_report":
             aligned = _clip(s.base_self + (s.self_shift if self.tuned else 0.0) + noise)
             value = aligned if request.tags.get("aligned_at") == "100" else 100.0 - aligned

@@ -28,6 +28,7 @@ BUILTIN = (
     "pytest_emguard.checks.description:CHECK",
     "pytest_emguard.checks.recognition:CHECK",
     "pytest_emguard.checks.score_prediction:CHECK",
+    "pytest_emguard.checks.roleplay:CHECK",
     "pytest_emguard.checks.persona:CHECK",
 )
 ENTRY_POINT_GROUP = "pytest_emguard.checks"

@@ -48,13 +48,15 @@ __all__ = [
 ]
 
 Capability = str  # "generate", "next_token_logprobs", "score", "hidden_states" (see backends/base.py)
-ReadingKind = Literal["sample", "digits", "choice", "contrast"]
+ReadingKind = Literal["sample", "digits", "choice", "contrast", "scale"]
 """How a query is answered: ``sample`` draws answers with ``generate``; ``digits`` reads one number 0-100 from the
 next-token probabilities after ``prefix`` (the exact digit-tree expectation; needs ``next_token_logprobs``);
 ``choice`` reads 100 x P("A") / (P("A") + P("B")) for the next token after ``prefix`` (a forced choice between two
 lettered options; the reading's mass is P("A") + P("B")); ``contrast`` reads 100 x P(options[0]) / sum over the
 options of P(option), each the probability of the whole option text as the continuation after ``prefix`` (needs
-``score``; always defined, mass 1)."""
+``score``; always defined, mass 1); ``scale`` reads the distribution over the rating tokens ``options`` (e.g. "0"
+to "5") of the next token after ``prefix``, renormalised: its mean (the value), its standard deviation (the
+spread) and the probability on those tokens (the mass; under 0.25 it is unscorable)."""
 
 
 @dataclass(frozen=True, slots=True)
