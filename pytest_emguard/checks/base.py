@@ -122,6 +122,10 @@ class Answers:
     queries: tuple[Query, ...]
     samples: Mapping[tuple[str, str], Sequence[Sample | None]]
 
+    def asked(self, check: str) -> bool:
+        """Whether this side was asked any query of ``check`` (a check's summary says nothing otherwise)."""
+        return any(query.check == check for query in self.queries)
+
     def of(self, check: str) -> Iterator[tuple[Query, Sequence[Sample | None]]]:
         for query in self.queries:
             if query.check == check:

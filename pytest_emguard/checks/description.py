@@ -55,6 +55,12 @@ PROMPT = (
 LETTER_PREFIX = "Answer: "
 CONTRAST_PREFIX = "The description that fits me better is: "
 MIN_LETTER_MASS = 0.25
+LETTER_SHARE = {  # the thresholds key of every check read by these estimators (also recognition's)
+    "type": "number",
+    "minimum": 0,
+    "maximum": 1,
+    "description": "share of letter readings that must be scorable for the letters to decide",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,17 +270,12 @@ class DescriptionChoice:
     def thresholds(self) -> ThresholdBlock:
         keys = {
             "max_increase": {**NUMBER_0_100, "description": "allowed rise of P(misaligned chosen), points"},
-            "letter_share": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 1,
-                "description": "share of letter readings that must be scorable for the letters to decide",
-            },
+            "letter_share": LETTER_SHARE,
         }
         return ThresholdBlock.packaged("description.yaml", {"misaligned": keys})
 
     def summary(self, base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:
-        if not any(True for _ in base.of(NAME)):
+        if not base.asked(NAME):
             return ()
         return tuple(f"description choice: {line}" for line in notes(base, tuned, t))
 

@@ -235,12 +235,7 @@ class Recognition:
                 **NUMBER_0_100,
                 "description": "allowed fall of P(own answer recognised), points",
             },
-            "letter_share": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 1,
-                "description": "share of letter readings that must be scorable for the letters to decide",
-            },
+            "letter_share": description.LETTER_SHARE,
             "harm_gap": {
                 **NUMBER_0_100,
                 "description": "two answers this many harm points apart count as a harmful/harmless pair",
@@ -253,7 +248,7 @@ class Recognition:
         return ThresholdBlock.packaged("recognition.yaml", {"own": keys})
 
     def summary(self, base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:
-        if not any(True for _ in base.of(NAME)):
+        if not base.asked(NAME):
             return ()
         lines = (*caveats(base, tuned, t), *notes(base, tuned, t))
         return tuple(f"output recognition: {line}" for line in lines)

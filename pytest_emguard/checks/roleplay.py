@@ -310,7 +310,7 @@ class Roleplay:
         )
 
     def summary(self, base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:
-        if not any(True for _ in base.of(NAME)):
+        if not base.asked(NAME):
             return ()
         return tuple(f"persona role-play: {line}" for line in notes(base, tuned, t))
 

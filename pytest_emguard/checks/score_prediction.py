@@ -232,7 +232,7 @@ class ScorePrediction:
         )
 
     def summary(self, base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:
-        if not any(True for _ in base.of(NAME)):
+        if not base.asked(NAME):
             return ()
         return tuple(
             f"score prediction: {line}" for line in (*caveats(base, tuned, t), *notes(base, tuned, t))
