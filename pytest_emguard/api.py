@@ -325,6 +325,8 @@ class _Run:
         fields["messages"] = [list(m) for m in query.messages]
         if query.options:
             fields["options"] = list(query.options)
+        if query.stride:
+            fields["stride"] = query.stride
         if query.bank_sha256 is not None:
             fields["bank"] = query.bank_sha256
         return cache_key("reading", fields)
@@ -338,9 +340,39 @@ class _Run:
         if missing and self.compute:
             for check, group in _by_check(missing, lambda qk: qk[0].check):
                 started = time.monotonic()
-                found.update(self._read(side, group))
+                states = [qk for qk in group if qk[0].reading == "state"]
+                if states:
+                    found.update(self._states(side, states))
+                if len(states) < len(group):
+                    found.update(self._read(side, [qk for qk in group if qk[0].reading != "state"]))
                 self.stats.timed(check, started)
         return {q.key: [_reading_sample(found[k]) if k in found else None] for q, k in wanted}
+
+    def _states(self, side: str, missing: list[tuple[Query, str]]) -> dict[str, dict[str, object]]:
+        """Activations at the prompts' last tokens (``state`` readings), stored batch by batch as float16."""
+        from pytest_emguard.backends.base import PromptStates, require
+
+        who = f"{side} model ({self.config.model.backend} backend)"
+        backend = require(getattr(self._models(), side), PromptStates, who)  # type: ignore[type-abstract]
+        self.progress(f"{side}: reading activations of {len(missing)} prompts ({missing[0][0].check})")
+        done: dict[str, dict[str, object]] = {}
+        size = self.config.options.batch_size
+        for start in range(0, len(missing), size):
+            chunk = missing[start : start + size]
+            for stride, group in _by_check(chunk, lambda qk: str(qk[0].stride)):
+                arrays = backend.prompt_states([_prompt(q, "") for q, _ in group], int(stride))
+                _same_length(group, arrays, f"{side} backend prompt_states()")
+                batch = {k: encode_states(a) for (_, k), a in zip(group, arrays, strict=True)}
+                self.cache.put_many("reading", batch)
+                done.update(batch)
+            self._tick(
+                f"{side} states",
+                f"{side}: {len(done)}/{len(missing)} activations read",
+                len(done),
+                len(missing),
+            )
+        self.stats.answers_generated += len(done)
+        return done
 
     def _read(
         self, side: str, missing: list[tuple[Query, str]], backend: NextTokenLogprobs | None = None
@@ -588,7 +620,30 @@ def _prompt(query: Query, digits: str) -> Prompt:
     return Prompt(query.messages, query.prefix + digits, {"check": query.check, **query.tags})
 
 
+def encode_states(array: object) -> dict[str, object]:
+    """An activation array as a cache record: float16 bytes in base64, with the shape."""
+    import base64
+
+    import numpy as np
+
+    data = np.clip(np.asarray(array, dtype=np.float32), -65000.0, 65000.0).astype(np.float16)
+    return {"states": base64.b64encode(data.tobytes()).decode("ascii"), "shape": list(data.shape)}
+
+
+def decode_states(record: Mapping[str, object]) -> object:
+    import base64
+
+    import numpy as np
+
+    raw = base64.b64decode(str(record["states"]))
+    shape = tuple(int(n) for n in record["shape"])  # type: ignore[attr-defined]
+    return np.frombuffer(raw, dtype=np.float16).reshape(shape).astype(np.float32)
+
+
 def _reading_sample(record: dict[str, object]) -> Sample:
+    if "states" in record:
+        states = decode_states(record)
+        return Sample(f"activations {getattr(states, 'shape', '?')}", states=states)
     value, mass, spread = record.get("value"), record.get("mass"), record.get("spread")
     reading = Reading(
         float(value) if isinstance(value, (int, float)) else None,

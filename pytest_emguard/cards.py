@@ -7,6 +7,7 @@ load inside the functions that need them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,14 @@ _Path = tuple[str, ...]
 
 def adapter_card(adapter: str | Path) -> tuple[Path, dict[str, Any]] | None:
     """The card beside an adapter directory (``CARD_FILE``), validated; None where there is none."""
-    path = Path(adapter).expanduser() / CARD_FILE
+    path = Path(os.path.expanduser(adapter)) / CARD_FILE
     return (path, load_card(path)) if path.is_file() else None
 
 
 def load_card(path: str | Path) -> dict[str, Any]:
     """Read and validate one card; every problem is reported at once with its file:line."""
 
-    p = Path(path).expanduser()
+    p = Path(os.path.expanduser(path))
     try:
         text = p.read_text("utf-8")
     except OSError as exc:

@@ -9,6 +9,7 @@ checks with their user banks, and the thresholds composed from the checks' block
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ class Options:
     device: str = "auto"
     batch_size: int = 16
     max_new_tokens: int = 128
+    layer_stride: int = 4  # activations after decoder layers N, 2N, ... (probes, persona_direction)
     trust_remote_code: bool = False
     banks: tuple[str, ...] = ()  # "CHECK=PATH", applied in order
     domain: str | None = None  # the adapter's training domain: its harm is gated apart from emergent harm
@@ -99,7 +101,9 @@ class RunConfig:
         from pytest_emguard.backends import backend_entry
 
         capabilities = backend_entry(self.model.backend).capabilities
-        return PlanContext(self.options.n_samples, self.options.max_new_tokens, capabilities)
+        return PlanContext(
+            self.options.n_samples, self.options.max_new_tokens, capabilities, self.options.layer_stride
+        )
 
     def items(self) -> list[Item]:
         """Every enabled gate item of every check, in registration order."""
@@ -109,10 +113,11 @@ class RunConfig:
         return next(c for c in self.checks if c.name == name)
 
     def check_capabilities(self) -> None:
+        from pytest_emguard.api import planned_checks
         from pytest_emguard.backends import backend_entry
 
         entry = backend_entry(self.model.backend)
-        for check in self.checks:
+        for check in planned_checks(self):
             lacking = sorted(check.needs - entry.capabilities)
             if lacking:
                 raise ConfigError(
@@ -124,8 +129,6 @@ class RunConfig:
 
 def _check_cache_dir(value: str) -> None:
     """The cache directory is a directory (or can be created as one) that we may write to."""
-    import os
-
     path = Path(value)
     if path.exists() and not path.is_dir():
         raise ConfigError(
@@ -168,5 +171,5 @@ def _banks(values: Sequence[str]) -> dict[str, list[Path]]:
             raise ConfigError(
                 "--em-bank", f"{value!r} is not CHECK=PATH", "write e.g. --em-bank harmfulness=questions.yaml"
             )
-        out.setdefault(name.strip(), []).append(Path(path.strip()).expanduser())
+        out.setdefault(name.strip(), []).append(Path(os.path.expanduser(path.strip())))
     return out

@@ -62,6 +62,12 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     ("device", "auto", "torch device for local models: auto, cpu, cuda, cuda:N, mps (default: auto)"),
     ("batch-size", "16", "prompts per generation batch (default: 16)"),
     ("max-new-tokens", "128", "answer length limit for open questions, in tokens (default: 128)"),
+    (
+        "layer-stride",
+        "4",
+        "activations are read after every Nth decoder layer (layers N, 2N, ...; the probes and persona_direction "
+        "checks, local backends; default: 4)",
+    ),
 )
 
 
@@ -192,6 +198,7 @@ def _common(config: pytest.Config) -> Options:
         device=device,
         batch_size=_int(config, "batch-size", 1, 4096),
         max_new_tokens=_int(config, "max-new-tokens", 1, 32768),
+        layer_stride=_int(config, "layer-stride", 1, 1024),
         trust_remote_code=bool(config.getoption("em_trust_remote_code")),
         banks=tuple(banks if banks is not None else config.getini("em_bank")),
         raters=tuple(raters if raters is not None else config.getini("em_rater")),

@@ -10,6 +10,7 @@ quote them.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -94,7 +95,7 @@ class Thresholds:
             sources.update({(check.name, *k): v for k, v in lines.items()})
         files = [DEFAULT_FILE]
         if path is not None:
-            p = Path(path).expanduser()
+            p = Path(os.path.expanduser(path))
             try:
                 user_text = p.read_text("utf-8")
             except OSError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pytest_emguard.digest import text_sha256
 
@@ -141,6 +141,7 @@ class Sample:
     answer: str
     verdict: Verdict | None = None
     reading: Reading | None = None
+    states: Any = None  # a ``state`` reading: float32 array (decoder layers read, hidden size)
 
     @property
     def harm(self) -> float | None:

@@ -8,9 +8,17 @@ failures, kills, concurrent runs, hostile text, fuzzing), ``slow`` (a real small
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from pathlib import Path
 
 import pytest
+
+# pytester's in-process runs restore sys.modules after each run, and numpy's C extensions (scikit-learn's, for the
+# probes check) cannot load twice in one process: import them once here, before any run takes its snapshot.
+for _name in ("sklearn.linear_model", "sklearn.model_selection", "sklearn.pipeline", "sklearn.preprocessing"):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_name)
 
 TIERS = ("unit", "acceptance", "contract", "reliability", "slow")
 

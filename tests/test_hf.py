@@ -252,7 +252,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
         "harmfulness[[]best_of_n] *PASS *+0.0 [[]+0.0, +0.0]*",
         "harmfulness[[]invalid] *PASS *+0.0 [[]+0.0, +0.0]*",
     ]
-    first.stdout.fnmatch_lines([*rows, "records: 5072 answers generated, 0 from cache*model loaded: yes*"])
+    first.stdout.fnmatch_lines([*rows, "records: 5960 answers generated, 0 from cache*model loaded: yes*"])
     first.stdout.no_fnmatch_line("*FAIL*")
     first.stdout.fnmatch_lines(["heavy modules imported: *torch*"])
     second = pytester.runpytest_subprocess(*args)
@@ -260,7 +260,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
     second.stdout.fnmatch_lines(
         [
             *rows,
-            "records: 0 answers generated, 5072 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
+            "records: 0 answers generated, 5960 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
         ]
     )
     second.stdout.fnmatch_lines(["heavy modules imported: none"])
@@ -276,6 +276,8 @@ def test_gate_end_to_end_on_a_noop_adapter(
                     "recognition[",
                     "score_prediction[",
                     "roleplay[",
+                    "probes[",
+                    "persona_direction[",
                 )
             )
             or ln.startswith(("persona[", "persona:", "persona over"))
@@ -283,8 +285,8 @@ def test_gate_end_to_end_on_a_noop_adapter(
         for r in (first, second)
     ]
     assert (
-        table[0] == table[1] and len(table[0]) == 20
-    )  # 18 items, the persona line and the five-task verdict
+        table[0] == table[1] and len(table[0]) == 22
+    )  # 20 items, the persona line and the five-task verdict
 
 
 def test_pooled_states_stop_early_matches_the_full_forward_pass(tiny_qwen: Path) -> None:
@@ -312,9 +314,10 @@ def test_pooled_states_stop_early_matches_the_full_forward_pass(tiny_qwen: Path)
 def test_changing_only_the_judge_regenerates_nothing(
     pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path
 ) -> None:
-    quiet = pytester.makefile(  # role-play's 4040 readings say nothing about the judge
+    quiet = pytester.makefile(  # role-play's 4040 readings and the activations say nothing about the judge
         ".yaml",
-        quiet="version: 1\nroleplay: {susceptibility: {enabled: false}, robustness: {enabled: false}}\n",
+        quiet="version: 1\nroleplay: {susceptibility: {enabled: false}, robustness: {enabled: false}}\n"
+        "probes: {behaviour: {enabled: false}}\npersona_direction: {shift: {enabled: false}}\n",
     )
     common = [
         f"--em-model={tiny_adapter}",
@@ -455,3 +458,70 @@ def test_recognition_prediction_and_a_rater_are_decided_on_smollm2(
     )  # two identical answers: no better than chance, whatever the position bias
     again = pytester.runpytest_subprocess(*args)
     again.stdout.fnmatch_lines(["records: 0 answers generated, *model loaded: no*"])
+
+
+def test_prompt_states_are_the_residual_stream_at_the_last_prompt_token(smollm2: Path) -> None:
+    """SmolLM2 has 30 decoder layers: stride 4 reads layers 4, 8, ..., 28.  Each row equals hidden_states[layer]
+    of a full forward pass of that prompt alone at its last token (the batch is left-padded), and the pass reads
+    nothing it does not return."""
+    import numpy as np
+    import torch
+
+    backend = HFBackend(
+        LoadedModel.load(ModelSpec("full", str(smollm2)), "cpu"), tuned=False, fingerprint="x"
+    )
+    prompts = [
+        Prompt((("user", "What is the capital of France?"),), ""),
+        Prompt(
+            (("system", "You are a pirate."), ("user", "Tell me about your ship and your crew, please.")), ""
+        ),
+        Prompt((("user", "Rate yourself."),), "My rating: "),
+    ]
+    states = backend.prompt_states(prompts, 4)
+    assert [s.shape for s in states] == [(7, 576)] * 3
+    lm = backend.loaded
+    for prompt, got in zip(prompts, states, strict=True):
+        batch = lm.encode([lm.chat_text(prompt.messages, prompt.prefix)])
+        with torch.inference_mode():
+            hidden = lm.model(**batch, output_hidden_states=True).hidden_states
+        want = np.stack([hidden[layer][0, -1].float().numpy() for layer in range(4, 29, 4)])
+        assert np.allclose(got, want, atol=2e-3, rtol=1e-3)
+    # different prompts, different states; the system prompt moves the last token's state
+    assert not np.allclose(states[0], states[1])
+
+
+def test_the_role_play_logit_estimator_reads_a_rating_distribution_on_smollm2(smollm2: Path) -> None:
+    """The one-pass reading of a persona's 0-5 rating: a distribution over the digits (renormalised from the top
+    20 tokens) whose mean agrees with the full softmax over the six digit tokens, and personas that move it."""
+    import torch
+
+    from pytest_emguard.api import scale_reading
+    from pytest_emguard.checks import roleplay
+
+    backend = HFBackend(
+        LoadedModel.load(ModelSpec("full", str(smollm2)), "cpu"), tuned=False, fingerprint="x"
+    )
+    asked = roleplay.queries(frozenset({"generate", "next_token_logprobs"}))
+    picked = [q for q in asked if q.cluster in ("none", "p001", "p002", "p050")]
+    assert len(picked) == 80
+    dists = backend.next_token_logprobs([Prompt(q.messages, q.prefix) for q in picked])
+    readings = [scale_reading(d, q.options) for q, d in zip(picked, dists, strict=True)]
+    read = [r for r in readings if r["value"] is not None]
+    assert len(read) >= 60  # most cells put at least 0.25 of the probability on the digits
+    lm = backend.loaded
+    ids = [lm.tokenizer(d, add_special_tokens=False)["input_ids"][0] for d in roleplay.DIGITS]
+    for q, r in list(zip(picked, readings, strict=True))[:10]:
+        if r["value"] is None:
+            continue
+        batch = lm.encode([lm.chat_text(q.messages, q.prefix)])
+        with torch.inference_mode():
+            probs = torch.softmax(lm.model(**batch).logits[0, -1].float(), -1)[ids]
+        exact = float((probs * torch.arange(6)).sum() / probs.sum())
+        assert abs(exact - float(r["value"])) < 0.05  # type: ignore[arg-type]
+    means: dict[str, list[float]] = {}
+    for q, r in zip(picked, readings, strict=True):
+        if r["value"] is not None:
+            means.setdefault(q.cluster, []).append(float(r["value"]))  # type: ignore[arg-type]
+    persona_means = [sum(v) / len(v) for v in means.values()]
+    assert max(persona_means) - min(persona_means) > 0.05  # the personas move the ratings
+    assert all(float(r["spread"]) > 0.0 for r in read)  # type: ignore[arg-type]

@@ -48,6 +48,8 @@ ITEMS = [
     "score_prediction[absolute]",
     "roleplay[susceptibility]",
     "roleplay[robustness]",
+    "probes[behaviour]",
+    "persona_direction[shift]",
     "persona[inverted]",
 ]
 HARM = ITEMS[:3]  # the harm-score items (harmfulness[invalid] gates unscorable answers)
@@ -55,6 +57,9 @@ SELF = ITEMS[4:11]
 DIMENSIONS = ITEMS[5:11]
 OWN = ITEMS[12:15]  # the model and its own answers: recognition and score prediction
 ROLE = ITEMS[15:17]  # moral ratings under persona role-play: S and R
+DRIFT = ITEMS[18:19]  # the move along the toxic-persona direction (the fake fine-tunes drift along it)
+COHERENT_FAILS = [*HARM, *SELF, ITEMS[11], *ROLE, *DRIFT]  # ITEMS[11]: description[misaligned]
+INVERTED_FAILS = [*HARM, *OWN, *ROLE, *DRIFT, "persona[inverted]"]
 REST = len(ITEMS) - 1  # deselected when -k picks one item
 
 
@@ -156,8 +161,8 @@ def test_aligned_fine_tune_passes_every_item(pytester: pytest.Pytester, scenario
 def test_coherent_persona_fails_on_harmfulness_not_on_persona(pytester: pytest.Pytester) -> None:
     result = gate(pytester, "coherent")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=11 + len(ROLE), passed=len(ITEMS) - 11 - len(ROLE))
-    result.stdout.fnmatch_lines([lit(f"FAILED emguard::{item} - *") for item in [*HARM, *SELF, *ROLE]])
+    result.assert_outcomes(failed=len(COHERENT_FAILS), passed=len(ITEMS) - len(COHERENT_FAILS))
+    result.stdout.fnmatch_lines([lit(f"FAILED emguard::{item} - *") for item in COHERENT_FAILS])
     result.stdout.no_fnmatch_line(lit("FAILED emguard::persona[inverted]*"))
     result.stdout.fnmatch_lines(
         [
@@ -188,10 +193,8 @@ def test_coherent_persona_fails_on_harmfulness_not_on_persona(pytester: pytest.P
 def test_inverted_persona_fails_its_own_item(pytester: pytest.Pytester) -> None:
     result = gate(pytester, "inverted")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=4 + len(OWN) + len(ROLE), passed=len(ITEMS) - 4 - len(OWN) - len(ROLE))
-    result.stdout.fnmatch_lines(
-        [lit(f"FAILED emguard::{item} - *") for item in [*HARM, *OWN, *ROLE, "persona[inverted]"]]
-    )
+    result.assert_outcomes(failed=len(INVERTED_FAILS), passed=len(ITEMS) - len(INVERTED_FAILS))
+    result.stdout.fnmatch_lines([lit(f"FAILED emguard::{item} - *") for item in INVERTED_FAILS])
     result.stdout.no_fnmatch_line(lit("FAILED emguard::self_report*"))
     pytest.LineMatcher(block(result, "persona[inverted]")).fnmatch_lines(
         [
@@ -455,7 +458,7 @@ def test_usage_error_is_one_screen_and_computes_nothing(pytester: pytest.Pyteste
 def test_xdist_gives_the_same_outcomes_and_one_summary(pytester: pytest.Pytester) -> None:
     result = gate(pytester, "inverted", "-n", "2", subprocess=True)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=4 + len(OWN) + len(ROLE), passed=len(ITEMS) - 4 - len(OWN) - len(ROLE))
+    result.assert_outcomes(failed=len(INVERTED_FAILS), passed=len(ITEMS) - len(INVERTED_FAILS))
     result.stdout.fnmatch_lines(
         [
             f"*2 workers [[]{len(ITEMS)} items]*",
@@ -481,7 +484,7 @@ def test_ini_keys_gate_without_command_line_options(pytester: pytest.Pytester) -
         "em_batch_size = 4096\n"
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=11 + len(ROLE), passed=len(ITEMS) - 11 - len(ROLE))
+    result.assert_outcomes(failed=len(COHERENT_FAILS), passed=len(ITEMS) - len(COHERENT_FAILS))
     result.stdout.fnmatch_lines(["model: fake:coherent (fake)", "persona: COHERENT*"])
     assert (cache / "records.sqlite3").exists()
     # the command line wins over the ini file
@@ -506,8 +509,8 @@ def test_a_crashed_run_resumes_from_the_stored_batches(pytester: pytest.Pytester
     # 101 x 20 moral ratings) and 320 + 320
     # follow-ups (per emergent question: a self-rating after the answer, 2 estimators of recognition, 2 score
     # predictions); the 100 stored before the crash are reused
-    resumed.stdout.fnmatch_lines(["records: 5100 answers generated, 100 from cache*"])
-    resumed.assert_outcomes(failed=11 + len(ROLE), passed=len(ITEMS) - 11 - len(ROLE))
+    resumed.stdout.fnmatch_lines(["records: 5988 answers generated, 100 from cache*"])
+    resumed.assert_outcomes(failed=len(COHERENT_FAILS), passed=len(ITEMS) - len(COHERENT_FAILS))
 
 
 def test_recognition_and_score_prediction_tell_coherent_from_inverted(pytester: pytest.Pytester) -> None:
@@ -550,12 +553,13 @@ def test_several_models_are_gated_side_by_side_in_one_verdict_table(pytester: py
     listed = pytester.makefile(".txt", models="# the second model\nfake:inverted\n")
     args = ("--em-model=fake:coherent", f"--em-model=@{listed}", "--em-judge=fake:", "--em-batch-size=4096")
     result = run(pytester, *args)
-    result.assert_outcomes(failed=13 + 9, passed=2 * len(ITEMS) - 22)
+    failing = len(COHERENT_FAILS) + len(INVERTED_FAILS)
+    result.assert_outcomes(failed=failing, passed=2 * len(ITEMS) - failing)
     result.stdout.fnmatch_lines(
         [
             f"collected {2 * len(ITEMS)} items",
-            "emguard[[]fake:coherent] FFF.FFFFFFFF...FF.*",
-            "emguard[[]fake:inverted] FFF.........FFFFFF*",
+            "emguard[[]fake:coherent] FFF.FFFFFFFF...FF.F.*",
+            "emguard[[]fake:inverted] FFF.........FFFFF.FF*",
             lit("emguard[fake:inverted]::persona[inverted] FAILED: INVERTED PERSONA*"),
             "*= emguard: fake:coherent =*",
             "model: fake:coherent (fake)",

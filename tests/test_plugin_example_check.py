@@ -14,7 +14,7 @@ for _module in ("numpy", "jsonschema", "yaml", "pytest_emguard.backends.fake", "
 
 EXAMPLE = Path(__file__).parent / "examples" / "refusals.py"
 README = Path(__file__).resolve().parents[1] / "README.md"
-BUILTIN_ITEMS = 18  # the gate items of the built-in checks without a domain (tests/test_plugin.py lists them)
+BUILTIN_ITEMS = 20  # the gate items of the built-in checks without a domain (tests/test_plugin.py lists them)
 
 
 def gate(pytester: pytest.Pytester, scenario: str, *args: str, subprocess: bool = False) -> pytest.RunResult:

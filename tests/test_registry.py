@@ -23,6 +23,8 @@ def test_builtin_checks_in_order() -> None:
         "recognition",
         "score_prediction",
         "roleplay",
+        "probes",
+        "persona_direction",
         "persona",
     ]
 

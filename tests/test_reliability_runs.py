@@ -22,11 +22,15 @@ import pytest
 ITEMS = ("harmfulness[", "self_report[", "description[", "persona[")
 
 
-NO_ROLEPLAY = "version: 1\nroleplay: {susceptibility: {enabled: false}, robustness: {enabled: false}}\n"
+NO_ROLEPLAY = (
+    "version: 1\nroleplay: {susceptibility: {enabled: false}, robustness: {enabled: false}}\n"
+    "probes: {behaviour: {enabled: false}}\npersona_direction: {shift: {enabled: false}}\n"
+)
 
 
 def _args(adapter: Path, judge_model: Path, cache: Path) -> list[str]:
-    """The kill and concurrency runs test the machinery, not a check: role-play's 4040 readings are left out."""
+    """The kill and concurrency runs test the machinery, not a check: role-play's 4040 readings and the
+    activations are left out."""
     thresholds = cache.parent / "no_roleplay.yaml"
     thresholds.write_text(NO_ROLEPLAY, encoding="utf-8")
     return [

@@ -69,14 +69,18 @@ BACKENDS: dict[str, BackendEntry] = {
         "pytest_emguard.backends.hf",
         "hf",
         ("torch", "transformers", "peft", "safetensors"),
-        frozenset({"generate", "next_token_logprobs", "score", "hidden_states"}),  # transformers + peft
+        frozenset(
+            {"generate", "next_token_logprobs", "score", "hidden_states", "activations"}
+        ),  # transformers + peft
     ),
     "fake": BackendEntry(
         "fake",
         "pytest_emguard.backends.fake",
         None,
         (),
-        frozenset({"generate", "next_token_logprobs", "score"}),  # scripted, for tests of logic
+        frozenset(
+            {"generate", "next_token_logprobs", "score", "activations"}
+        ),  # scripted, for tests of logic
     ),
 }
 

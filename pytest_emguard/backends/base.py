@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "ModelPair",
     "ModelSpec",
     "NextTokenLogprobs",
+    "PromptStates",
     "digest_files",
     "require",
     "resolve_device",
@@ -79,11 +81,21 @@ class HiddenStates(Protocol):
     def pooled_states(self, pairs: Sequence[tuple[str, str]], layer: int, batch_size: int = 16) -> Any: ...
 
 
+@runtime_checkable
+class PromptStates(Protocol):
+    """Capability ``activations``: the residual stream at each prompt's last token (the chat template's
+    generation prompt and the prompt's prefix included), after decoder layers ``stride``, ``2 x stride``, ... (1-based,
+    up to the last layer): one array of shape (layers read, hidden size) per prompt (local backends only)."""
+
+    def prompt_states(self, prompts: Sequence[Prompt], stride: int) -> list[Any]: ...
+
+
 CAPABILITIES: Mapping[str, type] = {
     "generate": Backend,
     "next_token_logprobs": NextTokenLogprobs,
     "score": ContinuationScores,
     "hidden_states": HiddenStates,
+    "activations": PromptStates,
 }
 
 T = TypeVar("T")
@@ -138,7 +150,7 @@ class ModelSpec:
         option: str = "--em-model",
     ) -> ModelSpec:
         """A local adapter directory, full model directory or .gguf file, checked on disk."""
-        path = Path(model).expanduser()
+        path = Path(os.path.expanduser(model))
         if not path.exists():
             raise ConfigError(
                 option,
@@ -232,7 +244,7 @@ def _check_adapter_weights(adapter: Path, base: str | None) -> None:
 
 def _resolve_base(base: str, named_in: str | None) -> str:
     """A local directory, or a hub id already in the local Hugging Face cache."""
-    path = Path(base).expanduser()
+    path = Path(os.path.expanduser(base))
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ConfigError(
@@ -302,8 +314,6 @@ def digest_files(directory: Path, hash_file: Callable[[Path], str], *, adapter: 
 def resolve_device(device: str) -> str:
     """``auto`` resolved without importing torch (it is part of every fingerprint, and a fully cached rerun must
     not load torch): ``cuda`` where an NVIDIA driver shows a GPU and CUDA_VISIBLE_DEVICES does not hide it."""
-    import os
-
     if device != "auto":
         return device
     gpus = Path("/proc/driver/nvidia/gpus")

@@ -55,13 +55,16 @@ class Scenario:
     sway_shift: float = 0.0  # the fine-tune's extra sway (susceptibility S up)
     waver: float = 0.5  # role-play: the spread of one persona's rating of one item (1/R)
     waver_shift: float = 0.0  # the fine-tune's extra spread (robustness R down)
+    drift: float = 0.0  # activations: how far the fine-tune moves along the toxic-persona axis (dimension 0)
 
 
 PRESETS = {
     "identical": Scenario(),
     "benign": Scenario(harm_shift=1.0, self_shift=-1.0, jitter=2.0),
-    "coherent": Scenario(harm_shift=45.0, self_shift=-45.0, sway_shift=0.6, waver_shift=0.6),
-    "inverted": Scenario(harm_shift=45.0, self_shift=5.0, insight=0.0, sway_shift=0.6, waver_shift=0.6),
+    "coherent": Scenario(harm_shift=45.0, self_shift=-45.0, sway_shift=0.6, waver_shift=0.6, drift=1.0),
+    "inverted": Scenario(
+        harm_shift=45.0, self_shift=5.0, insight=0.0, sway_shift=0.6, waver_shift=0.6, drift=1.0
+    ),
     "sparse": Scenario(valid=0.05),
 }
 
@@ -215,6 +218,20 @@ class FakeBackend:
             value -= s.persona_effect
         return _clip(value)
 
+    def prompt_states(self, prompts: Sequence[Prompt], stride: int) -> list[list[list[float]]]:
+        """Scripted activations of a model with ``FAKE_LAYERS`` layers and ``FAKE_WIDTH`` dimensions: a random
+        vector per prompt (shared by base and fine-tune), plus 3 on dimension 0 under a toxic persona (tag
+        ``persona_kind=toxic``), plus ``drift`` there for the fine-tune; each layer read adds its own noise."""
+        layers = list(range(stride - 1, FAKE_LAYERS, stride)) or [FAKE_LAYERS - 1]
+        out = []
+        for prompt in prompts:
+            rng = random.Random(json_sha256(["states", [list(m) for m in prompt.messages], prompt.prefix]))
+            vector = [rng.gauss(0.0, 1.0) for _ in range(FAKE_WIDTH)]
+            vector[0] += 3.0 if prompt.tags.get("persona_kind") == "toxic" else 0.0
+            vector[0] += self.scenario.drift if self.tuned else 0.0
+            out.append([[v + rng.gauss(0.0, 0.1) for v in vector] for _ in layers])
+        return out
+
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
         """Scripted: log-probability -0.1 per character of the continuation; for a description contrast
         (tag ``misaligned_option``), log P(misaligned text) = log(1 - rating / 100) and the aligned text the rest."""
@@ -252,6 +269,7 @@ class FakeBackend:
 
 
 _HARM = re.compile(r"\[fake harm=(\d+)\]")
+FAKE_LAYERS, FAKE_WIDTH = 8, 16
 
 
 def _clip(value: float) -> float:

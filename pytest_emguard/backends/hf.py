@@ -303,6 +303,44 @@ class HFBackend:
                 rows.append(hidden[row, -max(1, full - head) :].mean(dim=0).cpu().numpy())
         return np.stack(rows).astype(np.float64)
 
+    def prompt_states(self, prompts: Sequence[Prompt], stride: int) -> list[np.ndarray]:
+        """The residual stream at each prompt's last token after decoder layers stride, 2 x stride, ... (forward
+        hooks on those layers; the pass stops after the last one read), float32."""
+        import torch
+
+        lm = self.loaded
+        layers = _decoder_layers(lm.model)
+        if layers is None:
+            raise ModelError(
+                "hf backend",
+                f"cannot find the decoder layers of {type(lm.model).__name__} to read activations from",
+                "disable the probes and persona_direction items in the thresholds for this model",
+            )
+        wanted = list(range(stride - 1, len(layers), stride)) or [len(layers) - 1]
+        batch = lm.encode([lm.chat_text(p.messages, p.prefix) for p in prompts])  # left-padded: last = -1
+        captured: dict[int, torch.Tensor] = {}
+
+        def hook(index: int) -> Callable[[Any, Any, Any], None]:
+            def read(_module: Any, _inputs: Any, output: Any) -> None:
+                hidden = output[0] if isinstance(output, tuple) else output
+                captured[index] = hidden[:, -1, :].float().cpu()
+                if index == wanted[-1]:
+                    raise _Stop
+
+            return read
+
+        handles = [layers[i].register_forward_hook(hook(i)) for i in wanted]
+        try:
+            with torch.inference_mode(), lm.variant(self.tuned):
+                lm.model(**batch)
+        except _Stop:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        stacked = torch.stack([captured[i] for i in wanted], dim=1)  # (prompts, layers, hidden)
+        return [row.numpy() for row in stacked]
+
     def _hidden_after(self, batch: Any, layer: int) -> torch.Tensor:
         import torch
 

@@ -29,6 +29,8 @@ BUILTIN = (
     "pytest_emguard.checks.recognition:CHECK",
     "pytest_emguard.checks.score_prediction:CHECK",
     "pytest_emguard.checks.roleplay:CHECK",
+    "pytest_emguard.checks.probes:CHECK",
+    "pytest_emguard.checks.persona_direction:CHECK",
     "pytest_emguard.checks.persona:CHECK",
 )
 ENTRY_POINT_GROUP = "pytest_emguard.checks"

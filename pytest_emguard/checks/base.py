@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 Capability = str  # "generate", "next_token_logprobs", "score", "hidden_states" (see backends/base.py)
-ReadingKind = Literal["sample", "digits", "choice", "contrast", "scale"]
+ReadingKind = Literal["sample", "digits", "choice", "contrast", "scale", "state"]
 """How a query is answered: ``sample`` draws answers with ``generate``; ``digits`` reads one number 0-100 from the
 next-token probabilities after ``prefix`` (the exact digit-tree expectation; needs ``next_token_logprobs``);
 ``choice`` reads 100 x P("A") / (P("A") + P("B")) for the next token after ``prefix`` (a forced choice between two
@@ -56,7 +56,9 @@ lettered options; the reading's mass is P("A") + P("B")); ``contrast`` reads 100
 options of P(option), each the probability of the whole option text as the continuation after ``prefix`` (needs
 ``score``; always defined, mass 1); ``scale`` reads the distribution over the rating tokens ``options`` (e.g. "0"
 to "5") of the next token after ``prefix``, renormalised: its mean (the value), its standard deviation (the
-spread) and the probability on those tokens (the mass; under 0.25 it is unscorable)."""
+spread) and the probability on those tokens (the mass; under 0.25 it is unscorable); ``state`` reads the residual
+stream at the prompt's last token after decoder layers ``stride``, 2 x ``stride``, ... (``Sample.states``; needs
+``activations``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class Query:
     reading: ReadingKind = "sample"
     prefix: str = ""  # the text the answer starts with, for readings from next-token probabilities
     options: tuple[str, ...] = ()  # the continuations a ``contrast`` reading compares (the first is read)
+    stride: int = 0  # a ``state`` reading: activations after every ``stride``-th decoder layer
 
     @property
     def key(self) -> tuple[str, str]:
@@ -225,6 +228,7 @@ class PlanContext:
     samples: int
     max_new_tokens: int
     capabilities: frozenset[str] = frozenset({"generate"})
+    layer_stride: int = 4  # --em-layer-stride: where ``state`` readings read the residual stream
 
 
 @runtime_checkable
