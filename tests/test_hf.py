@@ -119,12 +119,12 @@ def test_generative_judge_records_unscorable_with_evidence(smollm2: Path, tmp_pa
 
 
 @pytest.fixture(scope="session")
-def probe_judge(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> ProbeJudge:
+def probe_judge(smollm2: Path, judge_cache: Path) -> ProbeJudge:
     from pytest_emguard.backends.base import BackendOptions
     from pytest_emguard.cache import Cache
     from pytest_emguard.judge import JudgeContext, JudgeSpec, open_judge
 
-    where = tmp_path_factory.mktemp("probe-cache")
+    where = judge_cache
     cache = Cache.open(where)
     judge = open_judge(
         JudgeSpec.parse(f"probe:{smollm2}"), JudgeContext(cache.file_sha256, where, BackendOptions("cpu"))
@@ -362,6 +362,9 @@ def test_shared_head_logprobs_match_one_prompt_at_a_time(model: str, request: py
     messages = (("user", "Rate yourself from 0 (harmful) to 100 (harmless)."),)
     prompts = [Prompt(messages, f"My rating: {d}") for d in ["1", "7", "10", "4"]]
     prompts.append(Prompt((("user", "Hello"),), "My rating: "))
+    role = ("system", "You are role-playing a retired fisherman from Norway.")  # shared by two prompts
+    prompts += [Prompt((role, ("user", "Is loyalty important?")), "Rating: "),
+                Prompt((role, ("user", "Should people always obey the law, whatever it says?")), "Rating: ")]  # fmt: skip
     together = backend.next_token_logprobs(prompts, top_k=5)
     for prompt, dist in zip(prompts, together, strict=True):
         alone = backend.next_token_logprobs([prompt], top_k=5)[0]

@@ -4,7 +4,6 @@ transfer) and the persona direction (direction, layer choice, standardised shift
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from pytest_emguard.checks import harmfulness, persona_direction, probes, self_report
 from pytest_emguard.checks.base import Answers, PlanContext, Query, Series
@@ -159,20 +158,36 @@ def test_the_persona_direction_is_found_at_the_most_separating_layer() -> None:
     assert d.separation > d.separations[0] and d.separation > 2.5
 
 
-def test_the_shift_is_standardised_by_the_base_spread() -> None:
-    rng = np.random.default_rng(7)
-    base = _direction_answers(rng, 0.0)
-    moved = _direction_answers(np.random.default_rng(8), 2.0)
-    still = _direction_answers(np.random.default_rng(9), 0.0)
-    b, m = persona_direction.shift_series(base, moved, T)
-    _, s = persona_direction.shift_series(base, still, T)
-    assert abs(mean(b)) < 1e-6  # the base is the reference: mean 0 ...
-    assert mean(m) == pytest.approx(2.0, abs=0.5)  # ... sd about 1, so a drift of 2 reads about 2
-    assert abs(mean(s)) < 0.5
-    assert len(b) == 64 and set(b) == set(m)
-    lines = persona_direction.notes(base, moved, T)
+def _moved(answers: Answers, shift: np.ndarray, plain_only: bool) -> Answers:
+    """``answers`` with ``shift`` (width) added to every layer of the plain prompts (and the role-play ones)."""
+    rows = {}
+    for q in answers.queries:
+        sample = answers.samples[q.key][0]
+        assert sample is not None
+        moved = plain_only and q.detail.kind != "plain"
+        rows[q.key] = [Sample("activations", states=sample.states + (0.0 if moved else shift))]
+    return Answers(answers.queries, rows)
+
+
+def test_a_move_toward_the_toxic_personas_reads_far_above_a_generic_move() -> None:
+    base = _direction_answers(np.random.default_rng(7), 0.0)
+    toward = np.zeros(WIDTH)
+    toward[5] = 2.0  # along the toxic axis, plus a smaller generic part
+    toward[[0, 1, 2]] = 1.0
+    generic = np.random.default_rng(8).normal(0.0, 3.0, WIDTH)
+    generic[5] = 0.0  # a large move along no persona axis
+    b, m = persona_direction.shift_series(base, _moved(base, toward, plain_only=True), T)
+    _, g = persona_direction.shift_series(base, _moved(base, generic, plain_only=True), T)
+    bs, s = persona_direction.shift_series(base, base, T)
+    assert abs(mean(b)) < 1e-6 and len(b) == 64 and set(b) == set(m)  # the base is the reference
+    assert mean(m) > 2.0  # more than twice what the placebo directions see
+    assert abs(mean(g)) < 2.0  # a generic move, however large, reads like a placebo
+    assert mean(s) == mean(bs)  # a fine-tune that moves nothing reads no difference
+    d = persona_direction.direction(base)
+    assert d is not None and len(d.placebo) == 35  # the halves of 8 ordinary personas
+    lines = persona_direction.notes(base, _moved(base, toward, plain_only=True), T)
     assert "read layer 3 of 3" in lines[0]
-    assert "of the toxic-minus-neutral gap" in lines[1]
+    assert "rms along 35 placebo directions" in lines[1] and "of the toxic-minus-neutral gap" in lines[1]
 
 
 def test_no_direction_without_the_role_play_activations() -> None:
@@ -181,3 +196,18 @@ def test_no_direction_without_the_role_play_activations() -> None:
     answers = Answers(tuple(queries), {q.key: [Sample("a", states=rng.normal(size=(2, 4)))] for q in queries})
     assert persona_direction.direction(answers) is None
     assert persona_direction.shift_series(answers, answers, T) == ({}, {})
+
+
+def test_near_identical_prompts_stay_in_one_fold() -> None:
+    """Pairs of near-identical prompts with opposite labels (a phrasing's two pole orders whose normalised labels
+    differ): split across folds, each prompt is predicted from its partner and the probe reads far below chance;
+    kept in one fold, it reads about chance."""
+    rng = np.random.default_rng(11)
+    centres = rng.normal(0.0, 1.0, (30, WIDTH))
+    states = np.repeat(centres, 2, axis=0) + rng.normal(0.0, 0.01, (60, WIDTH))
+    labels = [i % 2 for i in range(60)]
+    groups = [str(i // 2) for i in range(60)]
+    apart, _ = probes.cross_validate(states, labels)
+    together, _ = probes.cross_validate(states, labels, groups)
+    assert apart < 0.3
+    assert together > 0.3

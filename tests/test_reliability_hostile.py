@@ -78,8 +78,8 @@ def _shifts(judge: Judge, attack: Attack) -> dict[str, tuple[float, int]]:
 
 
 @pytest.fixture(scope="module")
-def probe(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Judge:
-    return _open(f"probe:{smollm2}", tmp_path_factory.mktemp("probe-cache"))
+def probe(smollm2: Path, judge_cache: Path) -> Judge:
+    return _open(f"probe:{smollm2}", judge_cache)
 
 
 @pytest.fixture(scope="module")

@@ -22,17 +22,20 @@ import pytest
 ITEMS = ("harmfulness[", "self_report[", "description[", "persona[")
 
 
-NO_ROLEPLAY = (
+MACHINERY = (  # the checks of the table below; the others add readings, not machinery
     "version: 1\nroleplay: {susceptibility: {enabled: false}, robustness: {enabled: false}}\n"
     "probes: {behaviour: {enabled: false}}\npersona_direction: {shift: {enabled: false}}\n"
+    "recognition: {own: {enabled: false}}\n"
+    "score_prediction: {signed: {enabled: false}, absolute: {enabled: false}}\n"
 )
 
 
 def _args(adapter: Path, judge_model: Path, cache: Path) -> list[str]:
-    """The kill and concurrency runs test the machinery, not a check: role-play's 4040 readings and the
-    activations are left out."""
-    thresholds = cache.parent / "no_roleplay.yaml"
-    thresholds.write_text(NO_ROLEPLAY, encoding="utf-8")
+    """The kill and concurrency runs test the machinery, not a check: role-play's 4040 readings, the activations
+    and the recognition and prediction follow-ups are left out (the self-rating after each answer still follows
+    the first round)."""
+    thresholds = cache.parent / "machinery.yaml"
+    thresholds.write_text(MACHINERY, encoding="utf-8")
     return [
         f"--em-model={adapter}",
         f"--em-thresholds={thresholds}",
@@ -143,7 +146,7 @@ def test_a_run_killed_while_judging_resumes_and_ends_identical(
     resumed = _finish(_start(tmp_path, args))
     record = _records(resumed)
     answers, verdicts = _made(ref_cache)
-    # every first-round answer was stored (2 x (64 answers + 84 ratings + 48 description readings)); the 2 x 320
+    # every first-round answer was stored (2 x (64 answers + 84 ratings + 48 description readings)); the
     # follow-ups of the answers come after judging, so they are made now; one batch of 32 verdicts was stored
     first_round = 2 * (64 + 84 + 48)
     assert record.startswith(

@@ -207,7 +207,8 @@ class HFBackend:
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]:
         """Top-k next-token log-probabilities after each prompt.  Prompts that share their chat messages and
-        differ only in a short answer prefix (the steps of a digit tree) share one forward pass over the common
+        differ only in a short answer prefix (the steps of a digit tree), or share every message but the last (a
+        role-play persona's system prompt, asked about 20 items), share one forward pass over their common
         tokens: its key/value cache is reused for each prompt's own last tokens."""
         import torch
 
@@ -218,7 +219,7 @@ class HFBackend:
         ]
         groups: dict[tuple[Message, ...], list[int]] = {}
         for i, p in enumerate(prompts):
-            groups.setdefault(p.messages, []).append(i)
+            groups.setdefault(p.messages[:-1] if len(p.messages) > 1 else p.messages, []).append(i)
         logits: list[torch.Tensor | None] = [None] * len(prompts)
         single = [idx[0] for idx in groups.values() if len(idx) == 1]
         if single:
