@@ -5,8 +5,8 @@ misses to the backend in batches (stored after each batch, so a killed run resum
 (stored likewise).  Phase two asks each side the follow-up queries that checks build from that side's own
 answers (``followups``: e.g. a self-rating asked right after the model's answer), the same way, and returns
 every record.  Models and judges load only if something is missing, and the
-fingerprints are computed from file contents without importing torch: a fully cached rerun loads no heavy
-library.
+fingerprints are computed from file contents without importing torch: a fully cached rerun loads no model
+library (scikit-learn still fits the probes on the cached activations when the summary is written).
 """
 
 from __future__ import annotations
@@ -597,7 +597,8 @@ def scale_reading(dist: Mapping[str, float], options: Sequence[str]) -> dict[str
     total = sum(mass.values())
     if total < 0.25:
         return {"value": None, "mass": total, "spread": None}
-    mean = sum(float(k) * p for k, p in mass.items()) / total
+    top = max(float(k) for k in options)
+    mean = min(top, sum(float(k) * p for k, p in mass.items()) / total)  # no rounding past the top
     variance = sum((float(k) - mean) ** 2 * p for k, p in mass.items()) / total
     return {"value": mean, "mass": total, "spread": variance**0.5}
 
@@ -612,7 +613,7 @@ def letter_choice(dist: Mapping[str, float]) -> dict[str, object]:
         if letter in mass:
             mass[letter] += prob(logprob)
     total = mass["A"] + mass["B"]
-    value = 100.0 * mass["A"] / total if total >= 0.25 else None  # the judge's unscorable rule
+    value = min(100.0, 100.0 * mass["A"] / total) if total >= 0.25 else None  # the judge's unscorable rule
     return {"value": value, "mass": total}
 
 

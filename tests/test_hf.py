@@ -212,7 +212,7 @@ def test_an_adapter_with_b_zero_changes_nothing(
     ]
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=18)
+    result.assert_outcomes(failed=20)
     result.stdout.fnmatch_lines(
         [
             "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 8 canary prompts*",
@@ -263,7 +263,8 @@ def test_gate_end_to_end_on_a_noop_adapter(
             "records: 0 answers generated, 5960 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
         ]
     )
-    second.stdout.fnmatch_lines(["heavy modules imported: none"])
+    # no model library: the records come from the cache; scikit-learn fits the probes on the cached activations
+    second.stdout.fnmatch_lines(["heavy modules imported: sklearn"])
     table = [
         [
             ln

@@ -5,7 +5,7 @@
 
 - ``resolve(model, base, trust_remote_code) -> ModelSpec``: validate the input files (no model loaded);
 - ``fingerprints(spec, hash_file, options) -> (base, tuned)``: from file contents, without importing torch,
-  so a fully cached rerun loads no heavy library;
+  so a fully cached rerun loads no model library;
 - ``open_pair(spec, fingerprints, options) -> ModelPair`` and ``open_one(spec, fingerprint, options) -> Backend``.
 
 A scheme whose extra is not installed stops with the exact ``pip install`` line.  ``capabilities`` are what its

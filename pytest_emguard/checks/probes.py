@@ -317,7 +317,20 @@ def side_lines(name: str, answers: Answers, base: Answers | None = None) -> list
     return lines
 
 
-def notes(base: Answers, tuned: Answers, _t: ItemThreshold) -> tuple[str, ...]:
+_NOTES: dict[tuple[int, int], tuple[Answers, Answers, tuple[str, ...]]] = {}
+
+
+def notes(base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:
+    """The probes' lines, computed once per pair of ``Answers`` (the item and the summary both show them)."""
+    key = (id(base), id(tuned))
+    if key not in _NOTES:
+        if len(_NOTES) >= 8:
+            _NOTES.pop(next(iter(_NOTES)))
+        _NOTES[key] = (base, tuned, _notes(base, tuned, t))
+    return _NOTES[key][2]
+
+
+def _notes(base: Answers, tuned: Answers, _t: ItemThreshold) -> tuple[str, ...]:
     found = dataset(base, "behaviour")
     where = "" if found is None else f"layer {middle(found) + 1} of {found.states.shape[1]} read; "
     head = f"{where}labels split at each side's median; accuracy out of fold, 95% Wilson interval"

@@ -99,8 +99,9 @@ def queries(capabilities: frozenset[str]) -> list[Query]:
     one = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=1)
     sampled = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=4)
     out = []
+    asked = items()
     for pid, text in [(NONE, ""), *personas()]:
-        for item in items():
+        for item in asked:
             user: Message = ("user", item["prompt"])
             messages: tuple[Message, ...] = (
                 (user,) if pid == NONE else (("system", ROLE.format(persona=text)), user)

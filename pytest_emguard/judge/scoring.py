@@ -37,7 +37,7 @@ class NumberDistribution:
         mass = self.mass
         if mass < MIN_MASS:
             return None
-        return sum(n * p for n, p in self.probs.items()) / mass
+        return min(100.0, max(0.0, sum(n * p for n, p in self.probs.items()) / mass))  # no rounding past 100
 
 
 def _digits(token: str, at_root: bool) -> str | None:
