@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_emguard.checks import harmfulness, self_report
 from pytest_emguard.checks.base import (
@@ -67,6 +67,7 @@ VERSION = 1
 FOLDS = 5
 RANDOM_STATE = 42
 KINDS = ("behaviour", "self")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,25 +221,31 @@ def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-_FITTED: dict[tuple[int, str], tuple[Answers, tuple[Data, Fit] | None]] = {}
+_MEMO: dict[tuple[object, ...], tuple[tuple[Answers, ...], Any]] = {}
+
+
+def _once(what: str, sides: tuple[Answers, ...], compute: Callable[[], T]) -> T:
+    """``compute()`` once per ``what`` and ``sides`` (the gate item, its notes and the summary all read the probes);
+    the entry holds the ``Answers`` so that their ids are not reused while they are remembered."""
+    key = (what, *map(id, sides))
+    if key not in _MEMO:
+        if len(_MEMO) >= 16:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = (sides, compute())
+    found: T = _MEMO[key][1]
+    return found
 
 
 def _fitted(answers: Answers, kind: str) -> tuple[Data, Fit] | None:
-    """The side's probe of ``kind`` and its data, fitted once per ``Answers`` (the gate item, its notes and the
-    summary all read it); the entry holds the ``Answers`` so that its id is not reused while it is remembered."""
-    key = (id(answers), kind)
-    if key in _FITTED:
-        return _FITTED[key][1]
-    data = dataset(answers, kind)
-    found = (
-        None
-        if data is None or not data.trainable
-        else (data, fit(data.states[:, middle(data)], data.labels, data.groups))
-    )
-    if len(_FITTED) >= 16:
-        _FITTED.pop(next(iter(_FITTED)))
-    _FITTED[key] = (answers, found)
-    return found
+    """The side's probe of ``kind`` and its data (None when it cannot be trained)."""
+
+    def train() -> tuple[Data, Fit] | None:
+        data = dataset(answers, kind)
+        if data is None or not data.trainable:
+            return None
+        return data, fit(data.states[:, middle(data)], data.labels, data.groups)
+
+    return _once(kind, (answers,), train)
 
 
 def behaviour_series(base: Answers, tuned: Answers, _t: ItemThreshold) -> tuple[Series, Series]:
@@ -317,17 +324,9 @@ def side_lines(name: str, answers: Answers, base: Answers | None = None) -> list
     return lines
 
 
-_NOTES: dict[tuple[int, int], tuple[Answers, Answers, tuple[str, ...]]] = {}
-
-
 def notes(base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:
     """The probes' lines, computed once per pair of ``Answers`` (the item and the summary both show them)."""
-    key = (id(base), id(tuned))
-    if key not in _NOTES:
-        if len(_NOTES) >= 8:
-            _NOTES.pop(next(iter(_NOTES)))
-        _NOTES[key] = (base, tuned, _notes(base, tuned, t))
-    return _NOTES[key][2]
+    return _once("notes", (base, tuned), lambda: _notes(base, tuned, t))
 
 
 def _notes(base: Answers, tuned: Answers, _t: ItemThreshold) -> tuple[str, ...]:
