@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-from pytest_emguard.backends.base import ModelPair, NextTokenLogprobs
+from pytest_emguard.backends.base import ModelPair, NextTokenLogprobs, PartialBatch
 from pytest_emguard.cache import Cache, cache_key
 from pytest_emguard.checks.base import Answers, Check, Query
 from pytest_emguard.config import RunConfig
@@ -119,6 +119,8 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
         run = _Run(config, cache, {"base": base_fp, "tuned": tuned_fp}, judge, progress, compute)
         preflight = run.preflight()
         asked = {side: run.queries for side in SIDES}
+        if not preflight.stops and compute:
+            run.cost_preflight(asked)
         if preflight.stops:
             answers = run.empty()
         else:
@@ -230,13 +232,12 @@ class _Run:
 
     def preflight(self) -> PreflightResult:
         """Does the fine-tune change the model?  One cached forward pass a side on the canary prompts."""
-        from pytest_emguard.backends import backend_entry
         from pytest_emguard.backends.base import NextTokenLogprobs, require
         from pytest_emguard.preflight import CANARIES, KL_METHOD, canary_prompts, mean_kl
         from pytest_emguard.preflight import TOP_K as PRE_K
 
         min_kl, on_no_change = self.config.thresholds.preflight()
-        if "next_token_logprobs" not in backend_entry(self.config.model.backend).capabilities:
+        if "next_token_logprobs" not in self.config.capabilities:
             return PreflightResult(None, min_kl, on_no_change)
         fields = {"base": self.fingerprints["base"], "tuned": self.fingerprints["tuned"]}
         key = cache_key(
@@ -258,6 +259,39 @@ class _Run:
         if key in found:
             self.progress(result.line())
         return result
+
+    def cost_preflight(self, asked: Mapping[str, Sequence[Query]]) -> None:
+        """What the first round needs and what the cache holds, shown before anything is generated; a plan over
+        ``--em-budget`` stops here."""
+        from pytest_emguard.cost import Plan, parse_budget, parse_price, prompt_tokens
+
+        plan, seed = Plan(), self.config.options.seed
+        for side in SIDES:
+            jobs = [
+                (request, self._answer_key(side, q, request))
+                for q in asked[side]
+                if q.reading == "sample"
+                for request in q.requests(samples_for(self.config, q), seed)
+            ]
+            found = self.cache.get_many(k for _, k in jobs)
+            todo = [r for r, k in jobs if k not in found]
+            plan.add_answers(
+                len(jobs),
+                len(found),
+                sum(prompt_tokens(r.messages) for r in todo),
+                sum(r.sampling.max_new_tokens for r in todo),
+            )
+            wanted = [(q, self._reading_key(side, q)) for q in asked[side] if q.reading != "sample"]
+            held = self.cache.get_many(k for _, k in wanted)
+            plan.add_readings(
+                len(wanted),
+                len(held),
+                sum(prompt_tokens(q.messages, q.prefix) for q, k in wanted if k not in held),
+            )
+        price = parse_price(self.config.options.price)
+        if plan.answers > plan.answers_cached or plan.readings > plan.readings_cached:
+            self.progress(plan.line(price))
+        parse_budget(self.config.options.budget).check(plan, price)
 
     def empty(self) -> dict[str, Rows]:
         """No records: the preflight stopped the run."""
@@ -473,7 +507,8 @@ class _Run:
         ordered = sorted(
             missing, key=lambda rk: (rk[0].sampling.max_new_tokens, len(json.dumps(rk[0].messages)))
         )
-        size, done, tokens, started = self.config.options.batch_size, {}, 0, time.monotonic()
+        size, tokens, started = self.config.options.batch_size, 0, time.monotonic()
+        done: dict[str, dict[str, object]] = {}
         budget = [0, sum(r.sampling.max_new_tokens for r, _ in ordered)]
         what = ordered[0][0].tags.get("check", "")
         self.progress(
@@ -481,12 +516,15 @@ class _Run:
         )
         for start in range(0, len(ordered), size):
             chunk = ordered[start : start + size]
-            completions: Sequence[Completion] = backend.generate([r for r, _ in chunk])
+            try:
+                completions: Sequence[Completion] = backend.generate([r for r, _ in chunk])
+            except PartialBatch as partial:  # keep what finished before reporting the failure
+                kept = {chunk[i][1]: _answer_record(c) for i, c in partial.done.items()}
+                self.cache.put_many("answer", kept)
+                self.stats.answers_generated += len(done) + len(kept)
+                raise
             _same_length(chunk, completions, f"{side} backend generate()")
-            batch = {
-                k: {"text": c.text, "n_tokens": c.n_tokens, "finish": c.finish}
-                for (_, k), c in zip(chunk, completions, strict=True)
-            }
+            batch = {k: _answer_record(c) for (_, k), c in zip(chunk, completions, strict=True)}
             self.cache.put_many("answer", batch)
             done.update(batch)
             tokens += sum(c.n_tokens for c in completions)
@@ -653,6 +691,10 @@ def _reading_sample(record: dict[str, object]) -> Sample:
     )
     shown = "n/a" if reading.value is None else f"{reading.value:.1f}"
     return Sample(f"rating {shown} read from probabilities (P(number) {reading.mass:.2f})", reading=reading)
+
+
+def _answer_record(c: Completion) -> dict[str, object]:
+    return {"text": c.text, "n_tokens": c.n_tokens, "finish": c.finish}
 
 
 def _same_length(sent: Sequence[object], got: Sequence[object], who: str) -> None:

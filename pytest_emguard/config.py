@@ -47,6 +47,9 @@ class Options:
     banks: tuple[str, ...] = ()  # "CHECK=PATH", applied in order
     domain: str | None = None  # the adapter's training domain: its harm is gated apart from emergent harm
     raters: tuple[str, ...] = ()  # --em-rater: models that predict the judge's scores of the gated answers
+    engine_args: tuple[str, ...] = ()  # --em-engine-arg KEY=VALUE: settings of the vllm engine
+    budget: str | None = None  # --em-budget: tokens (200k) or dollars ($5) the first round may spend
+    price: str | None = None  # --em-price IN,OUT: USD per million prompt / new tokens
 
     @property
     def n_samples(self) -> int:
@@ -71,6 +74,8 @@ class RunConfig:
         from pytest_emguard.checks import apply_banks, load_checks
 
         _check_cache_dir(options.cache_dir)
+        _engine_args(options.engine_args)
+        _budget(options)
         model = resolve_model(
             options.model, options.base, backend=options.backend, trust_remote_code=options.trust_remote_code
         )
@@ -94,37 +99,90 @@ class RunConfig:
 
     @property
     def backend_options(self) -> BackendOptions:
-        return BackendOptions(device=self.options.device)
+        return BackendOptions(device=self.options.device, engine_args=_engine_args(self.options.engine_args))
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        from pytest_emguard.backends import capabilities_of
+
+        return capabilities_of(self.model)
 
     @property
     def plan_context(self) -> PlanContext:
-        from pytest_emguard.backends import backend_entry
-
-        capabilities = backend_entry(self.model.backend).capabilities
         return PlanContext(
-            self.options.n_samples, self.options.max_new_tokens, capabilities, self.options.layer_stride
+            self.options.n_samples, self.options.max_new_tokens, self.capabilities, self.options.layer_stride
         )
 
     def items(self) -> list[Item]:
-        """Every enabled gate item of every check, in registration order."""
-        return [i for c in self.checks for i in c.items() if self.thresholds.for_item(i).enabled]
+        """Every enabled gate item of every check the backend can run, in registration order."""
+        lacking = self.unsupported()
+        return [
+            i
+            for c in self.checks
+            if c.name not in lacking
+            for i in c.items()
+            if self.thresholds.for_item(i).enabled
+        ]
+
+    def unsupported(self) -> dict[str, str]:
+        """Checks that need a capability this model's backend lacks, with the reason their items are skipped
+        (a check that another planned check requires is a usage error instead: ``check_capabilities``)."""
+        caps = self.capabilities
+        return {
+            c.name: f"needs {', '.join(sorted(c.needs - caps))}, which the {self.model.backend!r} backend "
+            "does not offer for this model"
+            for c in self.checks
+            if c.needs - caps
+        }
+
+    def skipped_items(self) -> list[tuple[Item, str]]:
+        """The enabled items of unsupported checks, each with the reason it is skipped."""
+        lacking = self.unsupported()
+        return [
+            (i, lacking[c.name])
+            for c in self.checks
+            if c.name in lacking
+            for i in c.items()
+            if self.thresholds.for_item(i).enabled
+        ]
 
     def check(self, name: str) -> Check:
         return next(c for c in self.checks if c.name == name)
 
     def check_capabilities(self) -> None:
         from pytest_emguard.api import planned_checks
-        from pytest_emguard.backends import backend_entry
 
-        entry = backend_entry(self.model.backend)
         for check in planned_checks(self):
-            lacking = sorted(check.needs - entry.capabilities)
+            lacking = sorted(check.needs - self.capabilities)
             if lacking:
                 raise ConfigError(
                     f"check {check.name!r}",
-                    f"needs {', '.join(lacking)}, which the {entry.scheme!r} backend does not offer",
+                    f"needs {', '.join(lacking)}, which the {self.model.backend!r} backend does not offer",
                     "choose another backend with --em-backend, or disable the check's items in the thresholds",
                 )
+
+
+def _budget(options: Options) -> None:
+    from pytest_emguard.cost import parse_budget, parse_price
+
+    if parse_budget(options.budget).usd is not None and parse_price(options.price) is None:
+        raise ConfigError(
+            "--em-budget", f"{options.budget!r} is in dollars but no price is given", "add --em-price IN,OUT"
+        )
+
+
+def _engine_args(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(
+                "--em-engine-arg",
+                f"{value!r} is not KEY=VALUE",
+                "write e.g. --em-engine-arg tensor_parallel_size=2",
+            )
+        out.append((key.strip(), setting.strip()))
+    return tuple(out)
 
 
 def _check_cache_dir(value: str) -> None:

@@ -24,21 +24,22 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
         "model",
         None,
         "model to gate: a PEFT adapter directory (base read from adapter_config.json), a full model "
-        "directory (with --em-base), a .gguf file, or fake:SCENARIO for tests; repeatable (several models gated "
+        "directory (with --em-base), a .gguf file, openai:MODEL@URL (a model an OpenAI-compatible endpoint serves, with --em-base=NAME), or fake:SCENARIO for tests; repeatable (several models gated "
         "side by side, one verdict table), and @FILE reads one model per line of FILE",
     ),
     ("base", None, "base model directory to compare against (overrides adapter_config.json)"),
     (
         "backend",
         "hf",
-        "backend that runs a model given as a path: hf (transformers + peft); a SCHEME: prefix on "
-        "--em-model (fake:...) wins (default: hf)",
+        "backend that runs a model given as a path: hf (transformers + peft) or vllm (vLLM's offline engine, "
+        "LoRA per request); a SCHEME: prefix on --em-model (openai:..., fake:...) wins (default: hf)",
     ),
     (
         "judge",
         None,
         "the judge, SCHEME:TARGET: probe:PATH[?golden=v1|v2] (offline linear probe on a local model), hf:PATH "
-        "(local generative judge), fake: (tests). Never the model under test",
+        "(local generative judge), openai:MODEL@URL (generative judge on an OpenAI-compatible endpoint, key from "
+        "OPENAI_API_KEY), fake: (tests). Never the model under test",
     ),
     (
         "thresholds",
@@ -56,6 +57,18 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
         "the adapter's training domain (risky_financial, bad_medical, ...): harm on that domain's own questions "
         "is gated as harmfulness_in_domain[...], apart from the emergent items (default: the 'domain' of the "
         "model card beside the adapter, ADAPTER/emguard_card.yaml, if there is one)",
+    ),
+    (
+        "budget",
+        None,
+        "refuse a plan whose first round needs more than this: tokens (200000, 200k, 2M: prompt plus new "
+        "tokens, estimated) or dollars ($5, with --em-price); checked before anything is generated",
+    ),
+    (
+        "price",
+        None,
+        "IN,OUT: USD per million prompt tokens and per million new tokens of the model under test, for the "
+        "plan's cost estimate and a dollar --em-budget",
     ),
     ("seed", "0", "run seed; every request's seed derives from it (default: 0)"),
     ("cache-dir", ".emguard_cache", "record cache directory (default: .emguard_cache)"),
@@ -96,6 +109,18 @@ def add_options(parser: pytest.Parser) -> None:
         "--em-bank", dest="em_bank", action="append", default=None, help=f"{bank_help}. ini: em_bank"
     )
     parser.addini("em_bank", f"pytest-emguard: {bank_help}", type="linelist", default=[])
+    engine_help = (
+        "KEY=VALUE: an engine setting for the vllm backend (tensor_parallel_size=2, gpu_memory_utilization=0.8, "
+        "max_model_len=4096, ...; values read as JSON where they parse); repeatable"
+    )
+    group.addoption(
+        "--em-engine-arg",
+        dest="em_engine_arg",
+        action="append",
+        default=None,
+        help=f"{engine_help}. ini: em_engine_arg",
+    )
+    parser.addini("em_engine_arg", f"pytest-emguard: {engine_help}", type="linelist", default=[])
     rater_help = (
         "a model that predicts the judge's harm scores of the gated models' answers (cross-model rating, reported "
         "by bins of the actual score): a full model directory, or fake:SCENARIO; repeatable"
@@ -186,6 +211,7 @@ def _common(config: pytest.Config) -> Options:
         raise ConfigError("--em-device", f"{device!r} is not a device", "use auto, cpu, cuda, cuda:N or mps")
     banks = config.getoption("em_bank")
     raters = config.getoption("em_rater")
+    engine = config.getoption("em_engine_arg")
     return Options(
         model="",
         base=_path_or_none(_raw(config, "base")),
@@ -202,7 +228,10 @@ def _common(config: pytest.Config) -> Options:
         trust_remote_code=bool(config.getoption("em_trust_remote_code")),
         banks=tuple(banks if banks is not None else config.getini("em_bank")),
         raters=tuple(raters if raters is not None else config.getini("em_rater")),
+        engine_args=tuple(engine if engine is not None else config.getini("em_engine_arg")),
         domain=_raw(config, "domain") or None,
+        budget=_raw(config, "budget") or None,
+        price=_raw(config, "price") or None,
     )
 
 

@@ -7,6 +7,7 @@ controller, which runs no items, computes its summary from the cache alone (it n
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +49,15 @@ class EmguardSession:
     def progress(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         capture = self.config.pluginmanager.get_plugin("capturemanager")
+        worker = getattr(self.config, "workerinput", None)
+        if worker is not None:  # an xdist worker's terminal is not shown; its stderr is the controller's
+            line = f"[emguard {worker.get('workerid', 'worker')}] {message}\n"
+            stream = sys.__stderr__
+            if stream is not None:
+                with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                    stream.write(line)
+                    stream.flush()
+            return
         if reporter is None:
             return
         if capture is not None:

