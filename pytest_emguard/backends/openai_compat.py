@@ -185,15 +185,26 @@ class OpenAIBackend:
             if p.prefix:
                 messages.append({"role": "assistant", "content": p.prefix})
                 extra = {"continue_final_message": True, "add_generation_prompt": False}
-            response = await client.chat.completions.create(
-                model=self.endpoint.model,
-                messages=messages,
-                max_tokens=1,
-                temperature=0.0,
-                logprobs=True,
-                top_logprobs=min(top_k, self.endpoint.top_logprobs),
-                extra_body=extra,
-            )
+            import openai
+
+            try:
+                response = await client.chat.completions.create(
+                    model=self.endpoint.model,
+                    messages=messages,
+                    max_tokens=1,
+                    temperature=0.0,
+                    logprobs=True,
+                    top_logprobs=min(top_k, self.endpoint.top_logprobs),
+                    extra_body=extra,
+                )
+            except openai.BadRequestError:
+                if not p.prefix:
+                    raise
+                raise PrefixUnsupported(
+                    self.endpoint.label,
+                    "the endpoint cannot continue an assistant prefix (vLLM's continue_final_message)",
+                    "serve the model with vLLM, or add ?logprobs=no to the model",
+                ) from None
             content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
             if not content:
                 raise ModelError(
@@ -241,24 +252,16 @@ class OpenAIBackend:
             return list(results)
         done = {i: r for i, r in enumerate(results) if not isinstance(r, BaseException)}
         cause = failed[0][1]
+        if isinstance(cause, PrefixUnsupported):  # not a failure of the endpoint: the caller reads otherwise
+            raise cause
         raise PartialBatch(self.endpoint.label, self._describe(cause, len(failed), len(calls)), done) from (
             cause if isinstance(cause, Exception) else None
         )
 
     async def _retried(self, make: Callable[[], Awaitable[Any]]) -> Any:
-        import openai
-
         for attempt in range(self.endpoint.retries + 1):
             try:
                 return await make()
-            except openai.BadRequestError as exc:
-                if "continue_final_message" in str(exc) or "extra" in str(exc).lower():
-                    raise PrefixUnsupported(
-                        self.endpoint.label,
-                        "the endpoint cannot continue an assistant prefix (vLLM's continue_final_message)",
-                        "serve the model with vLLM, or add ?logprobs=no to the model",
-                    ) from None
-                raise
             except Exception as exc:
                 wait = retry_delay(exc, attempt)
                 if wait is None or attempt == self.endpoint.retries:
