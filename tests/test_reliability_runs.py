@@ -181,9 +181,10 @@ def test_xdist_workers_share_one_evaluation(
     runs = _log(cache)
     assert len(runs) == 4 and _made(cache) == _made(ref_cache), runs  # four workers, one did the work
     assert sum(int(r["answers_generated"]) > 0 for r in runs) == 1  # type: ignore[call-overload]
-    # the evaluating worker's progress reaches the terminal, tagged with its id; the model loads once
+    # the evaluating worker's progress reaches the terminal, tagged with its id; only that worker loads the model
+    # (twice: the first round, then the follow-ups, after the judge had the memory)
     loads = [line for line in out if line.startswith("[emguard gw") and line.endswith(" and its base")]
-    assert len(loads) == 1, out
+    assert loads and len({line.split("]")[0] for line in loads}) == 1, out
     worker = loads[0].split("]")[0]
     assert any(line.startswith(worker) and "generating" in line for line in out), out
     _integrity(cache)
