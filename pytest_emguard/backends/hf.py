@@ -24,7 +24,16 @@ from pytest_emguard.types import Completion, Message, Prompt, Request, Sampling
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["HFBackend", "LoadedModel", "fingerprints", "open_hf_pair", "open_one", "open_pair", "resolve"]
+__all__ = [
+    "HFBackend",
+    "LoadedModel",
+    "chat_text",
+    "fingerprints",
+    "open_hf_pair",
+    "open_one",
+    "open_pair",
+    "resolve",
+]
 
 
 def pick_device(device: str) -> str:
@@ -87,11 +96,7 @@ class LoadedModel:
             yield
 
     def chat_text(self, messages: Sequence[Message], prefix: str = "") -> str:
-        chat = [{"role": role, "content": content} for role, content in messages]
-        if self.tokenizer.chat_template is None:
-            return "\n".join(f"{role}: {content}" for role, content in messages) + "\nassistant: " + prefix
-        text: str = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        return text + prefix
+        return chat_text(self.tokenizer, messages, prefix)
 
     def encode(self, texts: Sequence[str]) -> Any:
         return self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(
@@ -104,6 +109,17 @@ class LoadedModel:
         if self.tokenizer.eos_token_id is not None:
             found.add(self.tokenizer.eos_token_id)
         return sorted(found)
+
+
+def chat_text(tokenizer: Any, messages: Sequence[Message], prefix: str = "") -> str:
+    """The prompt as the model sees it: its chat template with the generation prompt, then the assistant's
+    prefix (a plain "role: text" transcript for a tokenizer without a template).  The vllm backend uses it too,
+    so both backends send a model the same text."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        return "\n".join(f"{role}: {content}" for role, content in messages) + "\nassistant: " + prefix
+    chat = [{"role": role, "content": content} for role, content in messages]
+    text: str = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return text + prefix
 
 
 def _tok_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

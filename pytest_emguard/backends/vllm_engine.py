@@ -99,11 +99,9 @@ class Engine:
             self.lora = LoRARequest("emguard-fine-tune", 1, adapter)
 
     def chat_text(self, messages: Sequence[Message], prefix: str = "") -> str:
-        chat = [{"role": role, "content": content} for role, content in messages]
-        if getattr(self.tokenizer, "chat_template", None) is None:
-            return "\n".join(f"{role}: {content}" for role, content in messages) + "\nassistant: " + prefix
-        text: str = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        return text + prefix
+        from pytest_emguard.backends.hf import chat_text
+
+        return chat_text(self.tokenizer, messages, prefix)
 
 
 class VLLMBackend:
