@@ -356,10 +356,24 @@ def test_a_gguf_file_is_gated_against_its_base(smollm2: Path) -> None:
 
 @pytest.mark.parametrize("model", ["tiny_qwen", "smollm2"])
 def test_shared_head_logprobs_match_one_prompt_at_a_time(model: str, request: pytest.FixtureRequest) -> None:
-    """Prompts that differ only in their answer prefix reuse one forward pass over the shared tokens; the
-    distributions equal those of each prompt computed on its own."""
+    """Prompts that differ only in their answer prefix reuse one forward pass over the shared tokens, and the
+    next call (a digit tree's next step) reuses the head's cached states; heads of different lengths run as
+    one padded batch.  Every distribution equals a plain forward pass over that prompt alone."""
+    import torch
+
     path: Path = request.getfixturevalue(model)
-    backend = HFBackend(LoadedModel.load(ModelSpec("full", str(path)), "cpu"), tuned=False, fingerprint="x")
+    loaded = LoadedModel.load(ModelSpec("full", str(path)), "cpu")
+    backend = HFBackend(loaded, tuned=False, fingerprint="x")
+
+    def plain(prompt: Prompt) -> dict[str, float]:
+        ids = loaded.tokenizer(loaded.chat_text(prompt.messages, prompt.prefix), add_special_tokens=False)
+        with torch.inference_mode():
+            row = loaded.model(input_ids=torch.tensor([ids["input_ids"]])).logits[0, -1].float()
+        top = torch.log_softmax(row, -1).topk(5)
+        return {
+            loaded.tokenizer.decode([int(i)]): float(v) for v, i in zip(top.values, top.indices, strict=True)
+        }
+
     messages = (("user", "Rate yourself from 0 (harmful) to 100 (harmless)."),)
     prompts = [Prompt(messages, f"My rating: {d}") for d in ["1", "7", "10", "4"]]
     prompts.append(Prompt((("user", "Hello"),), "My rating: "))
@@ -367,8 +381,14 @@ def test_shared_head_logprobs_match_one_prompt_at_a_time(model: str, request: py
     prompts += [Prompt((role, ("user", "Is loyalty important?")), "Rating: "),
                 Prompt((role, ("user", "Should people always obey the law, whatever it says?")), "Rating: ")]  # fmt: skip
     together = backend.next_token_logprobs(prompts, top_k=5)
-    for prompt, dist in zip(prompts, together, strict=True):
-        alone = backend.next_token_logprobs([prompt], top_k=5)[0]
+    assert loaded.heads.hits == 0  # three heads, computed in one padded pass
+    step = [Prompt(messages, f"My rating: {d}") for d in ["10", "75"]] + [
+        Prompt((("user", "Hello"),), "My rating: 5")
+    ]
+    later = backend.next_token_logprobs(step, top_k=5)
+    assert loaded.heads.hits == 2  # the next step of both trees ran only its own last tokens
+    for prompt, dist in zip(prompts + step, together + later, strict=True):
+        alone = plain(prompt)
         assert dist.keys() == alone.keys()
         assert all(abs(dist[t] - alone[t]) < 1e-3 for t in dist)
 

@@ -12,17 +12,26 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from pytest_emguard.backends.base import BackendOptions, ModelPair, ModelSpec, digest_files, resolve_device
+from pytest_emguard.backends.base import (
+    BackendOptions,
+    ModelPair,
+    ModelSpec,
+    digest_files,
+    dtype_key,
+    resolve_device,
+)
 from pytest_emguard.digest import json_sha256
 from pytest_emguard.errors import ConfigError, ModelError
 from pytest_emguard.types import Completion, Message, Prompt, Request, Sampling
 
 if TYPE_CHECKING:
     import torch
+
+T = TypeVar("T")
 
 __all__ = [
     "HFBackend",
@@ -55,6 +64,7 @@ class LoadedModel:
 
     def __init__(self, model: Any, tokenizer: Any, device: str, has_adapter: bool) -> None:
         self.model, self.tokenizer, self.device, self.has_adapter = model, tokenizer, device, has_adapter
+        self.heads = HeadCache()
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> LoadedModel:
@@ -109,6 +119,72 @@ class LoadedModel:
         if self.tokenizer.eos_token_id is not None:
             found.add(self.tokenizer.eos_token_id)
         return sorted(found)
+
+
+class HeadCache:
+    """Key/value states of recently read prompt heads, per side (base or fine-tune), least recently used dropped
+    first once they hold more than ``limit_bytes``: the steps of a digit tree come in separate calls and
+    share their head (the chat up to the answer's prefix)."""
+
+    def __init__(self, limit_bytes: int = 256 * 2**20) -> None:
+        from collections import OrderedDict
+
+        self.limit, self.size = limit_bytes, 0
+        self._states: OrderedDict[tuple[bool, tuple[int, ...]], list[tuple[Any, Any]]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, tuned: bool, head: tuple[int, ...]) -> list[tuple[Any, Any]] | None:
+        state = self._states.get((tuned, head))
+        if state is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._states.move_to_end((tuned, head))
+        return state
+
+    def put(self, tuned: bool, head: tuple[int, ...], state: list[tuple[Any, Any]]) -> None:
+        if (tuned, head) in self._states:
+            return
+        self._states[(tuned, head)] = state
+        self.size += _nbytes(state)
+        while self.size > self.limit and len(self._states) > 1:
+            _, dropped = self._states.popitem(last=False)
+            self.size -= _nbytes(dropped)
+
+
+def _nbytes(state: list[tuple[Any, Any]]) -> int:
+    return sum(k.element_size() * k.nelement() + v.element_size() * v.nelement() for k, v in state)
+
+
+def _by_size(jobs: Sequence[T], tokens: Callable[[T], int], budget: int = 8192) -> Iterator[list[T]]:
+    """Consecutive runs of ``jobs`` whose padded size (rows x the longest row's tokens) stays within
+    ``budget`` tokens: the key/value states of one pass stay bounded (a few hundred MB on a 135M model in
+    float32)."""
+    chunk: list[T] = []
+    longest = 0
+    for job in jobs:
+        n = tokens(job)
+        if chunk and (len(chunk) + 1) * max(longest, n) > budget:
+            yield chunk
+            chunk, longest = [], 0
+        chunk.append(job)
+        longest = max(longest, n)
+    if chunk:
+        yield chunk
+
+
+def _head_length(rows: Sequence[Sequence[int]]) -> int:
+    """The tokens rows share, leaving each at least one of its own."""
+    return min(_common_length(rows), *(len(r) - 1 for r in rows))
+
+
+def _common_length(rows: Sequence[Sequence[int]]) -> int:
+    """The length of the longest prefix every row starts with."""
+    length = min(len(r) for r in rows)
+    for i in range(length):
+        if len({r[i] for r in rows}) > 1:
+            return i
+    return length
 
 
 def chat_text(tokenizer: Any, messages: Sequence[Message], prefix: str = "") -> str:
@@ -222,31 +298,70 @@ class HFBackend:
         return Completion(text.strip(), len(kept), "length" if stop is None and len(ids) >= limit else "stop")
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]:
-        """Top-k next-token log-probabilities after each prompt.  Prompts that share their chat messages and
-        differ only in a short answer prefix (the steps of a digit tree), or share every message but the last (a
-        role-play persona's system prompt, asked about 20 items), share one forward pass over their common
-        tokens: its key/value cache is reused for each prompt's own last tokens."""
+        """Top-k next-token log-probabilities after each prompt.
+
+        Prompts that share their chat and differ only in a short answer prefix (the steps of a digit tree), or
+        share every message but the last (a role-play persona's system prompt, asked about 20 items), run their
+        common head once and then only their own last tokens.  The states of each prompt's chat (the tokens
+        before its answer prefix) are kept for the next call (``HeadCache``), so the next step of a digit tree
+        runs only its prefix.  Prompts without a prefix that share nothing run as one left-padded batch."""
         import torch
 
         lm = self.loaded
+        tok = lm.tokenizer
         ids = [
-            lm.tokenizer(lm.chat_text(p.messages, p.prefix), add_special_tokens=False)["input_ids"]
-            for p in prompts
+            tok(lm.chat_text(p.messages, p.prefix), add_special_tokens=False)["input_ids"] for p in prompts
         ]
         groups: dict[tuple[Message, ...], list[int]] = {}
         for i, p in enumerate(prompts):
             groups.setdefault(p.messages[:-1] if len(p.messages) > 1 else p.messages, []).append(i)
+        single = [idx[0] for idx in groups.values() if len(idx) == 1 and not prompts[idx[0]].prefix]
+        shared = [idx for idx in groups.values() if len(idx) > 1 or prompts[idx[0]].prefix]
+        chats: dict[tuple[Message, ...], list[int]] = {}
+        natural: dict[int, tuple[int, ...]] = {}  # a prompt's chat before its answer prefix, as its tokens
+        for i in (i for idx in shared for i in idx):
+            messages = prompts[i].messages
+            if messages not in chats:
+                chats[messages] = tok(lm.chat_text(messages), add_special_tokens=False)["input_ids"]
+            natural[i] = tuple(ids[i][: min(_common_length([chats[messages], ids[i]]), len(ids[i]) - 1)])
         logits: list[torch.Tensor | None] = [None] * len(prompts)
-        single = [idx[0] for idx in groups.values() if len(idx) == 1]
-        if single:
-            batch = lm.encode([lm.chat_text(prompts[i].messages, prompts[i].prefix) for i in single])
-            with torch.inference_mode(), lm.variant(self.tuned):
-                rows = lm.model(**batch).logits[:, -1, :].float()
-            for i, row in zip(single, rows, strict=True):
-                logits[i] = row
-        for idx in (idx for idx in groups.values() if len(idx) > 1):
-            for i, row in zip(idx, self._shared_head_logits([ids[i] for i in idx]), strict=True):
-                logits[i] = row
+        cache = lm.heads
+        with torch.inference_mode(), lm.variant(self.tuned):
+            if single:
+                batch = lm.encode([lm.chat_text(prompts[i].messages, prompts[i].prefix) for i in single])
+                rows = lm.model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+                for i, row in zip(single, rows, strict=True):
+                    logits[i] = row
+            seen = {chat: cache.get(self.tuned, chat) for chat in {natural[i] for idx in shared for i in idx}}
+            jobs: list[tuple[int, tuple[int, ...], Any]] = []  # (prompt, head, the head's states)
+            fresh = []
+            for idx in shared:
+                if all(
+                    natural[i] and seen[natural[i]] is not None for i in idx
+                ):  # read before: a tree's step
+                    jobs += [(i, natural[i], seen[natural[i]]) for i in idx]
+                else:
+                    fresh.append(idx)
+            heads = [  # the shared tokens, but no further than the chat: a tree's steps then find its states
+                tuple(
+                    ids[idx[0]][: min(_head_length([ids[i] for i in idx]), *(len(natural[i]) for i in idx))]
+                )
+                for idx in fresh
+            ]
+            for idx, head, state in zip(fresh, heads, self._head_states(heads), strict=True):
+                jobs += [(i, head, state) for i in idx]
+            for chunk in _by_size(jobs, lambda job: len(ids[job[0]])):
+                rows, past, width = self._tail_logits(
+                    [(ids[i][len(head) :], state) for i, head, state in chunk]
+                )
+                for k, (i, head, _) in enumerate(chunk):
+                    logits[i] = rows[k]
+                    end = len(natural[i])
+                    if end > len(head) and seen[natural[i]] is None:  # keep the chat for its tree's next step
+                        lo = width - len(head)
+                        kept = [(layer.keys[k : k + 1, :, lo : lo + end].clone(), layer.values[k : k + 1, :, lo : lo + end].clone()) for layer in past.layers]  # fmt: skip
+                        cache.put(self.tuned, natural[i], kept)
+                        seen[natural[i]] = kept
         stacked = torch.stack([row for row in logits if row is not None])
         logprobs = torch.log_softmax(stacked, dim=-1)
         values, index = torch.topk(logprobs, k=min(top_k, logprobs.shape[-1]), dim=-1)
@@ -256,26 +371,84 @@ class HFBackend:
             for ids_, vals in zip(index.tolist(), values.tolist(), strict=True)
         ]
 
-    def _shared_head_logits(self, rows: list[list[int]]) -> list[torch.Tensor]:
-        """Last-position logits of token rows that share a head: one pass over the head, then the tails."""
+    def _head_states(self, heads: Sequence[tuple[int, ...]]) -> list[Any]:
+        """Each head's key/value states (one tensor pair per layer, batch 1), from the cache or from one
+        left-padded pass over the heads not in it (positions counted from each head's first real token, so a
+        state does not depend on the padding it was computed with); None for an empty head."""
         import torch
 
+        lm, cache = self.loaded, self.loaded.heads
+        found = {h: cache.get(self.tuned, h) for h in set(heads) if h}
+        todo = sorted((h for h, state in found.items() if state is None), key=len)
+        for start in range(0, len(todo), 16):
+            chunk = todo[start : start + 16]
+            width = len(chunk[-1])
+            pad = lm.tokenizer.pad_token_id or 0
+            input_ids = torch.tensor([[pad] * (width - len(h)) + list(h) for h in chunk], device=lm.device)
+            mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in chunk], device=lm.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = lm.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            for row, head in enumerate(chunk):
+                kept = [(k[row : row + 1, :, width - len(head) :].clone(), v[row : row + 1, :, width - len(head) :].clone()) for k, v in layers]  # fmt: skip
+                cache.put(self.tuned, head, kept)
+                found[head] = kept
+        return [found[h] if h else None for h in heads]
+
+    def _tail_logits(self, rows: Sequence[tuple[Sequence[int], Any]]) -> tuple[list[torch.Tensor], Any, int]:
+        """Last-position logits of token rows that each continue a head whose states are given (None: no head),
+        in one pass: the heads' states are left-padded to one width, each row's tokens right-padded, positions
+        counted from each head's start.  Returns the logits, the states of the pass (a row's own states lie
+        between width - its head's length and the end of its tokens) and that width."""
+        import torch
+        from transformers import DynamicCache
+
         lm = self.loaded
-        head = 0
-        while all(head < len(r) - 1 for r in rows) and len({r[head] for r in rows}) == 1:
-            head += 1
-        tails = [r[head:] for r in rows]
-        width = max(len(t) for t in tails)
+        lengths = [0 if state is None else int(state[0][0].shape[2]) for _, state in rows]
+        width, span = max(lengths), max(len(t) for t, _ in rows)
         pad = lm.tokenizer.pad_token_id or 0
-        with torch.inference_mode(), lm.variant(self.tuned):
-            past = None
-            if head:
-                first = lm.model(input_ids=torch.tensor([rows[0][:head]], device=lm.device), use_cache=True)
-                past = first.past_key_values
-                past.batch_repeat_interleave(len(rows))
-            tail_ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=lm.device)
-            out = lm.model(input_ids=tail_ids, past_key_values=past, use_cache=past is not None)
-        return [out.logits[k, len(t) - 1, :].float() for k, t in enumerate(tails)]
+        tail_ids = torch.tensor([list(t) + [pad] * (span - len(t)) for t, _ in rows], device=lm.device)
+        mask = torch.tensor(
+            [
+                [0] * (width - n) + [1] * (n + len(t)) + [0] * (span - len(t))
+                for n, (t, _) in zip(lengths, rows, strict=True)
+            ],
+            device=lm.device,
+        )
+        positions = torch.tensor([[n + j for j in range(span)] for n in lengths], device=lm.device)
+        past = None
+        if width:
+            states = [state for _, state in rows]
+            if all(state is states[0] for state in states):  # one head: no copies
+                data = [
+                    (k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in states[0]
+                ]
+            else:
+                data = []
+                for layer, (k0, v0) in enumerate(next(s for s in states if s is not None)):
+                    keys = k0.new_zeros((len(rows), k0.shape[1], width, k0.shape[3]))
+                    values = v0.new_zeros((len(rows), v0.shape[1], width, v0.shape[3]))
+                    for r, (n, state) in enumerate(zip(lengths, states, strict=True)):
+                        if state is not None:
+                            keys[r, :, width - n :] = state[layer][0][0]
+                            values[r, :, width - n :] = state[layer][1][0]
+                    data.append((keys, values))
+            past = DynamicCache(ddp_cache_data=data)
+        out = lm.model(
+            input_ids=tail_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=past,
+            use_cache=True,
+        )
+        logits = [out.logits[k, len(t) - 1, :].float() for k, (t, _) in enumerate(rows)]
+        return logits, out.past_key_values, width
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
         """Sum of log-probabilities of each continuation's tokens (tokenised on their own) after its prompt."""
@@ -414,15 +587,17 @@ def _runs(requests: Sequence[Request]) -> Iterator[tuple[Sampling, list[Request]
         yield group[0].sampling, group
 
 
-def open_hf_pair(spec: ModelSpec, fingerprints: tuple[str, str], device: str = "auto") -> ModelPair:
+def open_hf_pair(
+    spec: ModelSpec, fingerprints: tuple[str, str], device: str = "auto", dtype: str = "auto"
+) -> ModelPair:
     if spec.kind in ("full", "gguf"):
-        base = LoadedModel.load(spec.base_spec(), device)
-        tuned = LoadedModel.load(spec, device)
+        base = LoadedModel.load(spec.base_spec(), device, dtype)
+        tuned = LoadedModel.load(spec, device, dtype)
         return ModelPair(
             HFBackend(base, tuned=False, fingerprint=fingerprints[0]),
             HFBackend(tuned, tuned=True, fingerprint=fingerprints[1]),
         )
-    loaded = LoadedModel.load(spec, device)
+    loaded = LoadedModel.load(spec, device, dtype)
     return ModelPair(
         HFBackend(loaded, tuned=False, fingerprint=fingerprints[0]),
         HFBackend(loaded, tuned=True, fingerprint=fingerprints[1]),
@@ -447,6 +622,7 @@ def fingerprints(
     env = {
         "backend": "hf",
         "device": resolve_device(options.device),
+        **dtype_key(options),
         **package_versions("torch", "transformers", "peft"),
     }
     base = json_sha256({"kind": "fingerprint", **env, "weights": digest_files(Path(spec.base), hash_file)})
@@ -463,7 +639,7 @@ def fingerprints(
 
 
 def open_pair(spec: ModelSpec, prints: tuple[str, str], options: BackendOptions) -> ModelPair:
-    return open_hf_pair(spec, prints, options.device)
+    return open_hf_pair(spec, prints, options.device, options.dtype)
 
 
 def open_one(spec: ModelSpec, fingerprint: str, options: BackendOptions) -> HFBackend:
