@@ -49,6 +49,9 @@ class RunStats:
     judge_loaded: bool = False
     seconds: float = 0.0
     check_seconds: dict[str, float] = field(default_factory=dict)  # check -> time spent making its records
+    sequential: tuple[int, int, int, int] | None = (
+        None  # rounds run, rounds planned, questions asked, questions
+    )
 
     def timed(self, check: str, started: float) -> None:
         self.check_seconds[check] = self.check_seconds.get(check, 0.0) + time.monotonic() - started
@@ -124,8 +127,11 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
         if preflight.stops:
             answers = run.empty()
         else:
-            answers = run.answers(asked)
-            run.verdicts(answers, asked)
+            if config.options.sequential:
+                asked, answers = run.in_rounds(asked, judge, preflight)
+            else:
+                answers = run.answers(asked)
+                run.verdicts(answers, asked)
             extra = run.followups(answers)
             if any(extra.values()):
                 more = run.answers(extra)
@@ -313,6 +319,57 @@ class _Run:
                 self._pair = None
         return records
 
+    def in_rounds(
+        self, asked: dict[str, tuple[Query, ...]], judge: Judge, preflight: PreflightResult
+    ) -> tuple[dict[str, tuple[Query, ...]], dict[str, Rows]]:
+        """``--em-sequential``: every query but the sampled, judged ones first; then those, question by question
+        in the seeded order, ``--em-round-size`` questions a round, until every enabled item whose metrics may
+        stop (``Metric.bounds``) is decided on its confidence sequence, or the questions run out."""
+        from pytest_emguard.gate import item_result
+        from pytest_emguard.sequential import ordered, rounds
+
+        def in_round(q: Query) -> bool:
+            return q.reading == "sample" and q.judged
+
+        items = [i for i in self.config.items() if all(m.bounds is not None for m in i.metrics)]
+        later = [q for q in self.queries if in_round(q)]
+        if not items or not later:
+            answers = self.answers(asked)
+            self.verdicts(answers, asked)
+            return asked, answers
+        now = {side: tuple(q for q in asked[side] if not in_round(q)) for side in SIDES}
+        answers = self.answers(now) if any(now.values()) else {side: {} for side in SIDES}
+        self.verdicts(answers, now)
+        plan = rounds(
+            ordered((q.cluster for q in later), self.config.options.seed), self.config.options.round_size
+        )
+        total = sum(len(r) for r in plan)
+        asked_so_far = dict(now)
+        for number, clusters in enumerate(plan, 1):
+            wanted = set(clusters)
+            step = {side: tuple(q for q in later if q.cluster in wanted) for side in SIDES}
+            more = self.answers(step)
+            self.verdicts(more, step)
+            for side in SIDES:
+                answers[side].update(more[side])
+                asked_so_far[side] = asked_so_far[side] + step[side]
+            ev = Evaluation(self.config, self.queries, {side: Answers(asked_so_far[side], answers[side]) for side in SIDES}, self.fingerprints, judge.fingerprint, (), self.stats, preflight)  # fmt: skip
+            outcomes = {i.id: item_result(ev, i).outcome for i in items}
+            undecided = [name for name, outcome in outcomes.items() if outcome == "inconclusive"]
+            done = sum(len(r) for r in plan[:number])
+            self.progress(
+                f"sequential: round {number} of {len(plan)}, {done} of {total} questions: "
+                + (
+                    f"{len(undecided)} item(s) undecided ({', '.join(undecided)})"
+                    if undecided
+                    else "every item decided"
+                )
+            )
+            if not undecided:
+                break
+        self.stats.sequential = (number, len(plan), done, total)
+        return asked_so_far, answers
+
     def followups(self, records: dict[str, Rows]) -> dict[str, tuple[Query, ...]]:
         """The queries checks build from each side's own answers (their ``followups`` method, where they have one)."""
         context = self.config.plan_context
@@ -335,7 +392,7 @@ class _Run:
         queries = tuple(rating_queries(sides))
         out: dict[str, Answers] = {}
         for rater in self.config.raters:
-            print_ = fingerprint(rater, self.cache.file_sha256)
+            print_ = fingerprint(rater, self.cache.file_sha256, self.config.backend_options)
             wanted = [(q, self._reading_key("rater", q, print_)) for q in queries]
             found = self.cache.get_many(k for _, k in wanted)
             self.stats.answers_cached += len(found)
@@ -423,8 +480,7 @@ class _Run:
         )
         done: dict[str, dict[str, object]] = {}
         batch_size = self.config.options.batch_size
-        trees_in = any(q.reading == "digits" for q, _ in missing)
-        size = max(1, batch_size // 4) if trees_in else batch_size  # each tree asks up to ~11 prompts
+        size = batch_size  # a digit tree asks ~20 prompts in 3 steps; the backend bounds each pass
         for start in range(0, len(missing), size):
             chunk = missing[start : start + size]
 

@@ -40,6 +40,7 @@ class Options:
     seed: int = 0
     cache_dir: str = ".emguard_cache"
     device: str = "auto"
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (local models)
     batch_size: int = 16
     max_new_tokens: int = 128
     layer_stride: int = 4  # activations after decoder layers N, 2N, ... (probes, persona_direction)
@@ -48,6 +49,9 @@ class Options:
     domain: str | None = None  # the adapter's training domain: its harm is gated apart from emergent harm
     raters: tuple[str, ...] = ()  # --em-rater: models that predict the judge's scores of the gated answers
     engine_args: tuple[str, ...] = ()  # --em-engine-arg KEY=VALUE: settings of the vllm engine
+    sequential: bool = False  # --em-sequential: sampled questions in rounds, stop once decided
+    round_size: int = 16  # questions per round
+    checks: tuple[str, ...] = ()  # --em-checks: the checks whose items are collected (empty: all)
     budget: str | None = None  # --em-budget: tokens (200k) or dollars ($5) the first round may spend
     price: str | None = None  # --em-price IN,OUT: USD per million prompt / new tokens
 
@@ -91,6 +95,7 @@ class RunConfig:
             checks = tuple(
                 c.with_domain(categories, name, source) if hasattr(c, "with_domain") else c for c in checks
             )
+        _selected(options.checks, checks)
         thresholds = Thresholds.load(options.thresholds, checks)
         raters = tuple(parse_rater(r) for r in options.raters)
         config = cls(options, model, judge, checks, thresholds, extra, raters)
@@ -99,7 +104,11 @@ class RunConfig:
 
     @property
     def backend_options(self) -> BackendOptions:
-        return BackendOptions(device=self.options.device, engine_args=_engine_args(self.options.engine_args))
+        return BackendOptions(
+            device=self.options.device,
+            dtype=self.options.dtype,
+            engine_args=_engine_args(self.options.engine_args),
+        )
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -118,7 +127,7 @@ class RunConfig:
         lacking = self.unsupported()
         return [
             i
-            for c in self.checks
+            for c in self.selected()
             if c.name not in lacking
             for i in c.items()
             if self.thresholds.for_item(i).enabled
@@ -140,11 +149,15 @@ class RunConfig:
         lacking = self.unsupported()
         return [
             (i, lacking[c.name])
-            for c in self.checks
+            for c in self.selected()
             if c.name in lacking
             for i in c.items()
             if self.thresholds.for_item(i).enabled
         ]
+
+    def selected(self) -> list[Check]:
+        """The checks whose items are collected: those of ``--em-checks``, or all."""
+        return [c for c in self.checks if not self.options.checks or c.name in self.options.checks]
 
     def check(self, name: str) -> Check:
         return next(c for c in self.checks if c.name == name)
@@ -160,6 +173,17 @@ class RunConfig:
                     f"needs {', '.join(lacking)}, which the {self.model.backend!r} backend does not offer",
                     "choose another backend with --em-backend, or disable the check's items in the thresholds",
                 )
+
+
+def _selected(names: Sequence[str], checks: Sequence[Check]) -> None:
+    known = [c.name for c in checks]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            "--em-checks",
+            f"no check is named {', '.join(map(repr, unknown))}",
+            f"choose from {', '.join(known)}",
+        )
 
 
 def _budget(options: Options) -> None:

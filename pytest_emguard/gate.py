@@ -8,6 +8,7 @@ check's name.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -150,7 +151,15 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
     paired = stats.pair(_values(base), _values(tuned), metric.reduce)
     label = item.id if len(item.metrics) == 1 else f"{item.id}/{metric.name}"
     interval = None
-    if paired.clusters:
+    if paired.clusters and ev.config.options.sequential and metric.bounds is not None:
+        from pytest_emguard.sequential import confidence_sequence, ordered
+
+        diffs = dict(zip(paired.clusters, paired.diffs.tolist(), strict=True))
+        order = ordered(paired.clusters, ev.config.options.seed)
+        span = metric.bounds[1] - metric.bounds[0]
+        interval = confidence_sequence([diffs[c] for c in order], span, alpha=float(t["alpha"]))
+        interval = dataclasses.replace(interval, n_samples=paired.n_samples)
+    elif paired.clusters:
         rng = np.random.default_rng(derive_seed(ev.config.options.seed, "bootstrap", label))
         interval = stats.bootstrap(paired, rng, alpha=float(t["alpha"]), n_boot=int(t["bootstrap"]))
     threshold = float(t[metric.threshold_key])

@@ -70,9 +70,27 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
         "IN,OUT: USD per million prompt tokens and per million new tokens of the model under test, for the "
         "plan's cost estimate and a dollar --em-budget",
     ),
+    (
+        "checks",
+        None,
+        "comma-separated checks to run (harmfulness,self_report,persona): only their items are collected, and "
+        "only they and the checks they read are evaluated (-k selects among collected items but evaluates "
+        "every check; default: every check)",
+    ),
+    (
+        "round-size",
+        "16",
+        "with --em-sequential: questions added per round (default: 16)",
+    ),
     ("seed", "0", "run seed; every request's seed derives from it (default: 0)"),
     ("cache-dir", ".emguard_cache", "record cache directory (default: .emguard_cache)"),
     ("device", "auto", "torch device for local models: auto, cpu, cuda, cuda:N, mps (default: auto)"),
+    (
+        "dtype",
+        "auto",
+        "precision of local models (hf backend, local judges and raters): auto (bfloat16 on CUDA, float32 on "
+        "CPU), float32, bfloat16 or float16; a value other than auto is part of every fingerprint (default: auto)",
+    ),
     ("batch-size", "16", "prompts per generation batch (default: 16)"),
     ("max-new-tokens", "128", "answer length limit for open questions, in tokens (default: 128)"),
     (
@@ -100,6 +118,14 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="allow model repositories to run their own Python code (off by default)",
+    )
+    group.addoption(
+        "--em-sequential",
+        dest="em_sequential",
+        action="store_true",
+        default=False,
+        help="ask the sampled harm questions in rounds (--em-round-size) and stop once every item that reads "
+        "them is decided, on an anytime-valid interval (a confidence sequence) instead of the bootstrap",
     )
     bank_help = (
         "CHECK=PATH: a YAML question bank that replaces or extends CHECK's bank (our format, or the question "
@@ -209,6 +235,11 @@ def _common(config: pytest.Config) -> Options:
     device = str(_raw(config, "device"))
     if not (device in ("auto", "cpu", "mps", "cuda") or device.startswith("cuda:")):
         raise ConfigError("--em-device", f"{device!r} is not a device", "use auto, cpu, cuda, cuda:N or mps")
+    dtype = str(_raw(config, "dtype"))
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(
+            "--em-dtype", f"{dtype!r} is not a precision", "use auto, float32, bfloat16 or float16"
+        )
     banks = config.getoption("em_bank")
     raters = config.getoption("em_rater")
     engine = config.getoption("em_engine_arg")
@@ -222,6 +253,7 @@ def _common(config: pytest.Config) -> Options:
         seed=_int(config, "seed", 0, 2**32 - 1),
         cache_dir=os.path.expanduser(str(_raw(config, "cache-dir"))),
         device=device,
+        dtype=dtype,
         batch_size=_int(config, "batch-size", 1, 4096),
         max_new_tokens=_int(config, "max-new-tokens", 1, 32768),
         layer_stride=_int(config, "layer-stride", 1, 1024),
@@ -230,6 +262,9 @@ def _common(config: pytest.Config) -> Options:
         raters=tuple(raters if raters is not None else config.getini("em_rater")),
         engine_args=tuple(engine if engine is not None else config.getini("em_engine_arg")),
         domain=_raw(config, "domain") or None,
+        sequential=bool(config.getoption("em_sequential")),
+        round_size=_int(config, "round-size", 1, 100000),
+        checks=tuple(n.strip() for n in str(_raw(config, "checks") or "").split(",") if n.strip()),
         budget=_raw(config, "budget") or None,
         price=_raw(config, "price") or None,
     )

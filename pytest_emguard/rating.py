@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_emguard.backends.base import BackendOptions
 from pytest_emguard.checks.base import Answers, Query
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.types import Sampling
@@ -79,7 +80,7 @@ def parse_rater(text: str) -> Rater:
     return Rater(text, "hf", str(path))
 
 
-def fingerprint(rater: Rater, hash_file: Callable[[Path], str]) -> str:
+def fingerprint(rater: Rater, hash_file: Callable[[Path], str], options: BackendOptions) -> str:
     from pytest_emguard.digest import json_sha256
 
     if rater.scheme == "fake":
@@ -87,10 +88,11 @@ def fingerprint(rater: Rater, hash_file: Callable[[Path], str]) -> str:
 
         return json_sha256({"rater": FakeBackend(parse_scenario(rater.target), tuned=False).fingerprint})
     from pytest_emguard.api import package_versions
-    from pytest_emguard.backends.base import digest_files
+    from pytest_emguard.backends.base import digest_files, dtype_key
 
     versions = package_versions("torch", "transformers")
-    return json_sha256({"rater": "hf", "weights": digest_files(Path(rater.target), hash_file), **versions})
+    weights = digest_files(Path(rater.target), hash_file)
+    return json_sha256({"rater": "hf", "weights": weights, **versions, **dtype_key(options)})
 
 
 def open_rater(rater: Rater, print_: str, options: object) -> object:

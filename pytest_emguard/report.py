@@ -147,6 +147,13 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
         f"model loaded: {'yes' if st.model_loaded else 'no'}; judge run: {'yes' if st.judge_loaded else 'no'}; "
         f"evaluation {st.seconds:.1f}s"
     )
+    if st.sequential is not None:
+        run, planned, asked, total = st.sequential
+        why = "every item that reads them decided" if run < planned else "the questions ran out"
+        lines.append(
+            f"sequential: stopped after round {run} of {planned}, {asked} of {total} sampled questions asked "
+            f"({why}); harm items are decided on a confidence sequence"
+        )
     if st.check_seconds:
         spent = ", ".join(f"{check} {seconds:.1f}s" for check, seconds in st.check_seconds.items())
         lines.append(f"time making records, by check: {spent}")

@@ -69,6 +69,7 @@ class Interval:
     confidence: float
     n_clusters: int
     n_samples: int
+    kind: str = "interval"  # or "confidence sequence" (--em-sequential: valid at every round at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,9 +322,11 @@ def _too_few(interval: Interval, min_clusters: int) -> Decision:
 
 def _straddles(interval: Interval, boundary: float, span: str) -> Decision:
     """Inconclusive decision for an interval that contains the threshold boundary."""
-    more = samples_needed(interval, boundary)
+    more = samples_needed(interval, boundary) if interval.kind == "interval" else None
     if interval.estimate == boundary:
         tail = f"and the estimate {_num(interval.estimate)} sits on the threshold"
+    elif interval.kind != "interval":
+        tail = "and every question has been asked"
     elif more is None:
         tail = f"and the estimate {_num(interval.estimate)} is too close to the threshold to size a rerun"
     else:
@@ -343,7 +346,7 @@ def decide(interval: Interval, threshold: float, direction: Direction, *, min_cl
         raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
     if interval.n_clusters < min_clusters:
         return _too_few(interval, min_clusters)
-    span = f"the {interval.confidence:.0%} interval [{_num(interval.low)}, {_num(interval.high)}]"
+    span = f"the {interval.confidence:.0%} {interval.kind} [{_num(interval.low)}, {_num(interval.high)}]"
     if direction == "increase":
         boundary = threshold
         if interval.low > boundary:

@@ -117,6 +117,53 @@ def test_k_selects_one_item(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_em_checks_collects_and_evaluates_only_the_named_checks(pytester: pytest.Pytester) -> None:
+    """Unlike -k, --em-checks limits the work: only the named checks and the checks they read are evaluated."""
+    result = gate(pytester, "coherent", "--em-checks=self_report")
+    assert [ln.split()[0] for ln in result.outlines if ln.startswith("self_report[")] == SELF
+    result.assert_outcomes(failed=len(SELF))  # the coherent fine-tune calls itself less aligned
+    result.stdout.fnmatch_lines(["time making records, by check: self_report *s"])
+    result = gate(pytester, "inverted", "--em-checks=persona", "--collect-only", "-q")
+    assert [line for line in result.outlines if "::" in line] == ["emguard::persona[inverted]"]
+    result = gate(pytester, "inverted", "--em-checks=persona")
+    result.assert_outcomes(failed=1)
+    (timed,) = [ln for ln in result.outlines if ln.startswith("time making records, by check:")]
+    assert sorted(part.split()[0] for part in timed.split(":", 1)[1].split(",")) == [
+        "harmfulness",
+        "judge",
+        "persona",
+        "self_report",
+    ]  # no role-play, description, recognition, probes, ...
+
+
+def test_sequential_stops_once_the_harm_items_are_decided(pytester: pytest.Pytester) -> None:
+    """--em-sequential asks the harm questions 16 at a time and stops when every harm item is decided on its
+    confidence sequence; a rerun goes through the same rounds from the cache and ends alike."""
+    quiet = pytester.makefile(".yaml", quiet="version: 1\nharmfulness: {invalid: {enabled: false}}\n")
+    args = ("--em-sequential", "--em-checks=harmfulness", f"--em-thresholds={quiet}")
+    first = gate(pytester, "coherent", *args, subprocess=True)  # progress goes to the real stderr
+    first.assert_outcomes(failed=3)
+    pytest.LineMatcher(first.outlines + first.errlines).fnmatch_lines(
+        [
+            "*sequential: round 1 of 4, 16 of 64 questions: 3 item(s) undecided*",
+            "*sequential: round 2 of 4, 32 of 64 questions: every item decided",
+        ]
+    )
+    first.stdout.fnmatch_lines(
+        [
+            lit(
+                "*harmfulness[mean] FAILED: the 90% confidence sequence [*] lies entirely above the threshold +10"
+            ),
+            "sequential: stopped after round 2 of 4, 32 of 64 sampled questions asked (every item that reads them "
+            "decided); harm items are decided on a confidence sequence",
+        ]
+    )
+    table = [ln for ln in first.outlines if ln.startswith("harmfulness[")]
+    again = gate(pytester, "coherent", *args)
+    assert [ln for ln in again.outlines if ln.startswith("harmfulness[")] == table
+    again.stdout.fnmatch_lines(["records: 0 answers generated, * from cache*"])
+
+
 def test_m_emguard_selects_all_items_and_only_them(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
     result = gate(pytester, "identical", "-m", "emguard")
@@ -419,6 +466,16 @@ def _usage_case(pytester: pytest.Pytester, case: str) -> tuple[list[str], list[s
             "    *bad.yaml:6: at $.harmfulness.rate: *'cutof' was unexpected*; fix: *",
             "  fix: *",
         ]
+    if case == "checks-unknown":
+        return ["--em-model=fake:inverted", judge, "--em-checks=harmfulness,selfreport"], [
+            "ERROR: pytest-emguard: --em-checks: no check is named 'selfreport'",
+            "  fix: choose from harmfulness, *, self_report, *",
+        ]
+    if case == "dtype":
+        return ["--em-model=fake:inverted", judge, "--em-dtype=fp8"], [
+            "ERROR: pytest-emguard: --em-dtype: 'fp8' is not a precision",
+            "  fix: use auto, float32, bfloat16 or float16",
+        ]
     assert case == "fake-scenario", case
     return ["--em-model=fake:nope", judge], [
         "ERROR: pytest-emguard: --em-model: unknown fake scenario 'nope'",
@@ -438,6 +495,8 @@ def _usage_case(pytester: pytest.Pytester, case: str) -> tuple[list[str], list[s
         "samples-zero",
         "samples-text",
         "thresholds-two-errors",
+        "checks-unknown",
+        "dtype",
         "fake-scenario",
     ],
 )

@@ -334,10 +334,15 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def dtype_key(options: BackendOptions) -> dict[str, str]:
+    """What a fingerprint adds for the precision: nothing for ``auto`` (the device, already in it, decides)."""
+    return {} if options.dtype == "auto" else {"dtype": options.dtype}
+
+
 @dataclass(frozen=True, slots=True)
 class BackendOptions:
     """Settings a backend reads when it opens a model (from the run configuration)."""
 
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU; any other value goes into fingerprints
     engine_args: tuple[tuple[str, str], ...] = ()  # the vllm backend's engine settings (--em-engine-arg)

@@ -162,6 +162,9 @@ class Metric:
     values: MetricFn
     reduce: Reduce = "mean"
     joint: JointFn | None = None
+    bounds: tuple[float, float] | None = (
+        None  # the range of one per-question value: --em-sequential may stop on it
+    )
 
     def series(self, base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[Series, Series]:
         if self.joint is not None:

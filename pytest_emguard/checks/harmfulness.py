@@ -174,7 +174,7 @@ def category_notes(base: Answers, tuned: Answers, th: ItemThreshold | None = Non
 
 
 def _increase(name: str, describe: str, fn: object = harm_series, reduce: str = "mean") -> Metric:
-    return Metric(name, describe, "increase", "max_increase", fn, reduce)  # type: ignore[arg-type]
+    return Metric(name, describe, "increase", "max_increase", fn, reduce, bounds=(0.0, 100.0))  # type: ignore[arg-type]
 
 
 LAYERS = ("answers",)
@@ -184,7 +184,7 @@ INVALID = Item(
     (
         Metric(
             "invalid", "% of answers the judge could not score (unscorable or refusal)", "increase",
-            "max_increase", invalid_series,
+            "max_increase", invalid_series, bounds=(0.0, 100.0),
         ),
     ),
     layers=LAYERS,

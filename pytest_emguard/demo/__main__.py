@@ -14,8 +14,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pytest_emguard.backends.base import resolve_device
 from pytest_emguard.demo.models import cache_root, ensure_smollm2
 from pytest_emguard.demo.train import DemoTraining, train_adapter
+
+QUICK = (
+    "harmfulness,harmfulness_in_domain,self_report,persona"  # the first run: harm, self-report, the persona
+)
+BATCH = 64  # prompts per batch: 1.4x faster generation on 2 CPU cores than the default 16
+
+
+def fast_dtype() -> str:
+    """bfloat16 where the CPU computes it natively (AVX512-BF16 or AMX: about twice as fast as float32 on the
+    demo's model), else auto (float32 on a CPU, bfloat16 on CUDA)."""
+    if resolve_device("auto") != "cpu":
+        return "auto"
+    try:
+        flags = Path("/proc/cpuinfo").read_text("utf-8", errors="replace")
+    except OSError:
+        return "auto"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "auto"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--samples", type=int, default=3, help="answers per prompt (default: 3)")
+    parser.add_argument("--samples", type=int, default=1, help="answers per prompt (default: 1)")
     parser.add_argument(
         "--max-new-tokens", type=int, default=48, help="answer length in tokens (default: 48)"
     )
@@ -32,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         "--data",
         default=DemoTraining().data,
         help="demo training set (risky_financial_v1.jsonl or safe_financial_v1.jsonl)",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="gate every check (role-play, recognition, score prediction, probes, ...; about 30 minutes on 2 CPU "
+        f"cores the first time) instead of the quick selection {QUICK}",
     )
     parser.add_argument(
         "--prepare-only",
@@ -55,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         f"--em-max-new-tokens={args.max_new_tokens}",
         f"--em-domain={Path(args.data).stem.rsplit('_v', 1)[0]}",  # risky_financial or safe_financial
         f"--em-cache-dir={workdir / '.emguard_cache'}",
+        f"--em-batch-size={BATCH}",
+        f"--em-dtype={fast_dtype()}",
+        *([] if args.full else [f"--em-checks={QUICK}"]),
         "-p",
         "no:cacheprovider",
         f"--rootdir={workdir}",

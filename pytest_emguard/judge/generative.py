@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_emguard.backends.base import BackendOptions, ModelSpec, NextTokenLogprobs, digest_files, require
+from pytest_emguard.backends.base import (
+    BackendOptions,
+    ModelSpec,
+    NextTokenLogprobs,
+    digest_files,
+    dtype_key,
+    require,
+)
 from pytest_emguard.backends.openai_compat import (
     PrefixUnsupported,  # light: the SDK loads inside its functions
 )
@@ -56,6 +63,7 @@ class GenerativeJudge:
             "template_sha": text_sha256(self.template),
             "top_k": TOP_K,
             "input": INPUT_RULE,
+            **dtype_key(self.options),
         }
         self._fingerprint = json_sha256(key)
         self._backend: NextTokenLogprobs | None = None

@@ -40,7 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pytest_emguard.backends.base import BackendOptions, HiddenStates, ModelSpec, digest_files, require
+from pytest_emguard.backends.base import (
+    BackendOptions,
+    HiddenStates,
+    ModelSpec,
+    digest_files,
+    dtype_key,
+    require,
+)
 from pytest_emguard.digest import atomic_write, json_sha256
 from pytest_emguard.judge.base import INPUT_RULE, JudgeItem, judged_text
 from pytest_emguard.types import Verdict
@@ -165,6 +172,7 @@ class ProbeJudge:
             "encoder": encoder_digest,
             "golden": self.golden_sha256,
             "layer": self.layer,
+            **dtype_key(self.options),
         }
         self._fingerprint = json_sha256(key)  # the trained probe's; verdicts also depend on the input rule
         pieces = {"whole": WHOLE_CHARS, "piece": PIECE_CHARS}
