@@ -143,7 +143,7 @@ class HeadCache:
         return state
 
     def put(self, tuned: bool, head: tuple[int, ...], state: list[tuple[Any, Any]]) -> None:
-        if (tuned, head) in self._states:
+        if (tuned, head) in self._states or self.limit <= 0:  # a limit of 0 keeps nothing
             return
         self._states[(tuned, head)] = state
         self.size += _nbytes(state)

@@ -12,12 +12,15 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pytest_emguard.backends.base import resolve_device
 from pytest_emguard.demo.models import cache_root, ensure_smollm2
 from pytest_emguard.demo.train import DemoTraining, train_adapter
 
+T = TypeVar("T")
 QUICK = (
     "harmfulness,harmfulness_in_domain,self_report,persona"  # the first run: harm, self-report, the persona
 )
@@ -34,6 +37,35 @@ def fast_dtype() -> str:
     except OSError:
         return "auto"
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "auto"
+
+
+def _in_child(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` in a fresh process (spawned: no copy of this one's memory), its result sent back."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def prepare_probe(base: Path, cache_dir: Path, dtype: str) -> None:
+    """Train the probe judge on the base model (once per encoder and precision, about 40 s on 2 CPU cores), as
+    the model and the adapter are built once: every later gate with this judge reads it."""
+    import time
+
+    from pytest_emguard.backends.base import BackendOptions, digest_files
+    from pytest_emguard.cache import sha256_file
+    from pytest_emguard.judge.probe import ProbeJudge
+
+    judge = ProbeJudge(
+        base,
+        encoder_digest=digest_files(base, sha256_file),
+        cache_dir=cache_dir,
+        options=BackendOptions(dtype=dtype),
+        progress=lambda line: print(f"[emguard demo] {line}", flush=True),
+    )
+    started = time.monotonic()
+    if judge.prepare():
+        print(f"[emguard demo] probe judge trained in {time.monotonic() - started:.0f}s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs="*", help="extra arguments passed to pytest (after --)")
     args = parser.parse_args(argv)
     base = ensure_smollm2()
-    adapter = train_adapter(base, cache_root() / "demo", DemoTraining(data=args.data))
+    # training and the probe run in a child process each, so their memory is returned before the gate starts
+    adapter = _in_child(train_adapter, base, cache_root() / "demo", DemoTraining(data=args.data))
+    workdir = cache_root() / "demo-run"
+    _in_child(prepare_probe, base, workdir / ".emguard_cache", fast_dtype())
     if args.prepare_only:
         print(f"base={base}\nadapter={adapter}")
         return 0
-    workdir = cache_root() / "demo-run"
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [
         "pytest",

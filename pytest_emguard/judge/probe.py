@@ -186,7 +186,22 @@ class ProbeJudge:
 
     @property
     def _path(self) -> Path:
-        return self.cache_dir / "probes" / f"{self._fingerprint[:24]}"
+        """Where the trained probe lives: beside the models (``~/.cache/pytest-emguard/probes``, shared by every
+        run, as it depends only on the encoder, the golden set, the layer and the precision), or in the run's
+        cache directory where an earlier version trained it."""
+        from pytest_emguard.demo.models import cache_root
+
+        local = self.cache_dir / "probes" / f"{self._fingerprint[:24]}"
+        if local.with_suffix(".npz").exists():
+            return local
+        return cache_root() / "probes" / f"{self._fingerprint[:24]}"
+
+    def prepare(self) -> bool:
+        """Train the probe now if it is not trained yet (``python -m pytest_emguard.demo`` does, before the
+        gate); True when it trained."""
+        trained = self._path.with_suffix(".npz").exists()
+        self._ensure_trained()
+        return not trained
 
     def meta(self) -> dict[str, Any] | None:
         sidecar = self._path.with_suffix(".json")
