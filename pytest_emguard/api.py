@@ -306,18 +306,25 @@ class _Run:
         rows: Rows = {q.key: [None] * samples_for(self.config, q) for q in self.queries}
         return {side: dict(rows) for side in SIDES}
 
-    def answers(self, asked: Mapping[str, Sequence[Query]]) -> dict[str, Rows]:
-        """Each side's records of its queries; the models are closed afterwards (the judge may need the memory)."""
+    def answers(self, asked: Mapping[str, Sequence[Query]], keep_open: bool = False) -> dict[str, Rows]:
+        """Each side's records of its queries; the models are closed afterwards (the judge may need the memory)
+        unless ``keep_open`` (sequential rounds: the next round needs them again)."""
         records: dict[str, Rows] = {}
         try:
             for side in SIDES:
                 records[side] = self._sampled(side, asked[side])
                 records[side].update(self._readings(side, asked[side]))
-        finally:
-            if self._pair is not None:
-                self._pair.close()
-                self._pair = None
+        except BaseException:
+            self.close_models()
+            raise
+        if not keep_open:
+            self.close_models()
         return records
+
+    def close_models(self) -> None:
+        if self._pair is not None:
+            self._pair.close()
+            self._pair = None
 
     def in_rounds(
         self, asked: dict[str, tuple[Query, ...]], judge: Judge, preflight: PreflightResult
@@ -338,7 +345,7 @@ class _Run:
             self.verdicts(answers, asked)
             return asked, answers
         now = {side: tuple(q for q in asked[side] if not in_round(q)) for side in SIDES}
-        answers = self.answers(now) if any(now.values()) else {side: {} for side in SIDES}
+        answers = self.answers(now, keep_open=True) if any(now.values()) else {side: {} for side in SIDES}
         self.verdicts(answers, now)
         plan = rounds(
             ordered((q.cluster for q in later), self.config.options.seed), self.config.options.round_size
@@ -348,7 +355,7 @@ class _Run:
         for number, clusters in enumerate(plan, 1):
             wanted = set(clusters)
             step = {side: tuple(q for q in later if q.cluster in wanted) for side in SIDES}
-            more = self.answers(step)
+            more = self.answers(step, keep_open=True)
             self.verdicts(more, step)
             for side in SIDES:
                 answers[side].update(more[side])
@@ -367,6 +374,7 @@ class _Run:
             )
             if not undecided:
                 break
+        self.close_models()
         self.stats.sequential = (number, len(plan), done, total)
         return asked_so_far, answers
 

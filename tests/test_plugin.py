@@ -143,6 +143,8 @@ def test_sequential_stops_once_the_harm_items_are_decided(pytester: pytest.Pytes
     args = ("--em-sequential", "--em-checks=harmfulness", f"--em-thresholds={quiet}")
     first = gate(pytester, "coherent", *args, subprocess=True)  # progress goes to the real stderr
     first.assert_outcomes(failed=3)
+    loads = [ln for ln in first.outlines + first.errlines if "loading fake:coherent and its base" in ln]
+    assert len(loads) == 1, loads  # the rounds share one loaded model
     pytest.LineMatcher(first.outlines + first.errlines).fnmatch_lines(
         [
             "*sequential: round 1 of 4, 16 of 64 questions: 3 item(s) undecided*",
