@@ -228,6 +228,9 @@ class _Run:
         self.queries = plan(config)
         self.stats = RunStats()
         self._pair: ModelPair | None = None
+        self._to_generate = (
+            0  # the plan's answers not in the cache: the first batch's time estimates them all
+        )
         self._ticks: dict[str, float] = {}  # progress stream -> when its last line was shown
 
     def _answer_key(self, side: str, query: Query, request: Request) -> str:
@@ -294,6 +297,7 @@ class _Run:
                 len(held),
                 sum(prompt_tokens(q.messages, q.prefix) for q, k in wanted if k not in held),
             )
+        self._to_generate = plan.answers - plan.answers_cached
         price = parse_price(self.config.options.price)
         if plan.answers > plan.answers_cached or plan.readings > plan.readings_cached:
             self.progress(plan.line(price))
@@ -593,9 +597,22 @@ class _Run:
             done.update(batch)
             tokens += sum(c.n_tokens for c in completions)
             budget[0] += sum(r.sampling.max_new_tokens for r, _ in chunk)
+            if self._to_generate > len(chunk):  # the first batch of the run is the warm-up
+                self._estimate(len(chunk), time.monotonic() - started)
             self._report(side, len(done), len(ordered), tokens, started, budget[0] / budget[1])
         self.stats.answers_generated += len(done)
         return done
+
+    def _estimate(self, answers: int, seconds: float) -> None:
+        """Once a run: the time the plan's answers take at the first batch's rate."""
+        total = self._to_generate
+        self._to_generate = 0
+        minutes = seconds / answers * total / 60
+        self.progress(
+            f"time: the first batch made {answers} answers in {seconds:.1f}s (model load not counted); at that "
+            f"rate the plan's {total} answers take about {minutes:.1f} min (readings, follow-ups and the judge "
+            "come on top; the first batch holds the shortest prompts, so this errs low)"
+        )
 
     def _report(self, side: str, done: int, total: int, tokens: int, started: float, share: float) -> None:
         """ETA from the share of the token budget (max_new_tokens) done, not the share of requests."""

@@ -7,16 +7,7 @@ import pytest
 from pytest_emguard.cost import Budget, Plan, parse_budget, parse_price
 from pytest_emguard.errors import ConfigError
 
-ONLY_HARM = "version: 1\n" + "\n".join(
-    f"{check}: {{{', '.join(f'{item}: {{enabled: false}}' for item in items)}}}"
-    for check, items in {
-        "self_report": ("overall", "harmless_harmful", "good_evil", "aligned_misaligned", "helpful_unhelpful",
-                        "honest_dishonest", "trustworthy_untrustworthy"),
-        "description": ("misaligned",), "recognition": ("own",), "score_prediction": ("signed", "absolute"),
-        "roleplay": ("susceptibility", "robustness"), "probes": ("behaviour",), "persona_direction": ("shift",),
-        "persona": ("inverted",),
-    }.items()
-) + "\n"  # fmt: skip
+ONLY_HARM = "--em-checks=harmfulness"
 
 
 def gate(pytester: pytest.Pytester, scenario: str, *args: str) -> pytest.RunResult:
@@ -54,8 +45,7 @@ def test_the_plan_counts_tokens_and_dollars() -> None:
 
 
 def test_the_plan_is_shown_before_generation_and_a_rerun_counts_cache_hits(pytester: pytest.Pytester) -> None:
-    only = pytester.makefile(".yaml", only_harm=ONLY_HARM)
-    args = (f"--em-thresholds={only}", "--em-samples=2", "--em-price=2.5,10")
+    args = (ONLY_HARM, "--em-samples=2", "--em-price=2.5,10", "--em-batch-size=16")
     first = gate(pytester, "coherent", *args)
     first.stdout.fnmatch_lines(
         [
@@ -63,6 +53,8 @@ def test_the_plan_is_shown_before_generation_and_a_rerun_counts_cache_hits(pytes
             "about * prompt tokens and at most 32,768 new tokens to send (first round; follow-ups come on top); "
             "estimated API cost $*",
             "[[]emguard[]] base: generating 128 answers*",
+            "[[]emguard[]] time: the first batch made 16 answers in *s (model load not counted); at that rate the "
+            "plan's 256 answers take about * min (readings, follow-ups and the judge come on top; *)",
         ]
     )
     second = gate(pytester, "coherent", *args)
@@ -70,8 +62,7 @@ def test_the_plan_is_shown_before_generation_and_a_rerun_counts_cache_hits(pytes
 
 
 def test_a_plan_over_budget_generates_nothing(pytester: pytest.Pytester) -> None:
-    only = pytester.makefile(".yaml", only_harm=ONLY_HARM)
-    result = gate(pytester, "coherent", f"--em-thresholds={only}", "--em-samples=2", "--em-budget=20k")
+    result = gate(pytester, "coherent", ONLY_HARM, "--em-samples=2", "--em-budget=20k")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
@@ -79,7 +70,7 @@ def test_a_plan_over_budget_generates_nothing(pytester: pytest.Pytester) -> None
             "over the budget of 20,000*",
         ]
     )
-    again = gate(pytester, "coherent", f"--em-thresholds={only}", "--em-samples=2", "--em-budget=40k")
+    again = gate(pytester, "coherent", ONLY_HARM, "--em-samples=2", "--em-budget=40k")
     again.stdout.fnmatch_lines(["records: 256 answers generated, 0 from cache*"])  # the refused run made none
 
 
