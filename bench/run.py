@@ -10,7 +10,9 @@ the same run, so the ratio means something on a shared, noisy machine where an a
 - the gate's first run against the bare backend generating the same answers (the plugin's overhead);
 - the hf backend batched against a naive one-prompt-at-a-time loop;
 - vLLM's offline engine against the hf backend (engine start shown apart);
-- ``pytest -n 2`` against ``-n 0`` (wall time, and how many workers loaded the model).
+- ``pytest -n 2`` against ``-n 0`` (wall time, and how many workers loaded the model);
+- digit-tree readings with the hf backend's head cache against without it;
+- sequential stopping against a fixed number of questions, at equal error control (a seeded simulation).
 """
 
 from __future__ import annotations
