@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full",
         action="store_true",
-        help="gate every check (role-play, recognition, score prediction, probes, ...; about 30 minutes on 2 CPU "
-        f"cores the first time) instead of the quick selection {QUICK}",
+        help="gate every check (role-play, recognition, score prediction, probes, ...; far longer: every check "
+        f"took about 38 minutes on 2 CPU cores before the head cache) instead of the quick selection {QUICK}",
     )
     parser.add_argument(
         "--prepare-only",
