@@ -12,15 +12,12 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from pytest_emguard.backends.base import resolve_device
 from pytest_emguard.demo.models import cache_root, ensure_smollm2
-from pytest_emguard.demo.train import DemoTraining, train_adapter
+from pytest_emguard.demo.train import DemoTraining
 
-T = TypeVar("T")
 QUICK = (
     "harmfulness,harmfulness_in_domain,self_report,persona"  # the first run: harm, self-report, the persona
 )
@@ -39,12 +36,17 @@ def fast_dtype() -> str:
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "auto"
 
 
-def _in_child(fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` in a fresh process (spawned: no copy of this one's memory), its result sent back."""
-    import multiprocessing
+def _in_child(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (its memory is returned when it ends; its output shows as it goes)
+    and return what it stores in ``result`` (a str).  A subprocess, not multiprocessing: under ``python -m``
+    a spawned pool worker cannot import this ``__main__`` and hangs."""
+    import tempfile
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result"
+        wrapped = f"{code}\nimport pathlib\npathlib.Path({str(out)!r}).write_text(str(result))\n"
+        subprocess.run([sys.executable, "-c", wrapped], check=True)
+        return out.read_text("utf-8")
 
 
 def prepare_probe(base: Path, cache_dir: Path, dtype: str) -> None:
@@ -98,9 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = ensure_smollm2()
     # training and the probe run in a child process each, so their memory is returned before the gate starts
-    adapter = _in_child(train_adapter, base, cache_root() / "demo", DemoTraining(data=args.data))
+    adapter = Path(
+        _in_child(
+            "from pathlib import Path\nfrom pytest_emguard.demo.train import DemoTraining, train_adapter\n"
+            f"result = train_adapter(Path({str(base)!r}), Path({str(cache_root() / 'demo')!r}), "
+            f"DemoTraining(data={args.data!r}))"
+        )
+    )
     workdir = cache_root() / "demo-run"
-    _in_child(prepare_probe, base, workdir / ".emguard_cache", fast_dtype())
+    _in_child(
+        "from pathlib import Path\nfrom pytest_emguard.demo.__main__ import prepare_probe\n"
+        f"result = prepare_probe(Path({str(base)!r}), Path({str(workdir / '.emguard_cache')!r}), {fast_dtype()!r})"
+    )
     if args.prepare_only:
         print(f"base={base}\nadapter={adapter}")
         return 0
