@@ -49,9 +49,8 @@ class RunStats:
     judge_loaded: bool = False
     seconds: float = 0.0
     check_seconds: dict[str, float] = field(default_factory=dict)  # check -> time spent making its records
-    sequential: tuple[int, int, int, int] | None = (
-        None  # rounds run, rounds planned, questions asked, questions
-    )
+    # --em-sequential: rounds run, rounds planned, questions asked, questions in all
+    sequential: tuple[int, int, int, int] | None = None
 
     def timed(self, check: str, started: float) -> None:
         self.check_seconds[check] = self.check_seconds.get(check, 0.0) + time.monotonic() - started
