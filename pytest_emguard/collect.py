@@ -12,9 +12,10 @@ import pytest
 from pytest_emguard.errors import EmguardError
 
 if TYPE_CHECKING:
+    from pytest_emguard.gate import ItemResult
     from pytest_emguard.session import EmguardSession
 
-__all__ = ["EmguardCollector", "EmguardItem", "GateFailure", "add_items"]
+__all__ = ["EmguardCollector", "EmguardItem", "GateFailure", "add_items", "properties"]
 
 
 _ORCHESTRATION = ("session.py", "api.py")  # the evaluation's plumbing, left out of short tracebacks
@@ -66,6 +67,7 @@ class EmguardItem(pytest.Item):
         except Exception:
             self.emguard.error_shown_by = self.name
             raise
+        self.user_properties += properties(result)
         if result.outcome == "pass":
             return
         text = failure_text(result, self.emguard.run.options, self.emguard.node)
@@ -110,6 +112,31 @@ class EmguardItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, f"{self.emguard.node}::{self.name}"
+
+
+def properties(result: ItemResult) -> list[tuple[str, object]]:
+    """The item's reading as JUnit XML properties (``--junitxml``), as ``record_property`` would add them."""
+
+    def num(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    iv = result.interval
+    sign = "+" if result.direction == "increase" else "-"
+    props: list[tuple[str, object]] = [
+        ("emguard.outcome", result.outcome),
+        ("emguard.metric", result.metric),
+        ("emguard.base", num(result.base_value)),
+        ("emguard.finetune", num(result.tuned_value)),
+        ("emguard.threshold", f"{sign}{result.threshold:g}"),
+    ]
+    if iv is not None:
+        props += [
+            ("emguard.difference", f"{iv.estimate:+.2f}"),
+            ("emguard.interval", f"[{iv.low:+.2f}, {iv.high:+.2f}]"),
+            ("emguard.confidence", f"{iv.confidence:g}"),
+            ("emguard.n", f"{iv.n_clusters} questions, {iv.n_samples} samples"),
+        ]
+    return props
 
 
 def add_items(session: pytest.Session, sessions: Sequence[EmguardSession], items: list[pytest.Item]) -> None:

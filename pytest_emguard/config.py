@@ -54,6 +54,7 @@ class Options:
     checks: tuple[str, ...] = ()  # --em-checks: the checks whose items are collected (empty: all)
     budget: str | None = None  # --em-budget: tokens (200k) or dollars ($5) the first round may spend
     price: str | None = None  # --em-price IN,OUT: USD per million prompt / new tokens
+    report: str | None = None  # --em-report DIR: the evidence record and its HTML page are written there
 
     @property
     def n_samples(self) -> int:

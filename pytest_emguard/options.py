@@ -82,6 +82,13 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
         "16",
         "with --em-sequential: questions added per round (default: 16)",
     ),
+    (
+        "report",
+        None,
+        "write the evidence record of each gated model to this directory after the run: MODEL.evidence.json "
+        "(checked against the package's schemas/evidence.schema.json) and MODEL.html, a page with plots (needs "
+        "matplotlib: the report extra)",
+    ),
     ("seed", "0", "run seed; every request's seed derives from it (default: 0)"),
     ("cache-dir", ".emguard_cache", "record cache directory (default: .emguard_cache)"),
     ("device", "auto", "torch device for local models: auto, cpu, cuda, cuda:N, mps (default: auto)"),
@@ -267,7 +274,29 @@ def _common(config: pytest.Config) -> Options:
         checks=tuple(n.strip() for n in str(_raw(config, "checks") or "").split(",") if n.strip()),
         budget=_raw(config, "budget") or None,
         price=_raw(config, "price") or None,
+        report=_report_dir(_raw(config, "report")),
     )
+
+
+def _report_dir(value: Any) -> str | None:
+    if not value:
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(
+            "--em-report",
+            "the HTML page's plots need matplotlib, which is not installed",
+            "pip install 'pytest-emguard[report]' (or matplotlib)",
+        )
+    path = os.path.expanduser(str(value))
+    try:  # found now, not after an hour of evaluation
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            "--em-report", f"cannot create {path} ({exc.strerror})", "pass a directory you can write to"
+        ) from None
+    return path
 
 
 def _path_or_none(value: Any) -> str | None:

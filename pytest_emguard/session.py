@@ -45,6 +45,9 @@ class EmguardSession:
         self._error: BaseException | None = None
         self.error_shown_by: str | None = None  # the item that reported the evaluation's failure in full
         self.ran_items = False
+        self.reported: dict[str, str] = {}  # item name -> passed | failed | skipped (for the evidence record)
+        self.written: tuple[Path, ...] = ()  # the evidence record and page --em-report wrote
+        self.report_error: str | None = None
 
     def progress(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -128,6 +131,41 @@ class EmguardSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.nodeid.startswith(self.prefix):
             self.ran_items = True
+            name = report.nodeid[len(self.prefix) :]
+            if report.when == "call" or report.outcome != "passed":
+                self.reported[name] = report.outcome
+
+    def finished(self) -> tuple[Evaluation, list[ItemResult]] | None:
+        """The evaluation and its results, where the run evaluated this model completely; else None."""
+        distributed = getattr(self.config.option, "dist", "no") != "no"
+        try:
+            results = self.results(compute=False) if distributed else self.results()
+            ev = self.evaluation(compute=False)
+        except Exception:  # the summary says why
+            return None
+        return (ev, list(results.values())) if ev.complete else None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """--em-report: write the evidence record and its page (not in an xdist worker: the controller does)."""
+        directory = self.run.options.report
+        if directory is None or hasattr(self.config, "workerinput") or not self.ran_items:
+            return
+        from pytest_emguard.checks.persona import classify
+        from pytest_emguard.evidence import build, file_stem, write
+
+        done = self.finished()
+        if done is None:
+            self.report_error = "not written: the evaluation did not finish"
+            return
+        ev, rows = done
+        try:
+            record = build(ev, rows, classify(rows), self.reported)
+            self.written = write(directory, file_stem(ev, self.label), record)
+        except EmguardError as exc:
+            self.report_error = f"not written: {exc}"
+        if self.report_error and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a release must not pass without its evidence
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
@@ -160,6 +198,10 @@ class EmguardSession:
         rows = list(results.values())
         for line in summary_lines(ev, rows, classify(rows)):
             terminalreporter.write_line(line)
+        if self.written:
+            terminalreporter.write_line("evidence: " + ", ".join(str(p) for p in self.written))
+        elif self.report_error:
+            terminalreporter.write_line(f"evidence: {self.report_error}")
 
 
 def labels(runs: list[RunConfig]) -> list[str | None]:
