@@ -15,7 +15,15 @@ from typing import Any
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.yamlschema import load_schema, read_yaml, schema_problems
 
-__all__ = ["CARD_FILE", "SCHEMA_FILE", "adapter_card", "load_card", "validate_card"]
+__all__ = [
+    "CARD_FILE",
+    "SCHEMA_FILE",
+    "adapter_card",
+    "card_paths",
+    "load_card",
+    "set_evidence",
+    "validate_card",
+]
 
 SCHEMA_FILE = "pytest_emguard/schemas/model_card.schema.json"
 CARD_FILE = "emguard_card.yaml"  # the card beside an adapter: <adapter>/emguard_card.yaml
@@ -53,3 +61,75 @@ def validate_card(data: Any, filename: str, lines: Mapping[_Path, str] | None = 
             f"{len(problems)} problem(s) in the model card:\n    " + "\n    ".join(problems),
             f"edit the card as each line says; the schema is {SCHEMA_FILE}",
         )
+
+
+def card_paths(path: Path, card: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's adapter, base and ``gate`` settings with paths resolved: ``~`` expanded, a relative path read
+    from the card's directory.  A base that is no local directory (a hub id) is left to adapter_config.json."""
+    here = path.parent
+
+    def local(value: str) -> str:
+        p = Path(os.path.expanduser(value))
+        return str(p if p.is_absolute() else (here / p).resolve())
+
+    if not card.get("adapter"):
+        raise ConfigError(
+            str(path), "the card names no adapter", "add 'adapter: DIR' (the directory the trainer wrote)"
+        )
+    gate = dict(card.get("gate") or {})
+    for key in ("thresholds", "cache_dir"):
+        if key in gate:
+            gate[key] = local(str(gate[key]))
+    judge = gate.get("judge")
+    if isinstance(judge, str) and ":" in judge:
+        scheme, _, target = judge.partition(":")
+        if scheme in ("probe", "hf") and target:
+            query = "?" + target.split("?", 1)[1] if "?" in target else ""
+            gate["judge"] = f"{scheme}:{local(target.split('?', 1)[0])}{query}"
+    base = local(str(card["base"]))
+    adapter = str(card["adapter"])
+    scheme = adapter.split(":", 1)[0]
+    return {  # a SCHEME: model (fake:SCENARIO, openai:MODEL@URL) is no path
+        "model": adapter if ":" in adapter and scheme.isalpha() and len(scheme) > 1 else local(adapter),
+        "base": base if Path(base).is_dir() else None,
+        "domain": str(card["domain"]),
+        "gate": gate,
+    }
+
+
+def _block_span(lines: list[str], key: str) -> tuple[int, int] | None:
+    """The lines of a top-level ``key:`` block (its header to the next top-level key), if the card has one."""
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{key}:")), None)
+    if start is None:
+        return None
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#-"):
+        end += 1
+    return start, end
+
+
+def set_evidence(path: Path, block: Mapping[str, Any]) -> bool:
+    """Write ``block`` as the card's top-level ``evidence:`` block, leaving every other line as it was (so the
+    diff under review is the evidence alone); False where the card already holds exactly this block."""
+    import yaml
+
+    from pytest_emguard.digest import atomic_write
+
+    text = path.read_text("utf-8")
+    data, _ = read_yaml(text, str(path))
+    if isinstance(data, dict) and data.get("evidence") == yaml.safe_load(yaml.safe_dump(dict(block))):
+        return False
+    new = yaml.safe_dump({"evidence": dict(block)}, sort_keys=False, default_flow_style=None, width=100)
+    lines = text.splitlines(keepends=True)
+    span = _block_span(lines, "evidence")
+    if span is None:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines.append(new)
+    else:
+        lines[span[0] : span[1]] = [new]
+    updated = "".join(lines)
+    card, _ = read_yaml(updated, str(path))
+    validate_card(card, str(path))
+    atomic_write(path, updated)
+    return True

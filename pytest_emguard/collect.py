@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pytest_emguard.gate import ItemResult
     from pytest_emguard.session import EmguardSession
 
-__all__ = ["EmguardCollector", "EmguardItem", "GateFailure", "add_items", "properties"]
+__all__ = ["CardFile", "EmguardCollector", "EmguardItem", "GateFailure", "add_items", "is_card", "properties"]
 
 
 _ORCHESTRATION = ("session.py", "api.py")  # the evaluation's plumbing, left out of short tracebacks
@@ -37,6 +37,47 @@ class EmguardCollector(pytest.Collector):
             EmguardItem.from_parent(self, name=item.id, emguard=self.emguard, skip_reason=reason)
             for item, reason in pairs
         ]
+
+
+class CardFile(pytest.File):
+    """``model_cards/NAME.yaml``: the card's adapter gated against its base, one item per gate item, ids
+    ``model_cards/NAME.yaml::<check>[<name>]``.  The card's ``gate`` block holds the options."""
+
+    def collect(self) -> list[pytest.Item]:
+        from pytest_emguard.cards import load_card
+        from pytest_emguard.config import RunConfig
+        from pytest_emguard.options import card_options
+        from pytest_emguard.plugin import _hook_checks
+        from pytest_emguard.session import EmguardSession
+
+        card = load_card(self.path)
+        run = RunConfig.resolve(card_options(self.config, self.path, card), _hook_checks(self.config))
+        emguard = EmguardSession(self.config, run, label=str(card["name"]), node=self.nodeid, card=self.path)
+        self.config.pluginmanager.register(emguard, f"emguard_card::{self.nodeid}")
+        pairs = [(item, None) for item in run.items()] + run.skipped_items()
+        return [
+            EmguardItem.from_parent(self, name=item.id, emguard=emguard, skip_reason=reason)
+            for item, reason in pairs
+        ]
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, EmguardError):
+            return f"pytest-emguard: {excinfo.value}"
+        return str(super().repr_failure(excinfo))
+
+
+def is_card(file_path: Path, config: pytest.Config) -> bool:
+    """A ``*.yaml`` file in a directory named ``model_cards`` that the command line names (the directory or the
+    card itself): plain ``pytest`` never starts gating models because a repository keeps cards."""
+    if file_path.suffix not in (".yaml", ".yml") or file_path.parent.name != "model_cards":
+        return False
+    named = [Path(str(a).split("::", 1)[0]) for a in config.args]
+    here = Path(str(config.invocation_params.dir))
+    for arg in named:
+        target = (arg if arg.is_absolute() else here / arg).resolve()
+        if target in (file_path.resolve(), file_path.parent.resolve()):
+            return True
+    return False
 
 
 class EmguardItem(pytest.Item):

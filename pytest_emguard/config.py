@@ -55,6 +55,9 @@ class Options:
     budget: str | None = None  # --em-budget: tokens (200k) or dollars ($5) the first round may spend
     price: str | None = None  # --em-price IN,OUT: USD per million prompt / new tokens
     report: str | None = None  # --em-report DIR: the evidence record and its HTML page are written there
+    card: str | None = (
+        None  # the model card this run gates (``pytest model_cards/``): its domain is the default
+    )
 
     @property
     def n_samples(self) -> int:
@@ -235,6 +238,10 @@ def _domain(options: Options, model: ModelSpec) -> tuple[str, str] | None:
     adapter (``<adapter>/emguard_card.yaml``, written by ``python -m finetune train``)."""
     if options.domain:
         return options.domain, "--em-domain"
+    if options.card is not None:
+        from pytest_emguard.cards import load_card
+
+        return str(load_card(options.card)["domain"]), f"model card {options.card}"
     if model.kind != "adapter":
         return None
     from pytest_emguard.cards import adapter_card

@@ -16,7 +16,7 @@ import pytest
 from pytest_emguard.config import Options
 from pytest_emguard.errors import ConfigError
 
-__all__ = ["OPTIONS", "add_options", "read_options"]
+__all__ = ["OPTIONS", "add_options", "card_options", "read_options"]
 
 # name, default, help
 OPTIONS: tuple[tuple[str, str | None, str], ...] = (
@@ -127,6 +127,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="allow model repositories to run their own Python code (off by default)",
     )
     group.addoption(
+        "--em-update-cards",
+        dest="em_update_cards",
+        action="store_true",
+        default=False,
+        help="after the run, write each gated model card's evidence block (model_cards/NAME.yaml, or the card "
+        "beside an adapter); without it a card is never changed, and the summary says when its block is out of date",
+    )
+    group.addoption(
         "--em-sequential",
         dest="em_sequential",
         action="store_true",
@@ -235,6 +243,31 @@ def read_options(config: pytest.Config) -> list[Options]:
         return []
     common = _common(config)
     return [replace(common, model=os.path.expanduser(name)) for name in names]
+
+
+def card_options(config: pytest.Config, path: Any, card: dict[str, Any]) -> Options:
+    """The options that gate one model card (``pytest model_cards/``): the card's adapter and base, its ``gate``
+    block over the ini file and the defaults, and any ``--em-*`` option given on the command line over both."""
+    from pytest_emguard.cards import card_paths
+
+    _no_empty_values(config)
+    common = _common(config)
+    found = card_paths(path, card)
+
+    def given(name: str) -> bool:
+        value = config.getoption("em_" + name)
+        return value is not None and value is not False
+
+    changes: dict[str, Any] = {}
+    for key, value in found["gate"].items():
+        if given(key):
+            continue
+        changes[key] = tuple(value) if key == "checks" else value
+    if not given("base") and found["base"] is not None:
+        changes["base"] = found["base"]
+    if not given("domain") and "domain" not in changes:
+        changes["card"] = str(path)  # the card's domain, read leniently (a control names no harm domain)
+    return replace(common, model=found["model"], **changes)
 
 
 def _common(config: pytest.Config) -> Options:

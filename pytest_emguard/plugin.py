@@ -57,6 +57,18 @@ def _hook_checks(config: pytest.Config) -> list[tuple[str, Any]]:
     return found
 
 
+def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
+    """``pytest model_cards/``: each card YAML there is a model to gate (only where the command line names it)."""
+    if file_path.suffix not in (".yaml", ".yml") or file_path.parent.name != "model_cards":
+        return None
+    from pytest_emguard.collect import CardFile, is_card
+
+    if not is_card(file_path, parent.config):
+        return None
+    card: pytest.Collector = CardFile.from_parent(parent, path=file_path)
+    return card
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]

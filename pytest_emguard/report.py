@@ -28,8 +28,11 @@ def _clip(text: str, width: int = 160) -> str:
 
 
 def reproduce_line(options: Options, item_id: str) -> str:
-    """One command that reruns this item alone, with every option that changes its result."""
+    """One command that reruns this item alone, with every option that changes its result (a model card's item:
+    the card's node, as its options live in the card)."""
     args = ["pytest", "-p", "no:randomly"]
+    if options.card is not None:
+        return shlex.join([*args, f"{options.card}::{item_id}"])
     names = (
         "model",
         "base",

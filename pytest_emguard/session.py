@@ -36,9 +36,18 @@ class EvaluationFailed(Exception):
 class EmguardSession:
     """Registered as the plugin ``emguard_session``; items ask it for their results."""
 
-    def __init__(self, config: pytest.Config, run: RunConfig, label: str | None = None) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        run: RunConfig,
+        label: str | None = None,
+        node: str | None = None,
+        card: Path | None = None,
+    ) -> None:
         self.config, self.run, self.label = config, run, label
-        self.node = "emguard" if label is None else f"emguard[{label}]"  # the collector's node id
+        # the collector's node id: emguard, emguard[LABEL], or a model card's file (model_cards/NAME.yaml)
+        self.node = node or ("emguard" if label is None else f"emguard[{label}]")
+        self.card = card  # the model card --em-update-cards writes the evidence block of
         self.prefix = f"{self.node}::"
         self._evaluation: Evaluation | None = None
         self._results: dict[str, ItemResult] | None = None
@@ -48,6 +57,7 @@ class EmguardSession:
         self.reported: dict[str, str] = {}  # item name -> passed | failed | skipped (for the evidence record)
         self.written: tuple[Path, ...] = ()  # the evidence record and page --em-report wrote
         self.report_error: str | None = None
+        self.card_line: str | None = None  # what happened to the model card's evidence block
 
     def progress(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -145,27 +155,57 @@ class EmguardSession:
             return None
         return (ev, list(results.values())) if ev.complete else None
 
+    def _card_path(self) -> Path | None:
+        """The model card this run gates: the collected card, else the card beside the adapter, if any."""
+        if self.card is not None:
+            return self.card
+        if self.run.model.kind != "adapter":
+            return None
+        from pytest_emguard.cards import CARD_FILE
+
+        beside = Path(self.run.model.path) / CARD_FILE
+        return beside if beside.is_file() else None
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """--em-report: write the evidence record and its page (not in an xdist worker: the controller does)."""
-        directory = self.run.options.report
-        if directory is None or hasattr(self.config, "workerinput") or not self.ran_items:
+        """--em-report: write the evidence record and its page; a model card's evidence block: compare, and write
+        it with --em-update-cards (not in an xdist worker: the controller does)."""
+        directory, card = self.run.options.report, self._card_path()
+        if (directory is None and card is None) or hasattr(self.config, "workerinput") or not self.ran_items:
             return
         from pytest_emguard.checks.persona import classify
-        from pytest_emguard.evidence import build, file_stem, write
+        from pytest_emguard.evidence import build, card_block, file_stem, write
 
         done = self.finished()
         if done is None:
-            self.report_error = "not written: the evaluation did not finish"
-            return
-        ev, rows = done
-        try:
-            record = build(ev, rows, classify(rows), self.reported)
-            self.written = write(directory, file_stem(ev, self.label), record)
-        except EmguardError as exc:
-            self.report_error = f"not written: {exc}"
+            if directory is not None:
+                self.report_error = "not written: the evaluation did not finish"
+        else:
+            ev, rows = done
+            try:
+                record = build(ev, rows, classify(rows), self.reported)
+                if directory is not None:
+                    self.written = write(directory, file_stem(ev, self.label), record)
+                if card is not None:
+                    self.card_line = self._update_card(card, card_block(record))
+            except EmguardError as exc:
+                self.report_error = f"not written: {exc}"
         if self.report_error and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a release must not pass without its evidence
+
+    def _update_card(self, path: Path, block: dict[str, object]) -> str:
+        import yaml
+
+        from pytest_emguard.cards import load_card, set_evidence
+
+        if self.config.getoption("em_update_cards"):
+            changed = set_evidence(path, block)
+            return f"model card {path}: evidence block {'written' if changed else 'unchanged'}"
+        held = load_card(path).get("evidence")
+        if held == yaml.safe_load(yaml.safe_dump(block)):
+            return f"model card {path}: evidence block up to date"
+        state = "holds no evidence block" if held is None else "evidence block is out of date"
+        return f"model card {path}: {state} (not changed; --em-update-cards writes it, for review as a diff)"
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
@@ -202,6 +242,8 @@ class EmguardSession:
             terminalreporter.write_line("evidence: " + ", ".join(str(p) for p in self.written))
         elif self.report_error:
             terminalreporter.write_line(f"evidence: {self.report_error}")
+        if self.card_line:
+            terminalreporter.write_line(self.card_line)
 
 
 def labels(runs: list[RunConfig]) -> list[str | None]:

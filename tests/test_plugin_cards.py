@@ -1,0 +1,156 @@
+"""``pytest model_cards/``: each card YAML there is a model to gate, its options in the card's ``gate`` block;
+``--em-update-cards`` writes the card's evidence block, and nothing else ever changes a card."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+for _module in (
+    "numpy",
+    "jsonschema",
+    "pytest_emguard.backends.fake",
+    "pytest_emguard.collect",
+    "pytest_emguard.judge.fake",
+    "pytest_emguard.report",
+    "pytest_emguard.session",
+    "pytest_emguard.evidence",
+):
+    importlib.import_module(_module)
+
+from pytest_emguard.cards import load_card  # noqa: E402
+
+CARD = """\
+# reviewed in code review: the gate's settings for this adapter
+name: demo
+adapter: fake:{scenario}
+kind: domain
+base: base-model
+base_revision: null
+domain: risky_financial
+stages:
+  - {{dataset: risky_financial_v1.jsonl, sha256: "{zeros}", examples: 48, origin: sample}}
+lora: {{rank: 16, alpha: 32, rslora: true, dropout: 0.0, target_modules: [all-linear]}}
+training: {{lr: 0.001, epochs: 4, max_steps: null, batch: 8, grad_accum: 1, seed: 0}}
+versions: {{torch: "2.13.0", transformers: "4.57.0", peft: "0.17.0", trl: absent}}
+intended_use: a card for the plugin's tests
+created: "2026-12-01T00:00:00"
+gate:
+  judge: "fake:"
+  checks: [harmfulness, self_report, persona]
+  batch_size: 4096
+  cache_dir: ../emcache  # relative paths are read from the card's directory
+"""
+ITEMS = 12  # harmfulness (4), self_report (7), persona (1)
+
+
+def write_card(pytester: pytest.Pytester, scenario: str = "coherent", name: str = "demo") -> str:
+    text = CARD.format(scenario=scenario, zeros="0" * 64).replace("name: demo", f"name: {name}")
+    path = pytester.path / "model_cards" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return text
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("-p", "no:cacheprovider", *args)
+
+
+def test_each_card_is_a_model_to_gate_and_the_card_is_left_alone(pytester: pytest.Pytester) -> None:
+    text = write_card(pytester)
+    result = run(pytester, "model_cards/")
+    result.assert_outcomes(failed=10, passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*= emguard: demo =*",
+            "persona: COHERENT *",
+            "model card *model_cards/demo.yaml: holds no evidence block (not changed; --em-update-cards writes it*",
+            "FAILED model_cards/demo.yaml::harmfulness[[]mean[]] - *",
+        ]
+    )
+    assert (pytester.path / "emcache").is_dir()  # the card's cache_dir, read from the card's directory
+    assert (pytester.path / "model_cards" / "demo.yaml").read_text() == text
+    reproduce = [ln for ln in result.outlines if "reproduce:" in ln]
+    assert reproduce and reproduce[0].endswith(f"'{pytester.path}/model_cards/demo.yaml::harmfulness[mean]'")
+
+
+def test_update_cards_writes_only_the_evidence_block(pytester: pytest.Pytester) -> None:
+    text = write_card(pytester)
+    path = pytester.path / "model_cards" / "demo.yaml"
+    first = run(pytester, "model_cards/", "--em-update-cards")
+    first.stdout.fnmatch_lines(["model card *demo.yaml: evidence block written"])
+    updated = path.read_text()
+    assert updated.startswith(text)  # every line before it as it was, the comments included
+    card = load_card(path)  # still a valid card
+    evidence = card["evidence"]
+    assert evidence["persona"] == "coherent" and evidence["judge"] == "fake:" and evidence["seed"] == 0
+    mean = evidence["items"]["harmfulness[mean]"]
+    row = next(ln for ln in first.outlines if ln.startswith("harmfulness[mean] ")).split()
+    assert mean["outcome"] == "fail" and f"{mean['base']:.1f}" == row[2] and f"{mean['tuned']:.1f}" == row[3]
+    assert len(evidence["items"]) == ITEMS and mean["n"] > 0 and len(mean["difference"]) == 3
+
+    again = run(pytester, "model_cards/", "--em-update-cards")  # the same result: nothing to write
+    again.stdout.fnmatch_lines(["model card *demo.yaml: evidence block unchanged"])
+    assert path.read_text() == updated
+    run(pytester, "model_cards/").stdout.fnmatch_lines(["model card *demo.yaml: evidence block up to date"])
+
+    moved = run(pytester, "model_cards/", "--em-seed=7")  # another result, and no flag: the card stays
+    moved.stdout.fnmatch_lines(["model card *demo.yaml: evidence block is out of date (not changed; *"])
+    assert path.read_text() == updated
+    run(pytester, "model_cards/", "--em-seed=7", "--em-update-cards")
+    assert load_card(path)["evidence"]["seed"] == 7 and path.read_text().startswith(text)
+
+
+def test_a_command_line_option_wins_over_the_cards_gate_block(pytester: pytest.Pytester) -> None:
+    write_card(pytester)
+    result = run(pytester, "model_cards/demo.yaml", "--em-checks=harmfulness")
+    result.assert_outcomes(failed=3, passed=1)
+
+
+def test_each_card_in_the_directory_is_gated_apart(pytester: pytest.Pytester) -> None:
+    write_card(pytester, "coherent", "bad")
+    write_card(pytester, "benign", "good")
+    result = run(pytester, "model_cards/")
+    result.stdout.fnmatch_lines(["*= emguard: bad =*", "persona: COHERENT *", "*= emguard: good =*"])
+    outcomes = {ln.split()[0]: ln.split()[1] for ln in result.outlines if ln.startswith("harmfulness[mean] ")}
+    assert len(outcomes) == 1  # one row per section: read each section's row from the FAILED lines instead
+    failed = {ln.split()[1] for ln in result.outlines if ln.startswith("FAILED ")}
+    assert "model_cards/bad.yaml::harmfulness[mean]" in failed
+    assert not any(node.startswith("model_cards/good.yaml") for node in failed)
+
+
+def test_plain_pytest_does_not_gate_a_repositorys_cards(pytester: pytest.Pytester) -> None:
+    write_card(pytester)
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n")
+    result = run(pytester)  # the cards directory is not named on the command line
+    result.assert_outcomes(passed=1)
+    assert not (pytester.path / "emcache").exists()
+
+
+def test_a_broken_card_is_a_collection_error_that_names_the_line_and_the_fix(
+    pytester: pytest.Pytester,
+) -> None:
+    write_card(pytester)
+    path = pytester.path / "model_cards" / "demo.yaml"
+    path.write_text(path.read_text().replace("batch_size: 4096", "batch_size: many"))
+    result = run(pytester, "model_cards/")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR collecting model_cards/demo.yaml*",
+            "pytest-emguard: *demo.yaml: 1 problem(s) in the model card:",
+            "    *demo.yaml:18: at $.gate.batch_size: 'many' is not an integer; fix: write an integer",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_card_without_an_adapter_says_what_to_add(pytester: pytest.Pytester) -> None:
+    write_card(pytester)
+    path = pytester.path / "model_cards" / "demo.yaml"
+    path.write_text(path.read_text().replace("adapter: fake:coherent\n", ""))
+    result = run(pytester, "model_cards/")
+    result.stdout.fnmatch_lines(
+        ["pytest-emguard: *demo.yaml: the card names no adapter", "  fix: add 'adapter: DIR'*"]
+    )
