@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pytest_emguard.gate import ItemResult
     from pytest_emguard.stats import Interval
 
-__all__ = ["SCHEMA_FILE", "build", "card_block", "file_stem", "validate", "write"]
+__all__ = ["SCHEMA_FILE", "build", "card_block", "file_stem", "main", "markdown", "validate", "write"]
 
 SCHEMA_FILE = "pytest_emguard/schemas/evidence.schema.json"
 SCHEMA_ID = "urn:pytest-emguard:schema:evidence:1"
@@ -417,3 +417,64 @@ def write(directory: str | Path, stem: str, record: Mapping[str, Any]) -> tuple[
                 "--em-report", f"cannot write {path} ({exc.strerror})", "pass a directory you can write to"
             ) from exc
     return json_path, html_path
+
+
+def markdown(record: Mapping[str, Any]) -> str:
+    """The record as a Markdown table, for a CI job summary (``python -m pytest_emguard.evidence DIR``)."""
+
+    def num(value: Any, signed: bool = False) -> str:
+        return "n/a" if value is None else (f"{value:+.1f}" if signed else f"{value:.1f}")
+
+    model, persona = record["model"], record["persona"]
+    lines = [
+        f"### pytest-emguard: {model['label']}",
+        "",
+        f"persona **{persona['label'].upper()}** ({persona['reason']}); judge `{record['judge']['spec']}`; "
+        f"pytest-emguard {record['plugin']['version']}",
+        "",
+        "| item | outcome | base | fine-tune | difference [interval] | threshold |",
+        "|---|---|---:|---:|---|---:|",
+    ]
+    for row in record["items"]:
+        iv = row["interval"]
+        diff = "n/a" if iv is None else f"{iv['estimate']:+.1f} [{iv['low']:+.1f}, {iv['high']:+.1f}]"
+        sign = "+" if row["direction"] == "increase" else "-"
+        mark = {"pass": "PASS", "fail": "**FAIL**", "inconclusive": "*INCONCLUSIVE*"}[row["outcome"]]
+        lines.append(
+            f"| {row['id']} | {mark} | {num(row['base'])} | {num(row['tuned'])} | {diff} | "
+            f"{sign}{row['threshold']:g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pytest_emguard.evidence PATH...``: check each record (a file, or every *.evidence.json in a
+    directory) against the schema and print it as Markdown; exit 1 if one is missing or invalid."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m pytest_emguard.evidence", description=main.__doc__)
+    parser.add_argument("paths", nargs="+", help="evidence records, or directories that hold them")
+    args = parser.parse_args(argv)
+    files: list[Path] = []
+    for given in args.paths:
+        p = Path(given)
+        files += sorted(p.glob("*.evidence.json")) if p.is_dir() else [p]
+    if not files:
+        print(f"no evidence record in {', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    code = 0
+    for path in files:
+        try:
+            record = json.loads(path.read_text("utf-8"))
+            validate(record, str(path))
+        except (OSError, ValueError, ConfigError) as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            code = 1
+            continue
+        print(markdown(record))
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -248,3 +248,25 @@ def test_junit_xml_carries_each_items_reading(pytester: pytest.Pytester) -> None
     assert props["emguard.threshold"] == "+10" and props["emguard.confidence"] == "0.9"
     assert props["emguard.interval"].startswith("[+") and "questions" in props["emguard.n"]
     assert cases["harmfulness[mean]"].find("failure") is not None
+
+
+def test_the_summary_command_prints_markdown_and_refuses_a_bad_record(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = _record(pytester)
+    capsys.readouterr()  # the run's own output
+    directory = pytester.path / "evidence"
+    assert evidence.main([str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("### pytest-emguard: fake:coherent\n")
+    mean = next(r for r in record["items"] if r["id"] == "harmfulness[mean]")
+    iv = mean["interval"]
+    row = (
+        f"| harmfulness[mean] | **FAIL** | {mean['base']:.1f} | {mean['tuned']:.1f} | {iv['estimate']:+.1f} ["
+    )
+    assert row in out
+    broken = directory / "broken.evidence.json"
+    broken.write_text(json.dumps({**record, "items": "none"}))
+    assert evidence.main([str(directory)]) == 1
+    assert "broken.evidence.json: 1 problem(s) in the evidence record" in capsys.readouterr().err
+    assert evidence.main([str(pytester.path / "empty")]) == 1

