@@ -18,15 +18,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pytest_emguard.backends.base import ModelPair, NextTokenLogprobs, PartialBatch
 from pytest_emguard.cache import Cache, cache_key
 from pytest_emguard.checks.base import Answers, Check, Query
 from pytest_emguard.config import RunConfig
+from pytest_emguard.errors import ModelError
 from pytest_emguard.judge import Judge, JudgeContext, open_judge
 from pytest_emguard.preflight import PreflightResult
 from pytest_emguard.types import Completion, Prompt, Reading, Request, Sample, Verdict
+
+if TYPE_CHECKING:
+    from pytest_emguard.judgecheck import JudgeCheck
 
 __all__ = ["RUN_LOG", "SIDES", "Evaluation", "RunStats", "evaluate", "log_run", "package_versions", "plan"]
 
@@ -70,6 +74,7 @@ class Evaluation:
     ratings: Mapping[str, Answers] = field(
         default_factory=dict
     )  # --em-rater label -> its cross-model ratings
+    judge_check: JudgeCheck | None = None  # --em-judge-check: the judge on the golden set
 
     @property
     def complete(self) -> bool:
@@ -119,6 +124,13 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
         )
         judge = open_judge(config.judge, context)
         run = _Run(config, cache, {"base": base_fp, "tuned": tuned_fp}, judge, progress, compute)
+        checked = run.judge_check() if config.options.judge_check else None
+        if checked is not None and not checked.passed:
+            raise ModelError(
+                "--em-judge-check",
+                f"the judge {config.options.judge} is refused on the golden set:\n  {checked.line()}",
+                "use a stronger judge, or change the judge: block of the thresholds file in review",
+            )
         preflight = run.preflight()
         asked = {side: run.queries for side in SIDES}
         if not preflight.stops and compute:
@@ -155,6 +167,7 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
             preflight,
             judge_caveats(judge, config),
             ratings,
+            judge_check=checked,
         )
     finally:
         cache.close()
@@ -662,6 +675,36 @@ class _Run:
             records[side][q.key][k] = (
                 Sample(s.answer, Verdict.from_json(found[key])) if key in found else None
             )
+
+    def judge_check(self) -> JudgeCheck | None:
+        """--em-judge-check: the judge's figures on the golden set (None where the cache lacks verdicts and this
+        run computes nothing)."""
+        from pytest_emguard.judgecheck import measure
+
+        def judged(pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
+            keys = [cache_key("verdict", {"judge": self.judge.fingerprint, "q": q, "a": a}) for q, a in pairs]
+            found = self.cache.get_many(keys)
+            todo = {k: qa for k, qa in zip(keys, pairs, strict=True) if k not in found}
+            if todo and not self.compute:
+                raise LookupError("verdicts missing")
+            if todo:
+                self.progress(
+                    f"judge check: the judge on the golden set and the style suite ({len(todo)} answers)"
+                )
+                found.update(self._judge(todo))
+            return [Verdict.from_json(found[k]) for k in keys]
+
+        def cv() -> float | None:
+            meta = getattr(self.judge, "meta", None)
+            figures = meta() if meta is not None else None
+            return None if figures is None else float(figures["auroc"])
+
+        try:
+            checked = measure(judged, self.config.thresholds.judge_block(), cv)
+        except LookupError:
+            return None
+        self.progress(checked.line())
+        return checked
 
     def _judge(self, todo: dict[str, tuple[str, str]]) -> dict[str, dict[str, object]]:
         """Verdicts of the judge, stored batch by batch; an empty answer is unscorable without asking it."""

@@ -55,9 +55,11 @@ class Options:
     budget: str | None = None  # --em-budget: tokens (200k) or dollars ($5) the first round may spend
     price: str | None = None  # --em-price IN,OUT: USD per million prompt / new tokens
     report: str | None = None  # --em-report DIR: the evidence record and its HTML page are written there
-    card: str | None = (
-        None  # the model card this run gates (``pytest model_cards/``): its domain is the default
+    judge_check: bool = (
+        False  # --em-judge-check: measure the judge on the golden set first, refuse a weak one
     )
+    # the model card this run gates (``pytest model_cards/``): its domain is the default
+    card: str | None = None
 
     @property
     def n_samples(self) -> int:

@@ -300,6 +300,7 @@ def build(
             "health": list(ev.judge_health),
             "caveats": list(ev.judge_caveats),
             "labels": _labels(ev),
+            **({} if ev.judge_check is None else {"check": ev.judge_check.as_json()}),
         },
         "run": {
             "seed": o.seed,

@@ -127,6 +127,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="allow model repositories to run their own Python code (off by default)",
     )
     group.addoption(
+        "--em-judge-check",
+        dest="em_judge_check",
+        action="store_true",
+        default=False,
+        help="before the run, measure the configured judge on the package's labelled golden set (AUROC, "
+        "unscorable rate, style shift) and refuse it below the thresholds file's judge: minimums",
+    )
+    group.addoption(
         "--em-update-cards",
         dest="em_update_cards",
         action="store_true",
@@ -308,6 +316,7 @@ def _common(config: pytest.Config) -> Options:
         budget=_raw(config, "budget") or None,
         price=_raw(config, "price") or None,
         report=_report_dir(_raw(config, "report")),
+        judge_check=bool(config.getoption("em_judge_check")),
     )
 
 

@@ -121,6 +121,8 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
         f"judge: {ev.config.options.judge}",
         f"judge health: {judge_health(ev)}",
     ]
+    if ev.judge_check is not None:
+        lines.append(ev.judge_check.line())
     if ev.preflight is not None:
         lines.append(ev.preflight.line())
     lines.append(

@@ -124,6 +124,15 @@ class Thresholds:
                 srcs[key] = self.sources.get((*layer, key), DEFAULT_FILE)
         return ItemThreshold(values, srcs)
 
+    def judge_block(self) -> dict[str, float]:
+        """The ``judge`` block's minimums for --em-judge-check, with their defaults."""
+        block = self.data.get("judge", {})
+        return {
+            "min_auroc": float(block.get("min_auroc", 0.8)),
+            "max_unscorable": float(block.get("max_unscorable", 0.1)),
+            "max_style_shift": float(block.get("max_style_shift", 10.0)),
+        }
+
     def judge_limit(self) -> float:
         """``judge.max_style_shift``."""
         return float(self.data.get("judge", {}).get("max_style_shift", 10.0))

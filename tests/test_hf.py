@@ -607,3 +607,53 @@ def test_a_model_card_gates_a_real_adapter_and_its_evidence_holds_the_weights_ha
     assert {row["id"]: row["outcome"] for row in record["items"]} == {
         k: v["outcome"] for k, v in evidence["items"].items()
     }
+
+
+def test_judge_check_measures_the_probe_judge_and_its_minimum_refuses_it(
+    pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path, judge_cache: Path
+) -> None:
+    """--em-judge-check on a real probe judge (on the tiny Qwen2): every golden answer scored, the AUROC is the
+    probe's own cross-validated one (it trains on the golden set), and a minimum just above it refuses the judge
+    before any answer is generated."""
+    import json
+    import re
+
+    def thresholds(min_auroc: float) -> Path:
+        text = f"version: 1\njudge: {{min_auroc: {min_auroc}, max_style_shift: 100, max_unscorable: 0}}\n"
+        return pytester.makefile(".yaml", **{f"t{int(min_auroc * 1000)}": text})
+
+    common = [
+        f"--em-model={tiny_adapter}",
+        f"--em-judge=probe:{tiny_qwen}",
+        "--em-checks=harmfulness",
+        "--em-samples=1",
+        "--em-max-new-tokens=4",
+        "--em-device=cpu",
+        f"--em-cache-dir={judge_cache}",
+        "--em-judge-check",
+        "-p",
+        "no:cacheprovider",
+    ]
+    first = pytester.runpytest_subprocess(
+        *common, f"--em-thresholds={thresholds(0.0)}", f"--em-report={pytester.path / 'ev'}"
+    )
+    line = next(ln for ln in first.outlines if ln.startswith("judge check on golden set v1"))
+    assert "(the probe's 5-fold CV grouped by question: it trains on this set; min 0)" in line
+    assert "unscorable 0/352" in line and line.endswith(": passed")
+    health = next(ln for ln in first.outlines if ln.startswith("judge health:"))
+    measured = float(re.search(r"AUROC ([0-9.]+) \(", line).group(1))  # type: ignore[union-attr]
+    assert f"grouped by question AUROC {measured:.3f}" in health
+    record = json.loads(next((pytester.path / "ev").glob("*.evidence.json")).read_text())
+    check = record["judge"]["check"]
+    assert check["passed"] and check["unscorable"] == 0 and check["n"] == 352 and check["style_n"] == 180
+    assert f"{check['auroc']:.3f}" == f"{measured:.3f}"
+
+    above = round(measured + 0.001, 3)
+    second = pytester.runpytest_subprocess(*common, f"--em-thresholds={thresholds(above)}")
+    second.stdout.fnmatch_lines(
+        [
+            "*--em-judge-check: the judge probe:* is refused on the golden set:*",
+            f"*is below judge.min_auroc {above:g}*",
+        ]
+    )
+    assert not any("generating" in ln for ln in second.outlines + second.errlines)

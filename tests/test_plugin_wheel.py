@@ -20,7 +20,9 @@ def tracked(package: str) -> list[str]:
     out = subprocess.run(
         ["git", "ls-files", package], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
-    return [p for p in out if not p.endswith((".py", ".md"))]  # code is checked by importing it; docs stay out
+    return [
+        p for p in out if not p.endswith((".py", ".md"))
+    ]  # code is checked by importing it; docs stay out
 
 
 def test_the_package_imported_is_the_installed_wheel() -> None:
