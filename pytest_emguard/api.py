@@ -55,6 +55,8 @@ class RunStats:
     check_seconds: dict[str, float] = field(default_factory=dict)  # check -> time spent making its records
     # --em-sequential: rounds run, rounds planned, questions asked, questions in all
     sequential: tuple[int, int, int, int] | None = None
+    # --em-baseline: what happened to it (loaded, written, updated), its path and its record count
+    baseline: tuple[str, str, int] | None = None
 
     def timed(self, check: str, started: float) -> None:
         self.check_seconds[check] = self.check_seconds.get(check, 0.0) + time.monotonic() - started
@@ -124,6 +126,7 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
         )
         judge = open_judge(config.judge, context)
         run = _Run(config, cache, {"base": base_fp, "tuned": tuned_fp}, judge, progress, compute)
+        base_line = _load_baseline(config, cache, base_fp, run, progress)
         checked = run.judge_check() if config.options.judge_check else None
         if checked is not None and not checked.passed:
             raise ModelError(
@@ -150,6 +153,8 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
                 for side in SIDES:
                     answers[side].update(more[side])
                     asked[side] = asked[side] + extra[side]
+        if base_line is not None and compute and not preflight.stops:
+            _write_baseline(config, cache, run, asked["base"], answers["base"], judge.fingerprint, progress)
         ratings = {}
         if config.raters and not preflight.stops:
             ratings = run.ratings({side: Answers(asked[side], answers[side]) for side in SIDES})
@@ -171,6 +176,49 @@ def evaluate(config: RunConfig, *, progress: Progress = _stderr, compute: bool =
         )
     finally:
         cache.close()
+
+
+def _load_baseline(
+    config: RunConfig, cache: Cache, base_fp: str, run: _Run, progress: Progress
+) -> Path | None:
+    """--em-baseline: load its base records into the cache where it exists (and is not being rewritten)."""
+    from pytest_emguard import baseline
+
+    given = config.options.baseline
+    if given is None:
+        return None
+    path = Path(given)
+    if path.is_file() and not config.options.update_baseline:
+        n = baseline.load(path, cache, base_fp)
+        run.stats.baseline = ("loaded", str(path), n)
+        progress(f"baseline: {n} base records from {path}")
+    return path
+
+
+def _write_baseline(
+    config: RunConfig,
+    cache: Cache,
+    run: _Run,
+    asked: Sequence[Query],
+    rows: Rows,
+    judge_fp: str,
+    progress: Progress,
+) -> None:
+    """--em-baseline: write the base side's records where the file is missing, or with --em-update-baseline."""
+    from pytest_emguard import baseline
+
+    path = Path(str(config.options.baseline))
+    existed = path.is_file()
+    if existed and not config.options.update_baseline:
+        return
+    about = {
+        "base": config.model.base,
+        "seed": config.options.seed,
+        "checks": sorted({q.check for q in asked}),
+    }
+    n = baseline.write(path, cache, run.base_keys(asked, rows), run.fingerprints["base"], judge_fp, about)
+    run.stats.baseline = ("updated" if existed else "written", str(path), n)
+    progress(f"baseline: {n} base records written to {path}")
 
 
 RUN_LOG = "runs.jsonl"
@@ -675,6 +723,23 @@ class _Run:
             records[side][q.key][k] = (
                 Sample(s.answer, Verdict.from_json(found[key])) if key in found else None
             )
+
+    def base_keys(self, asked: Sequence[Query], rows: Rows) -> list[str]:
+        """The cache keys of the base side's records: answers and readings under the base fingerprint, and the
+        judge's verdicts on the base answers."""
+        keys, seed = [], self.config.options.seed
+        for q in asked:
+            if q.reading != "sample":
+                keys.append(self._reading_key("base", q))
+                continue
+            keys += [self._answer_key("base", q, r) for r in q.requests(samples_for(self.config, q), seed)]
+            if q.judged:
+                keys += [
+                    cache_key("verdict", {"judge": self.judge.fingerprint, "q": q.question, "a": s.answer})
+                    for s in rows.get(q.key, ())
+                    if s is not None
+                ]
+        return keys
 
     def judge_check(self) -> JudgeCheck | None:
         """--em-judge-check: the judge's figures on the golden set (None where the cache lacks verdicts and this

@@ -73,11 +73,24 @@ class Cache:
         self.misses += len(wanted) - len(found)
         return found
 
-    def put_many(self, kind: str, items: Mapping[str, Mapping[str, Any]]) -> None:
+    def put_many(self, kind: str, items: Mapping[str, Mapping[str, Any]], *, keep: bool = False) -> None:
+        """Store records; ``keep``: a key already stored keeps its record (a baseline loaded into the cache)."""
         rows = [(k, kind, json.dumps(v, sort_keys=True)) for k, v in items.items()]
+        verb = "INSERT OR IGNORE" if keep else "INSERT OR REPLACE"
         with self._transaction():
-            self._conn.executemany("INSERT OR REPLACE INTO records (key, kind, value) VALUES (?, ?, ?)", rows)
+            self._conn.executemany(f"{verb} INTO records (key, kind, value) VALUES (?, ?, ?)", rows)
         self.writes += len(rows)
+
+    def export(self, keys: Iterable[str]) -> dict[str, tuple[str, Any]]:
+        """key -> (kind, record) for each of ``keys`` the cache holds (for a baseline file)."""
+        wanted = list(dict.fromkeys(keys))
+        out: dict[str, tuple[str, Any]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(f"SELECT key, kind, value FROM records WHERE key IN ({marks})", chunk)
+            out.update((k, (kind, json.loads(v))) for k, kind, v in rows)
+        return out
 
     def count(self, kind: str | None = None) -> int:
         if kind is None:

@@ -55,9 +55,9 @@ class Options:
     budget: str | None = None  # --em-budget: tokens (200k) or dollars ($5) the first round may spend
     price: str | None = None  # --em-price IN,OUT: USD per million prompt / new tokens
     report: str | None = None  # --em-report DIR: the evidence record and its HTML page are written there
-    judge_check: bool = (
-        False  # --em-judge-check: measure the judge on the golden set first, refuse a weak one
-    )
+    judge_check: bool = False  # --em-judge-check: the judge on the golden set first; a weak one is refused
+    baseline: str | None = None  # --em-baseline FILE: committed base-side records (baseline.py)
+    update_baseline: bool = False  # --em-update-baseline: write FILE again from this run
     # the model card this run gates (``pytest model_cards/``): its domain is the default
     card: str | None = None
 

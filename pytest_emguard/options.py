@@ -83,6 +83,13 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = (
         "with --em-sequential: questions added per round (default: 16)",
     ),
     (
+        "baseline",
+        None,
+        "a JSON file of the base model's records (answers, readings, the judge's verdicts), committed so CI "
+        "does not run the base again: used only if its fingerprint matches the base; a missing one is written "
+        "and the run fails (review and commit it); never written under CI=true",
+    ),
+    (
         "report",
         None,
         "write the evidence record of each gated model to this directory after the run: MODEL.evidence.json "
@@ -125,6 +132,13 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="allow model repositories to run their own Python code (off by default)",
+    )
+    group.addoption(
+        "--em-update-baseline",
+        dest="em_update_baseline",
+        action="store_true",
+        default=False,
+        help="write the --em-baseline file again from this run (refused under CI=true)",
     )
     group.addoption(
         "--em-judge-check",
@@ -317,7 +331,17 @@ def _common(config: pytest.Config) -> Options:
         price=_raw(config, "price") or None,
         report=_report_dir(_raw(config, "report")),
         judge_check=bool(config.getoption("em_judge_check")),
+        baseline=_baseline(config),
+        update_baseline=bool(config.getoption("em_update_baseline")),
     )
+
+
+def _baseline(config: pytest.Config) -> str | None:
+    from pytest_emguard.baseline import check_options
+
+    path = _path_or_none(_raw(config, "baseline"))
+    check_options(path, bool(config.getoption("em_update_baseline")))
+    return path
 
 
 def _report_dir(value: Any) -> str | None:

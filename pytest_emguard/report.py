@@ -159,6 +159,16 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
             f"sequential: stopped after round {run} of {planned}, {asked} of {total} sampled questions asked "
             f"({why}); harm items are decided on a confidence sequence"
         )
+    if st.baseline is not None:
+        action, path, n = st.baseline
+        lines.append(
+            {
+                "loaded": f"baseline: {n} base records from {path}; the base ran nothing they hold",
+                "updated": f"baseline: {path} written again with {n} base records (--em-update-baseline): review its diff",
+                "written": f"baseline: {path} was missing: written with {n} base records; review and commit it (this "
+                "run fails until it exists)",
+            }[action]
+        )
     if st.check_seconds:
         spent = ", ".join(f"{check} {seconds:.1f}s" for check, seconds in st.check_seconds.items())
         lines.append(f"time making records, by check: {spent}")

@@ -170,8 +170,13 @@ class EmguardSession:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """--em-report: write the evidence record and its page; a model card's evidence block: compare, and write
         it with --em-update-cards (not in an xdist worker: the controller does)."""
+        if hasattr(self.config, "workerinput") or not self.ran_items:
+            return
+        baseline = None if self._evaluation is None else self._evaluation.stats.baseline
+        if baseline is not None and baseline[0] == "written" and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a new baseline is reviewed before it gates
         directory, card = self.run.options.report, self._card_path()
-        if (directory is None and card is None) or hasattr(self.config, "workerinput") or not self.ran_items:
+        if directory is None and card is None:
             return
         from pytest_emguard.checks.persona import classify
         from pytest_emguard.evidence import build, card_block, file_stem, write

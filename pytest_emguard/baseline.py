@@ -1,0 +1,113 @@
+"""Committed base-model results (``--em-baseline=FILE``): the base side's records, so that CI gates a fine-tune
+without generating, reading or judging its base again.
+
+A baseline is a JSON file of cache records (key, kind, value): the base model's answers and readings and the
+judge's verdicts on those answers, with the base fingerprint they were made under.  Loading one puts its records
+into the run's cache, where the evaluation finds them exactly as if it had made them; it is used only when its
+base fingerprint matches the base being gated (weights, config, chat template, device, precision and library
+versions), otherwise the run stops with a clear error.  As in pytest-regressions, a missing baseline is written
+and the run fails (review the file, commit it, rerun); ``--em-update-baseline`` writes it again.  Under
+``CI=true`` nothing is written: a missing baseline and ``--em-update-baseline`` are usage errors there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_emguard.errors import ConfigError
+
+__all__ = ["SCHEMA_ID", "check_options", "in_ci", "load", "write"]
+
+SCHEMA_ID = "urn:pytest-emguard:baseline:1"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def check_options(path: str | None, update: bool) -> None:
+    """Configure-time checks: nothing is written under CI=true."""
+    if update and path is None:
+        raise ConfigError(
+            "--em-update-baseline", "names no baseline file", "add --em-baseline=FILE (the file to write)"
+        )
+    if update and in_ci():
+        raise ConfigError(
+            "--em-update-baseline",
+            "refused under CI=true: a baseline is written and reviewed outside CI, then committed",
+            "run it on a workstation, review the file's diff and commit it",
+        )
+    if path is not None and in_ci() and not Path(path).is_file():
+        raise ConfigError(
+            "--em-baseline",
+            f"{path} does not exist, and under CI=true no baseline is written",
+            "run the gate once outside CI with --em-baseline (it writes the missing file), review it and commit it",
+        )
+
+
+def load(path: Path, cache: Any, base_fingerprint: str) -> int:
+    """Put the baseline's records into the cache (records already there are kept); returns how many it holds."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            "--em-baseline", f"cannot read {path} ({exc})", "pass a baseline file this plugin wrote"
+        ) from exc
+    if (
+        not isinstance(data, dict)
+        or data.get("$schema") != SCHEMA_ID
+        or not isinstance(data.get("records"), list)
+    ):
+        raise ConfigError(
+            "--em-baseline",
+            f"{path} is not a pytest-emguard baseline",
+            "pass a file written by --em-baseline",
+        )
+    if data.get("base_fingerprint") != base_fingerprint:
+        raise ConfigError(
+            "--em-baseline",
+            f"{path} was recorded for another base (fingerprint {str(data.get('base_fingerprint'))[:16]}..., this "
+            f"base's is {base_fingerprint[:16]}...): its weights, config, chat template, device, precision or "
+            "library versions differ, so its records would not be this base's",
+            "use the base it was recorded for, or record it again outside CI with --em-update-baseline",
+        )
+    rows: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for key, kind, value in data["records"]:
+        rows.setdefault(str(kind), {})[str(key)] = value
+    for kind, items in rows.items():
+        cache.put_many(kind, items, keep=True)
+    return len(data["records"])
+
+
+def write(
+    path: Path,
+    cache: Any,
+    keys: Iterable[str],
+    base_fingerprint: str,
+    judge_fingerprint: str,
+    about: Mapping[str, Any],
+) -> int:
+    """Write the records under ``keys`` (the base side's) to ``path``; returns how many."""
+    from pytest_emguard import __version__
+    from pytest_emguard.digest import atomic_write
+
+    records = cache.export(keys)
+    data = {
+        "$schema": SCHEMA_ID,
+        "plugin": __version__,
+        "base_fingerprint": base_fingerprint,
+        "judge_fingerprint": judge_fingerprint,
+        **about,
+        "records": [[key, kind, value] for key, (kind, value) in sorted(records.items())],
+    }
+    try:
+        atomic_write(path, json.dumps(data, indent=1, sort_keys=False, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise ConfigError(
+            "--em-baseline", f"cannot write {path} ({exc.strerror})", "pass a writable path"
+        ) from exc
+    return len(records)
