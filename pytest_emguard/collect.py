@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_emguard.errors import EmguardError
+from pytest_emguard.errors import ConfigError, EmguardError
 
 if TYPE_CHECKING:
     from pytest_emguard.gate import ItemResult
@@ -50,6 +50,13 @@ class CardFile(pytest.File):
         from pytest_emguard.plugin import _hook_checks
         from pytest_emguard.session import EmguardSession
 
+        if hasattr(self.config, "workerinput"):  # the controller, which prints and writes, never collects it
+            raise ConfigError(
+                str(self.path),
+                "model cards are gated without pytest-xdist for now (its controller would see no summary, no "
+                "evidence and no card update)",
+                "run pytest model_cards/ without -n",
+            )
         card = load_card(self.path)
         run = RunConfig.resolve(card_options(self.config, self.path, card), _hook_checks(self.config))
         emguard = EmguardSession(self.config, run, label=str(card["name"]), node=self.nodeid, card=self.path)

@@ -154,3 +154,12 @@ def test_a_card_without_an_adapter_says_what_to_add(pytester: pytest.Pytester) -
     result.stdout.fnmatch_lines(
         ["pytest-emguard: *demo.yaml: the card names no adapter", "  fix: add 'adapter: DIR'*"]
     )
+
+
+def test_cards_under_xdist_are_refused_with_the_fix(pytester: pytest.Pytester) -> None:
+    write_card(pytester)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "model_cards/")
+    result.stdout.fnmatch_lines(
+        ["*model cards are gated without pytest-xdist for now*", "  fix: run pytest model_cards/ without -n"]
+    )
+    assert not (pytester.path / "emcache").exists()
