@@ -29,8 +29,9 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
-def check_options(path: str | None, update: bool) -> None:
-    """Configure-time checks: nothing is written under CI=true."""
+def check_options(path: str | None, update: bool, distributed: bool = False) -> None:
+    """Configure-time checks: nothing is written under CI=true, nor under pytest-xdist (its workers would not all
+    fail the run that wrote it)."""
     if update and path is None:
         raise ConfigError(
             "--em-update-baseline", "names no baseline file", "add --em-baseline=FILE (the file to write)"
@@ -40,6 +41,13 @@ def check_options(path: str | None, update: bool) -> None:
             "--em-update-baseline",
             "refused under CI=true: a baseline is written and reviewed outside CI, then committed",
             "run it on a workstation, review the file's diff and commit it",
+        )
+    writes = path is not None and (update or not Path(path).is_file())
+    if writes and distributed and not in_ci():
+        raise ConfigError(
+            "--em-baseline",
+            f"{path} would be written under pytest-xdist, whose workers cannot all fail the run that wrote it",
+            "write it in a run without -n, review it and commit it; later runs may use -n",
         )
     if path is not None and in_ci() and not Path(path).is_file():
         raise ConfigError(

@@ -340,7 +340,8 @@ def _baseline(config: pytest.Config) -> str | None:
     from pytest_emguard.baseline import check_options
 
     path = _path_or_none(_raw(config, "baseline"))
-    check_options(path, bool(config.getoption("em_update_baseline")))
+    distributed = bool(getattr(config.option, "numprocesses", None)) or hasattr(config, "workerinput")
+    check_options(path, bool(config.getoption("em_update_baseline")), distributed)
     return path
 
 

@@ -131,3 +131,19 @@ def test_a_file_that_is_no_baseline_is_refused(
     path.write_text('{"records": []}')
     result = gate(pytester, "benign", "c1", f"--em-baseline={path}")
     result.stdout.fnmatch_lines([f"*--em-baseline: {path} is not a pytest-emguard baseline*"])
+
+
+def test_a_baseline_is_not_written_under_xdist(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    path = pytester.path / "base.json"
+    argv = ["-p", "no:cacheprovider", "-n", "2", "--em-model=fake:benign", "--em-judge=fake:"]
+    result = pytester.runpytest_subprocess(
+        *argv, f"--em-baseline={path}", f"--em-cache-dir={pytester.path / 'c'}"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--em-baseline: *base.json would be written under pytest-xdist*", "*without -n*"]
+    )
+    assert not path.exists()
