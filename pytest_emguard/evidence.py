@@ -44,7 +44,7 @@ def file_stem(ev: Evaluation, label: str | None = None) -> str:
     """A file name for the model's record: its label (several models) or its directory's name."""
     spec = ev.config.model
     name = label or (Path(spec.path).name if spec.kind != "fake" else f"fake-{spec.path}")
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace(":", "-")).strip("._") or "model"
 
 
 def _interval(iv: Interval | None) -> dict[str, Any] | None:

@@ -297,3 +297,28 @@ def test_auroc_counts_ties_as_half_and_needs_both_labels() -> None:
     assert auroc([50, 50], [True, False]) == 0.5
     assert auroc([90, 10, 50], [True, False, True]) == 1.0
     assert auroc([90, 10], [True, True]) is None
+
+
+def test_several_models_get_one_record_each(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        f"--em-cache-dir={pytester.path / 'emcache'}",
+        "--em-model=fake:coherent",
+        "--em-model=fake:inverted",
+        "--em-judge=fake:",
+        "--em-batch-size=4096",
+        "--em-checks=harmfulness,self_report,persona",
+        f"--em-report={pytester.path / 'evidence'}",
+    )
+    written = sorted(p.name for p in (pytester.path / "evidence").iterdir())
+    stems = ("fake-coherent", "fake-inverted")  # the models' labels, as with one model
+    assert written == sorted(f"{s}{ext}" for s in stems for ext in (".evidence.json", ".html"))
+    labels = {
+        name: json.loads((pytester.path / "evidence" / f"{name}.evidence.json").read_text())["persona"][
+            "label"
+        ]
+        for name in stems
+    }
+    assert labels == {"fake-coherent": "coherent", "fake-inverted": "inverted"}
+    assert sum(ln.startswith("evidence: ") for ln in result.outlines) == 2
