@@ -708,10 +708,7 @@ class _Run:
             for k, sample in enumerate(records[side][q.key])
             if sample is not None
         ]
-        keys = [
-            cache_key("verdict", {"judge": self.judge.fingerprint, "q": q.question, "a": s.answer})
-            for _, q, _, s in slots
-        ]
+        keys = [self._verdict_key(q.question, s.answer) for _, q, _, s in slots]
         found = self.cache.get_many(keys)
         self.stats.verdicts_cached += len(found)
         todo = {
@@ -724,6 +721,9 @@ class _Run:
                 Sample(s.answer, Verdict.from_json(found[key])) if key in found else None
             )
 
+    def _verdict_key(self, question: str, answer: str) -> str:
+        return cache_key("verdict", {"judge": self.judge.fingerprint, "q": question, "a": answer})
+
     def base_keys(self, asked: Sequence[Query], rows: Rows) -> list[str]:
         """The cache keys of the base side's records: answers and readings under the base fingerprint, and the
         judge's verdicts on the base answers."""
@@ -735,9 +735,7 @@ class _Run:
             keys += [self._answer_key("base", q, r) for r in q.requests(samples_for(self.config, q), seed)]
             if q.judged:
                 keys += [
-                    cache_key("verdict", {"judge": self.judge.fingerprint, "q": q.question, "a": s.answer})
-                    for s in rows.get(q.key, ())
-                    if s is not None
+                    self._verdict_key(q.question, s.answer) for s in rows.get(q.key, ()) if s is not None
                 ]
         return keys
 
@@ -747,7 +745,7 @@ class _Run:
         from pytest_emguard.judgecheck import measure
 
         def judged(pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-            keys = [cache_key("verdict", {"judge": self.judge.fingerprint, "q": q, "a": a}) for q, a in pairs]
+            keys = [self._verdict_key(q, a) for q, a in pairs]
             found = self.cache.get_many(keys)
             todo = {k: qa for k, qa in zip(keys, pairs, strict=True) if k not in found}
             if todo and not self.compute:

@@ -61,14 +61,19 @@ class Cache:
     def close(self) -> None:
         self._conn.close()
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def _rows(self, keys: Iterable[str]) -> Iterator[tuple[str, str, str]]:
+        """(key, kind, value) of each of ``keys`` stored, 500 keys a query (sqlite's variable limit)."""
         wanted = list(dict.fromkeys(keys))
-        found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(f"SELECT key, value FROM records WHERE key IN ({marks})", chunk)
-            found.update((k, json.loads(v)) for k, v in rows)
+            yield from self._conn.execute(
+                f"SELECT key, kind, value FROM records WHERE key IN ({marks})", chunk
+            )
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, dict[str, Any]] = {k: json.loads(v) for k, _, v in self._rows(wanted)}
         self.hits += len(found)
         self.misses += len(wanted) - len(found)
         return found
@@ -83,14 +88,7 @@ class Cache:
 
     def export(self, keys: Iterable[str]) -> dict[str, tuple[str, Any]]:
         """key -> (kind, record) for each of ``keys`` the cache holds (for a baseline file)."""
-        wanted = list(dict.fromkeys(keys))
-        out: dict[str, tuple[str, Any]] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(f"SELECT key, kind, value FROM records WHERE key IN ({marks})", chunk)
-            out.update((k, (kind, json.loads(v))) for k, kind, v in rows)
-        return out
+        return {k: (kind, json.loads(v)) for k, kind, v in self._rows(keys)}
 
     def count(self, kind: str | None = None) -> int:
         if kind is None:

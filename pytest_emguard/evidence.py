@@ -132,25 +132,12 @@ def _weights(ev: Evaluation) -> dict[str, dict[str, str]]:
     return out
 
 
-def _labels(ev: Evaluation) -> dict[str, int]:
-    labels: dict[str, int] = {}
-    for side in ev.answers.values():
-        for samples in side.samples.values():
-            for s in samples:
-                if s is not None and s.verdict is not None:
-                    labels[s.verdict.label] = labels.get(s.verdict.label, 0) + 1
-    return dict(sorted(labels.items()))
-
-
 def _verdict(ev: Evaluation, results: Sequence[ItemResult]) -> dict[str, Any] | None:
-    from pytest_emguard.verdict import _verdict_block, decide, harm_outcome, tasks
+    from pytest_emguard.verdict import main_verdict
 
     if ev.preflight is not None and ev.preflight.stops:
         return None
-    block = _verdict_block(ev)
-    cutoff, min_tasks = float(str(block["admit_cutoff"])), int(str(block["min_tasks"]))
-    found = tasks(ev)
-    v = decide(harm_outcome(results), found, "cutoff", cutoff, min_tasks)
+    v, found = main_verdict(ev, results)
     return {
         "label": v.label,
         "reason": v.reason,
@@ -237,15 +224,11 @@ def _self_report(results: Sequence[ItemResult]) -> list[dict[str, Any]]:
 def _harm_vs_self(ev: Evaluation) -> list[dict[str, Any]]:
     """Per emergent question and side: harm of the answer shown and the self-rating after it (as 100 - rating:
     higher where the model admits its answer was harmful)."""
-    from pytest_emguard.checks import description, recognition
-    from pytest_emguard.verdict import _per_question
+    from pytest_emguard.verdict import per_question
 
-    base, tuned = ev.answers["base"], ev.answers["tuned"]
-    t_rec = ev.config.thresholds.for_item(recognition.ITEM)
-    estimator = description.estimator(base, tuned, t_rec, recognition.NAME)
     out = []
-    for side in ("base", "tuned"):
-        for question, row in sorted(_per_question(ev.answers[side], estimator).items()):
+    for side, rows in per_question(ev).items():
+        for question, row in sorted(rows.items()):
             if "harm" in row and "self-rating" in row:
                 out.append(
                     {
@@ -269,6 +252,7 @@ def build(
     from pytest_emguard import __version__
     from pytest_emguard.api import package_versions
     from pytest_emguard.digest import json_sha256
+    from pytest_emguard.report import verdict_labels
 
     o, spec, st = ev.config.options, ev.config.model, ev.stats
     items = [_item(r) for r in results]
@@ -299,7 +283,7 @@ def build(
             "fingerprint": ev.judge_fingerprint,
             "health": list(ev.judge_health),
             "caveats": list(ev.judge_caveats),
-            "labels": _labels(ev),
+            "labels": verdict_labels(ev),
             **({} if ev.judge_check is None else {"check": ev.judge_check.as_json()}),
         },
         "run": {

@@ -11,7 +11,7 @@ from pytest_emguard.config import Options
 from pytest_emguard.gate import ItemResult
 from pytest_emguard.options import OPTIONS
 
-__all__ = ["failure_text", "judge_health", "reproduce_line", "summary_lines"]
+__all__ = ["failure_text", "judge_health", "reproduce_line", "summary_lines", "verdict_labels"]
 
 _DEFAULTS = {name: default for name, default, _ in OPTIONS}
 
@@ -85,13 +85,19 @@ def failure_text(result: ItemResult, options: Options, node: str = "emguard") ->
     return "\n".join(lines)
 
 
-def judge_health(ev: Evaluation) -> str:
+def verdict_labels(ev: Evaluation) -> dict[str, int]:
+    """How many verdicts of each label (scored, unscorable, refusal) the judge gave, both sides."""
     labels: dict[str, int] = {}
     for side in ev.answers.values():
         for samples in side.samples.values():
             for s in samples:
                 if s is not None and s.verdict is not None:
                     labels[s.verdict.label] = labels.get(s.verdict.label, 0) + 1
+    return dict(sorted(labels.items()))
+
+
+def judge_health(ev: Evaluation) -> str:
+    labels = verdict_labels(ev)
     total = sum(labels.values())
     bad = labels.get("unscorable", 0)
     rate = f"unscorable {bad}/{total} ({bad / total:.1%})" if total else "no verdicts"

@@ -34,7 +34,16 @@ from pytest_emguard.api import Evaluation
 from pytest_emguard.checks.base import Answers, Series
 from pytest_emguard.gate import ItemResult
 
-__all__ = ["ALTERNATIVES", "Task", "Verdict", "decide", "tasks", "verdict_lines"]
+__all__ = [
+    "ALTERNATIVES",
+    "Task",
+    "Verdict",
+    "decide",
+    "main_verdict",
+    "per_question",
+    "tasks",
+    "verdict_lines",
+]
 
 ALTERNATIVES = ("median", "quartiles", "continuous")
 
@@ -204,15 +213,22 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+def main_verdict(ev: Evaluation, results: Sequence[ItemResult]) -> tuple[Verdict, list[Task]]:
+    """The verdict under the thresholds' rule (the admission cut-off), and the tasks it read."""
+    block = _verdict_block(ev)
+    cutoff, min_tasks = float(str(block["admit_cutoff"])), int(str(block["min_tasks"]))
+    found = tasks(ev)
+    return decide(harm_outcome(results), found, "cutoff", cutoff, min_tasks), found
+
+
 def verdict_lines(ev: Evaluation, results: Sequence[ItemResult]) -> list[str]:
     """The verdict table, its sensitivity line and the task correlations across questions."""
     block = _verdict_block(ev)
     cutoff, min_tasks = float(str(block["admit_cutoff"])), int(str(block["min_tasks"]))
     listed = block.get("alternatives", ALTERNATIVES)
     alternatives = [str(a) for a in listed] if isinstance(listed, (list, tuple)) else list(ALTERNATIVES)
-    found = tasks(ev)
     harm = harm_outcome(results)
-    main = decide(harm, found, "cutoff", cutoff, min_tasks)
+    main, found = main_verdict(ev, results)
     by_id = {r.item_id: r for r in results}
     mean = by_id.get("harmfulness[mean]")
     lines = [
@@ -268,16 +284,23 @@ def _per_question(answers: Answers, estimator: str) -> dict[str, dict[str, float
     return out
 
 
-def correlation_line(ev: Evaluation) -> str:
-    """Pearson r between the tasks read per emergent question (harm of the answer shown; the self-rating after it,
-    as 100 - rating; the harm it predicted for it; P(own answer recognised)), both models pooled."""
+def per_question(ev: Evaluation) -> dict[str, dict[str, dict[str, float]]]:
+    """side -> emergent question -> its readings (``_per_question``), with the recognition estimator the run
+    chose."""
     from pytest_emguard.checks import description, recognition
-    from pytest_emguard.stats import pearson
 
     base, tuned = ev.answers["base"], ev.answers["tuned"]
     t_rec = ev.config.thresholds.for_item(recognition.ITEM)
     estimator = description.estimator(base, tuned, t_rec, recognition.NAME)
-    rows = [row for side in (base, tuned) for row in _per_question(side, estimator).values()]
+    return {side: _per_question(ev.answers[side], estimator) for side in ("base", "tuned")}
+
+
+def correlation_line(ev: Evaluation) -> str:
+    """Pearson r between the tasks read per emergent question (harm of the answer shown; the self-rating after it,
+    as 100 - rating; the harm it predicted for it; P(own answer recognised)), both models pooled."""
+    from pytest_emguard.stats import pearson
+
+    rows = [row for side in per_question(ev).values() for row in side.values()]
     names = ("harm", "self-rating", "prediction", "recognition")
     parts = []
     for i, x in enumerate(names):

@@ -20,9 +20,29 @@ from pathlib import Path
 
 import pytest
 
-# pytester's in-process runs restore sys.modules after each run, and numpy's C extensions (scikit-learn's, for the
-# probes check) cannot load twice in one process: import them once here, before any run takes its snapshot.
-for _name in ("sklearn.linear_model", "sklearn.model_selection", "sklearn.pipeline", "sklearn.preprocessing"):
+# pytester's in-process runs restore sys.modules after each run, and C extensions (numpy's, jsonschema's rpds,
+# matplotlib's, scikit-learn's for the probes check) cannot load twice in one process: import once here, before
+# any run takes its snapshot, what the plugin imports lazily.  hypothesis: else its pytest plugin imports it anew
+# in each run (0.6 s).
+for _name in (
+    "numpy",
+    "jsonschema",
+    "yaml",
+    "pytest_emguard.backends.fake",
+    "pytest_emguard.judge.fake",
+    "pytest_emguard.collect",
+    "pytest_emguard.report",
+    "pytest_emguard.session",
+    "pytest_emguard.evidence",
+    "pytest_emguard.baseline",
+    "hypothesis",
+    "matplotlib.pyplot",
+    "pytest_emguard.html",
+    "sklearn.linear_model",
+    "sklearn.model_selection",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+):
     with contextlib.suppress(ImportError):
         importlib.import_module(_name)
 

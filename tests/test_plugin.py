@@ -7,28 +7,13 @@ errors (one screen, no traceback), the reproduce line (pasted into a shell) and 
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import shlex
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
-# In-process pytester runs drop every module first imported during a run, and numpy (like jsonschema's
-# rpds) cannot be imported twice in one process: import up front what the plugin imports lazily.
-for _module in (
-    "numpy",
-    "jsonschema",
-    "pytest_emguard.backends.fake",
-    "pytest_emguard.collect",
-    "pytest_emguard.judge.fake",
-    "pytest_emguard.report",
-    "pytest_emguard.session",
-):
-    importlib.import_module(_module)
-with contextlib.suppress(ImportError):  # else hypothesis's pytest plugin imports it anew in each run (0.6 s)
-    importlib.import_module("hypothesis")
+# the modules the plugin imports lazily are imported once in conftest.py (in-process pytester runs drop them)
 
 ITEMS = [
     "harmfulness[mean]",

@@ -3,23 +3,10 @@ one spares the base all work; one recorded for another base is refused; nothing 
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 import pytest
-
-for _module in (
-    "numpy",
-    "jsonschema",
-    "pytest_emguard.backends.fake",
-    "pytest_emguard.collect",
-    "pytest_emguard.judge.fake",
-    "pytest_emguard.report",
-    "pytest_emguard.session",
-    "pytest_emguard.baseline",
-):
-    importlib.import_module(_module)
 
 
 def gate(pytester: pytest.Pytester, scenario: str, cache: str, *args: str) -> pytest.RunResult:

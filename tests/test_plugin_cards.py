@@ -3,23 +3,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
-for _module in (
-    "numpy",
-    "jsonschema",
-    "pytest_emguard.backends.fake",
-    "pytest_emguard.collect",
-    "pytest_emguard.judge.fake",
-    "pytest_emguard.report",
-    "pytest_emguard.session",
-    "pytest_emguard.evidence",
-):
-    importlib.import_module(_module)
-
-from pytest_emguard.cards import load_card  # noqa: E402
+from pytest_emguard.cards import load_card
 
 CARD = """\
 # reviewed in code review: the gate's settings for this adapter

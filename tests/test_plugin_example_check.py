@@ -4,13 +4,9 @@ still refuses, fails when it stops, and takes its thresholds from the user's fil
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
-
-for _module in ("numpy", "jsonschema", "yaml", "pytest_emguard.backends.fake", "pytest_emguard.judge.fake"):
-    importlib.import_module(_module)
 
 EXAMPLE = Path(__file__).parent / "examples" / "refusals.py"
 README = Path(__file__).resolve().parents[1] / "README.md"

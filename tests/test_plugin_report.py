@@ -4,7 +4,6 @@ Chromium.  Runs the plugin on the shipped fake backend, in-process through ``pyt
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import os
 import shutil
@@ -13,26 +12,10 @@ from typing import Any
 
 import pytest
 
-# imported once, up front: in-process pytester runs drop modules first imported during a run, and numpy's and
-# matplotlib's C extensions cannot load twice in one process
-for _module in (
-    "numpy",
-    "jsonschema",
-    "matplotlib.pyplot",
-    "pytest_emguard.backends.fake",
-    "pytest_emguard.collect",
-    "pytest_emguard.judge.fake",
-    "pytest_emguard.report",
-    "pytest_emguard.session",
-    "pytest_emguard.evidence",
-    "pytest_emguard.html",
-):
-    importlib.import_module(_module)
-
-from pytest_emguard import evidence  # noqa: E402
-from pytest_emguard.errors import ConfigError  # noqa: E402
-from pytest_emguard.html import PLOTS, render  # noqa: E402
-from pytest_emguard.yamlschema import load_schema  # noqa: E402
+from pytest_emguard import evidence
+from pytest_emguard.errors import ConfigError
+from pytest_emguard.html import PLOTS, render
+from pytest_emguard.yamlschema import load_schema
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by .ci/run
 

@@ -3,12 +3,7 @@ original evaluation's format), checks registered by the hook, and the backend re
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
-
-for _module in ("numpy", "jsonschema", "yaml", "pytest_emguard.backends.fake", "pytest_emguard.judge.fake"):
-    importlib.import_module(_module)
 
 
 def run(pytester: pytest.Pytester, *args: str, subprocess: bool = False) -> pytest.RunResult:
