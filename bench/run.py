@@ -98,8 +98,8 @@ def main() -> None:
           flush=True)  # fmt: skip
 
     # 1, 2: the gate, first run and rerun, against the bare backend on the same requests
-    from pytest_emguard.api import evaluate
-    from pytest_emguard.config import Options, RunConfig
+    from pytest_emguard.config.run import Options, RunConfig
+    from pytest_emguard.run.engine import evaluate
 
     options = Options(
         model=str(adapter), judge="fake:", thresholds=str(thresholds), samples=2, cache_dir=str(work / "cache"),
@@ -177,7 +177,8 @@ def main() -> None:
         print(f"{'':<44} model loads: -n 2: {runs['2'][1]}, -n 0: {runs['0'][1]}", flush=True)
     # 6: digit-tree readings with the head cache against without it (each step runs the whole prompt again)
     from pytest_emguard.backends.base import ModelSpec
-    from pytest_emguard.backends.hf import HeadCache, HFBackend, LoadedModel
+    from pytest_emguard.backends.hf import HFBackend, LoadedModel
+    from pytest_emguard.backends.hf_model import HeadCache
     from pytest_emguard.judge.scoring import digit_trees
     from pytest_emguard.types import Prompt
 
@@ -204,7 +205,7 @@ def main() -> None:
     # 7: sequential stopping against a fixed number of questions, simulated at equal error (alpha 5% per end)
     import numpy as np
 
-    from pytest_emguard.sequential import error_rates
+    from pytest_emguard.decide.sequential import error_rates
 
     looks = list(range(8, 97, 8))
 
@@ -229,7 +230,7 @@ def main() -> None:
         f"{edge['peek bootstrap wrong pass']:.1%}",
         flush=True,
     )
-    print(f"records of the gate: {ev.stats.answers_generated} answers generated; work dir {work}", flush=True)
+    print(f"records of the gate: {ev.stats.records_made} records made; work dir {work}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from finetune.plan import Plan
-from pytest_emguard.api import package_versions
-from pytest_emguard.cards import CARD_FILE
+from pytest_emguard.config.cards import CARD_FILE
+from pytest_emguard.digest import package_versions
 
 __all__ = ["BESIDE", "CardsDir", "RunStats", "build_card", "card_path", "write_card"]
 
@@ -96,7 +96,7 @@ def write_card(card: dict[str, Any], target: Path) -> Path:
     """Validate (the plugin's schema) and write the card to ``target``; returns the path."""
     import yaml
 
-    from pytest_emguard.cards import validate_card
+    from pytest_emguard.config.cards import validate_card
 
     validate_card(card, str(target))
     target.parent.mkdir(parents=True, exist_ok=True)

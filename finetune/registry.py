@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Literal
 
 from finetune.errors import FinetuneError
 from finetune.examples import sha256_file
-from pytest_emguard.yamlschema import schema_problems
+from pytest_emguard.config.yamlschema import schema_problems
 
 __all__ = ["KINDS", "DatasetEntry", "Opener", "Registry", "ResolvedDataset", "default_cache_dir"]
 

@@ -1,7 +1,7 @@
 """pytest-emguard: gate fine-tuned LLMs for emergent misalignment against their base model.
 
 Importing this package is cheap: the heavy libraries (torch, transformers, peft, scikit-learn) load only inside
-the backends that need them.  The library entry point is :func:`pytest_emguard.api.evaluate`.
+the backends that need them.  The library entry point is :func:`pytest_emguard.api.evaluate` (``api.py`` gathers the public names).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["__version__", "evaluate"]
-__version__ = "0.1.0"
+from pytest_emguard.version import __version__
 
 if TYPE_CHECKING:
     from pytest_emguard.api import evaluate

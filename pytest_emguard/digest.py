@@ -1,4 +1,5 @@
-"""The one place for canonical-JSON hashing and atomic file writes (stdlib only)."""
+"""The one place for canonical-JSON hashing, atomic file writes and installed package versions: what a record's
+provenance is made of (stdlib only)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "canonical_json", "json_sha256", "text_sha256"]
+__all__ = ["atomic_write", "canonical_json", "json_sha256", "package_versions", "text_sha256"]
 
 
 def canonical_json(data: Any, *, sort_keys: bool = True) -> str:
@@ -37,3 +38,16 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(partial, path)
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of ``names`` ("absent" when not installed), read from metadata without importing."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out

@@ -307,13 +307,13 @@ def test_a_gate_over_the_api_resumes_after_the_endpoint_fails(
         second.stdout.fnmatch_lines(
             [
                 "*harmfulness[[]mean[]]*",
-                "records: * answers generated, * from cache*",
+                "records: * made, * from cache*",
             ]
         )
         assert second.parseoutcomes()["skipped"] == 2
         second.stdout.fnmatch_lines(["*probes*not run: needs activations, which the 'openai' backend*"])
         record = next(line for line in second.stdout.lines if line.startswith("records: "))
-        cached = int(record.split(" answers generated, ")[1].split(" ")[0])
+        cached = int(record.split(" made, ")[1].split(" ")[0])
         assert cached >= 4, record  # the answers the failed run finished
         for result in (first, second):
             assert key not in "\n".join(result.outlines + result.errlines)
@@ -355,4 +355,4 @@ def test_the_offline_vllm_backend_gates_an_adapter_under_xdist(
     assert len(table) == 4, first.stdout.lines
     second = pytester.runpytest_subprocess(*args)
     assert [line for line in second.stdout.lines if line.startswith("harmfulness[")] == table
-    second.stdout.fnmatch_lines(["records: 0 answers generated, 16 from cache*"])
+    second.stdout.fnmatch_lines(["records: 0 made, 16 from cache*"])

@@ -220,7 +220,7 @@ def test_forced_choice_queries_swap_the_letters() -> None:
 def test_letter_choice_reads_both_letter_forms_and_the_unscorable_rule() -> None:
     import math
 
-    from pytest_emguard.api import letter_choice
+    from pytest_emguard.run.read import letter_choice
 
     read = letter_choice({" A": math.log(0.3), "A": math.log(0.1), "B": math.log(0.4), "x": math.log(0.2)})
     assert read["value"] == pytest.approx(50.0) and read["mass"] == pytest.approx(0.8)

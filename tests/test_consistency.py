@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pytest_emguard.checks import description, harmfulness, recognition, score_prediction
 from pytest_emguard.checks.base import Answers, PlanContext, Query, Series
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Reading, Sample, Sampling, Verdict
 
 ALL = PlanContext(2, 16, frozenset({"generate", "next_token_logprobs", "score"}))
@@ -140,7 +140,7 @@ def test_prediction_falls_back_to_sampled_numbers_without_log_probabilities() ->
 
 @given(st.lists(st.floats(0.0, 100.0), min_size=1, max_size=8))
 def test_a_rater_that_predicts_the_truth_has_zero_error_in_every_bin(scores: list[float]) -> None:
-    from pytest_emguard.rating import rating_lines, rating_queries
+    from pytest_emguard.run.rating import rating_lines, rating_queries
 
     harms: dict[str, list[float | None]] = {f"q{i}": [s] for i, s in enumerate(scores)}
     sides = {"base": _side(harms), "tuned": _side(harms, who="other")}
@@ -155,8 +155,8 @@ def test_a_rater_that_predicts_the_truth_has_zero_error_in_every_bin(scores: lis
 
 
 def test_a_rater_must_be_a_full_model_directory_or_a_fake_scenario(tmp_path: Path) -> None:
+    from pytest_emguard.config.raters import parse_rater
     from pytest_emguard.errors import ConfigError
-    from pytest_emguard.rating import parse_rater
 
     assert parse_rater("fake:identical").label == "fake:identical"
     for bad, why in ((tmp_path / "missing", "is not a directory"), (tmp_path, "holds no full model")):

@@ -18,7 +18,7 @@ def test_the_demo_precision_is_one_the_gate_accepts() -> None:
 
 
 def test_the_demo_card_is_valid_and_keeps_an_evidence_block(tmp_path: Path) -> None:
-    from pytest_emguard.cards import card_paths, load_card, set_evidence
+    from pytest_emguard.config.cards import card_paths, load_card, set_evidence
     from pytest_emguard.demo.__main__ import write_card
     from pytest_emguard.demo.train import DemoTraining
 

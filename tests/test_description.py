@@ -15,7 +15,7 @@ from pytest_emguard.checks.description import (
     parse_letter,
     queries,
 )
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Reading, Sample
 
 ALL = frozenset({"generate", "next_token_logprobs", "score"})

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_emguard.cards import CARD_FILE
 from pytest_emguard.checks.in_domain import InDomain
-from pytest_emguard.config import Options, RunConfig
+from pytest_emguard.config.cards import CARD_FILE
+from pytest_emguard.config.run import Options, RunConfig
 from pytest_emguard.errors import ConfigError
 
 EMPTY_SAFETENSORS = struct.pack("<Q", 2) + b"{}"  # a valid safetensors file that holds no tensor

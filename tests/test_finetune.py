@@ -20,8 +20,8 @@ from finetune.config import PRESETS, TrainConfig, parse_stages
 from finetune.errors import FinetuneError
 from finetune.examples import read_examples, sha256_file, to_prompt_completion
 from finetune.registry import Registry
-from pytest_emguard.cards import load_card, validate_card
 from pytest_emguard.checks.harmfulness import domain_categories
+from pytest_emguard.config.cards import load_card, validate_card
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.types import Completion
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_emguard.api import Evaluation, RunStats
 from pytest_emguard.checks.base import (
     NUMBER_0_100,
     Answers,
@@ -27,11 +26,12 @@ from pytest_emguard.checks.base import (
     series_by_cluster,
 )
 from pytest_emguard.checks.persona import Persona, classify, inverted_outcome
-from pytest_emguard.config import Options, RunConfig
-from pytest_emguard.gate import ItemResult, item_result, run_gate
-from pytest_emguard.report import failure_text, summary_lines
-from pytest_emguard.stats import Decision, Interval
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.run import Options, RunConfig
+from pytest_emguard.config.thresholds import ItemThreshold
+from pytest_emguard.decide.gate import ItemResult, item_result, run_gate
+from pytest_emguard.decide.stats import Decision, Interval
+from pytest_emguard.report.text import failure_text, summary_lines
+from pytest_emguard.run.records import Evaluation, RunStats
 from pytest_emguard.types import Outcome, Sample, Sampling
 
 # -- a toy check: the answer text is a number --------------------------------------------------------------
@@ -53,7 +53,7 @@ def _both(parts: Mapping[str, Part], _t: ItemThreshold) -> tuple[Outcome, str]:
 
 
 @dataclass(frozen=True)
-class Toy:
+class Toy(Check):
     name: str = "toy"
     version: int = 1
     requires: tuple[str, ...] = ()
@@ -75,8 +75,6 @@ class Toy:
         text = "up:\n  max_increase: 5\nboth:\n  max_increase: 5\n  max_decrease: 5\n"
         return ThresholdBlock(text, "toy.py", {"up": keys, "both": keys})
 
-    def with_bank(self, path: Path) -> Check:
-        raise NotImplementedError
 
 
 def _evaluation(shift: float, tmp_path: Path) -> Evaluation:
@@ -272,7 +270,7 @@ def test_summary_table_rows(tmp_path: Path) -> None:
     assert rest[2].startswith(
         "harm vs self-report per question: not measured (no self-rating after an answer"
     )
-    assert rest[3].startswith("records: 0 answers generated, 0 from cache; 0 verdicts computed")
+    assert rest[3].startswith("records: 0 made, 0 from cache; 0 verdicts computed")
 
 
 # -- judge health and the incoherent-answer rule ---------------------------------------------------------------
@@ -295,7 +293,7 @@ class _StyledJudge:
 
 
 def test_a_judge_swayed_by_style_is_a_caveat(tmp_path: Path) -> None:
-    from pytest_emguard.api import judge_caveats
+    from pytest_emguard.run.verdicts import judge_caveats
 
     config = _evaluation(0.0, tmp_path).config
     assert judge_caveats(_StyledJudge(4.0), config) == ()  # type: ignore[arg-type]
@@ -328,8 +326,8 @@ def test_incoherent_answers_are_left_out_only_when_the_thresholds_say_so() -> No
 def test_an_item_that_only_more_questions_can_settle_says_so() -> None:
     """Every question's samples agree (no within-question spread) but the questions differ a lot, and the
     estimate sits near the threshold: more samples per question cannot help."""
-    from pytest_emguard import stats
-    from pytest_emguard.gate import MetricResult, question_limit
+    from pytest_emguard.decide import stats
+    from pytest_emguard.decide.gate import MetricResult, question_limit
 
     q = Query("toy", 1, "q", "q", (("user", "x"),), Sampling(), False)
     rng = np.random.default_rng(0)
@@ -353,8 +351,8 @@ def test_an_item_that_only_more_questions_can_settle_says_so() -> None:
 
 
 def test_noise_within_questions_can_be_settled_with_more_samples() -> None:
-    from pytest_emguard import stats
-    from pytest_emguard.gate import MetricResult, question_limit
+    from pytest_emguard.decide import stats
+    from pytest_emguard.decide.gate import MetricResult, question_limit
 
     q = Query("toy", 1, "q", "q", (("user", "x"),), Sampling(), False)
     rng = np.random.default_rng(2)

@@ -217,7 +217,7 @@ def test_an_adapter_with_b_zero_changes_nothing(
         [
             "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 8 canary prompts*",
             "persona: INCONCLUSIVE (THE ADAPTER CHANGES NOTHING*)",
-            "records: 0 answers generated, 0 from cache; 0 verdicts computed*",
+            "records: 0 made, 0 from cache; 0 verdicts computed*",
         ]
     )
 
@@ -252,7 +252,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
         "harmfulness[[]best_of_n] *PASS *+0.0 [[]+0.0, +0.0]*",
         "harmfulness[[]invalid] *PASS *+0.0 [[]+0.0, +0.0]*",
     ]
-    first.stdout.fnmatch_lines([*rows, "records: 5960 answers generated, 0 from cache*model loaded: yes*"])
+    first.stdout.fnmatch_lines([*rows, "records: 5960 made, 0 from cache*model loaded: yes*"])
     first.stdout.no_fnmatch_line("*FAIL*")
     first.stdout.fnmatch_lines(["heavy modules imported: *torch*"])
     second = pytester.runpytest_subprocess(*args)
@@ -260,7 +260,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
     second.stdout.fnmatch_lines(
         [
             *rows,
-            "records: 0 answers generated, 5960 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
+            "records: 0 made, 5960 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
         ]
     )
     # no model library: the records come from the cache; scikit-learn fits the probes on the cached activations
@@ -331,13 +331,13 @@ def test_changing_only_the_judge_regenerates_nothing(
         "no:cacheprovider",
     ]
     pytester.runpytest_subprocess(*common, f"--em-judge=probe:{tiny_qwen}").stdout.fnmatch_lines(
-        ["records: 1032 answers generated, 0 from cache*"]
+        ["records: 1032 made, 0 from cache*"]
     )
     rejudged = pytester.runpytest_subprocess(*common, f"--em-judge=hf:{tiny_qwen}")
     rejudged.stdout.fnmatch_lines(
         [
             "judge health: hf judge *",
-            "records: 0 answers generated, 1032 from cache; * verdicts computed, 0 from cache*",
+            "records: 0 made, 1032 from cache; * verdicts computed, 0 from cache*",
         ]
     )
 
@@ -416,7 +416,7 @@ def test_description_choice_is_decided_on_smollm2(
             "description[[]misaligned] *PASS * +0.0 [[]+0.0, +0.0]*",
             "description choice: estimator: read as a contrast: * (the letters held 0.25 of the probability in 0%*",
             "description choice: base: P(misaligned) * when it is option A, * when it is option B; position bias*",
-            "records: 48 answers generated, 48 from cache*",  # the same model on both sides: one side's readings
+            "records: 48 made, 48 from cache*",  # the same model on both sides: one side's readings
         ]
     )
     result.stdout.no_fnmatch_line("*self-report*")
@@ -471,7 +471,7 @@ def test_recognition_prediction_and_a_rater_are_decided_on_smollm2(
             "score prediction: base: before seeing the answer: signed error *, absolute * (n 8); after seeing the "
             "answer: signed error *, absolute * (n 8)",
             f"cross-model rating by {smollm2.name}, base answers: mean error (predicted - actual) * (n 8); by actual*",
-            "records: * answers generated, * from cache*",
+            "records: * made, * from cache*",
             "time making records, by check: *recognition *s, score_prediction *s*cross_rating *s*",
         ]
     )
@@ -481,7 +481,7 @@ def test_recognition_prediction_and_a_rater_are_decided_on_smollm2(
         line
     )  # two identical answers: no better than chance, whatever the position bias
     again = pytester.runpytest_subprocess(*args)
-    again.stdout.fnmatch_lines(["records: 0 answers generated, *model loaded: no*"])
+    again.stdout.fnmatch_lines(["records: 0 made, *model loaded: no*"])
 
 
 def test_prompt_states_are_the_residual_stream_at_the_last_prompt_token(smollm2: Path) -> None:
@@ -519,8 +519,8 @@ def test_the_role_play_logit_estimator_reads_a_rating_distribution_on_smollm2(sm
     20 tokens) whose mean agrees with the full softmax over the six digit tokens, and personas that move it."""
     import torch
 
-    from pytest_emguard.api import scale_reading
     from pytest_emguard.checks import roleplay
+    from pytest_emguard.run.read import scale_reading
 
     backend = HFBackend(
         LoadedModel.load(ModelSpec("full", str(smollm2)), "cpu"), tuned=False, fingerprint="x"
@@ -559,7 +559,7 @@ def test_a_model_card_gates_a_real_adapter_and_its_evidence_holds_the_weights_ha
     import hashlib
     import json
 
-    from pytest_emguard.cards import load_card
+    from pytest_emguard.config.cards import load_card
 
     cards = pytester.mkdir("model_cards")
     card = cards / "tiny.yaml"

@@ -7,7 +7,7 @@ import numpy as np
 
 from pytest_emguard.checks import harmfulness, persona_direction, probes, self_report
 from pytest_emguard.checks.base import Answers, PlanContext, Query, Series
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Reading, Sample, Verdict
 
 PLAN = PlanContext(1, 16, frozenset({"generate", "next_token_logprobs", "activations"}), layer_stride=4)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pytest_emguard.backends.openai_compat import Endpoint, retry_delay
-from pytest_emguard.config import Options, RunConfig
+from pytest_emguard.config.run import Options, RunConfig
 from pytest_emguard.errors import ConfigError
 
 

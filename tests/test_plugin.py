@@ -148,7 +148,7 @@ def test_sequential_stops_once_the_harm_items_are_decided(pytester: pytest.Pytes
     table = [ln for ln in first.outlines if ln.startswith("harmfulness[")]
     again = gate(pytester, "coherent", *args)
     assert [ln for ln in again.outlines if ln.startswith("harmfulness[")] == table
-    again.stdout.fnmatch_lines(["records: 0 answers generated, * from cache*"])
+    again.stdout.fnmatch_lines(["records: 0 made, * from cache*"])
 
 
 def test_m_emguard_selects_all_items_and_only_them(pytester: pytest.Pytester) -> None:
@@ -358,7 +358,7 @@ def test_reproduce_line_reproduces_the_item(
     )
     assert block(again, item)[0] == section[0]
     assert [line for line in block(again, item) if line.startswith("  base ")] == [interval]
-    again.stdout.fnmatch_lines(["records: 0 answers generated, * from cache; 0 verdicts computed, *"])
+    again.stdout.fnmatch_lines(["records: 0 made, * from cache; 0 verdicts computed, *"])
 
 
 # -- 9: the cache ------------------------------------------------------------------------------------------
@@ -369,12 +369,12 @@ def test_second_run_takes_every_record_from_the_cache(pytester: pytest.Pytester)
     first.stdout.fnmatch_lines(
         [
             "[[]emguard] loading fake:inverted and its base",
-            "records: * answers generated, 0 from cache; * computed, 0 from cache; model loaded: yes*",
+            "records: * made, 0 from cache; * computed, 0 from cache; model loaded: yes*",
         ]
     )
     second = gate(pytester, "inverted")
     second.stdout.fnmatch_lines(
-        ["records: 0 answers generated, * from cache; 0 verdicts computed*model loaded: no; judge run: no*"]
+        ["records: 0 made, * from cache; 0 verdicts computed*model loaded: no; judge run: no*"]
     )
     second.stdout.no_fnmatch_line("*loading*")
     assert second.parseoutcomes() == first.parseoutcomes()
@@ -555,7 +555,7 @@ def test_a_crashed_run_resumes_from_the_stored_batches(pytester: pytest.Pytester
     # 101 x 20 moral ratings) and 320 + 320
     # follow-ups (per emergent question: a self-rating after the answer, 2 estimators of recognition, 2 score
     # predictions); the 100 stored before the crash are reused
-    resumed.stdout.fnmatch_lines(["records: 5988 answers generated, 100 from cache*"])
+    resumed.stdout.fnmatch_lines(["records: 5988 made, 100 from cache*"])
     resumed.assert_outcomes(failed=len(COHERENT_FAILS), passed=len(ITEMS) - len(COHERENT_FAILS))
 
 
@@ -621,7 +621,7 @@ def test_several_models_are_gated_side_by_side_in_one_verdict_table(pytester: py
     )
     picked = run(pytester, *args, "-k", "recognition")
     picked.assert_outcomes(passed=1, failed=1, deselected=2 * len(ITEMS) - 2)
-    picked.stdout.fnmatch_lines(["records: 0 answers generated, *"])  # the cache serves both models
+    picked.stdout.fnmatch_lines(["records: 0 made, *"])  # the cache serves both models
     twice = run(pytester, "--em-model=fake:coherent", "--em-model=fake:coherent", "--em-judge=fake:")
     assert twice.ret == pytest.ExitCode.USAGE_ERROR
     twice.stderr.fnmatch_lines(["*--em-model: fake:coherent is given twice", "  fix: name each model once"])
@@ -646,7 +646,7 @@ def test_raters_predict_the_scores_of_both_sides_answers(pytester: pytest.Pytest
         ]
     )
     again = gate(pytester, "coherent", *args)
-    again.stdout.fnmatch_lines(["records: 0 answers generated, *"])
+    again.stdout.fnmatch_lines(["records: 0 made, *"])
     bad = gate(pytester, "coherent", f"--em-rater={pytester.path}")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--em-rater *: * holds no full model (config.json and *.safetensors)"])
@@ -674,7 +674,7 @@ def test_harm_and_self_report_are_paired_question_by_question(pytester: pytest.P
         ]
     )
     again = gate(pytester, "inverted", "-k", "persona")
-    again.stdout.fnmatch_lines(["records: 0 answers generated, *"])
+    again.stdout.fnmatch_lines(["records: 0 made, *"])
 
 
 # -- self-report read from probabilities: pole orders and the validity check -----------------------------
@@ -748,7 +748,7 @@ def test_an_adapter_that_changes_nothing_stops_before_any_answer(pytester: pytes
     result.stdout.fnmatch_lines(
         [
             "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 8 canary prompts*",
-            "records: 0 answers generated, 0 from cache; 0 verdicts computed*",
+            "records: 0 made, 0 from cache; 0 verdicts computed*",
         ]
     )
     result.stdout.no_fnmatch_line("*generating*")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_emguard.cards import load_card
+from pytest_emguard.config.cards import load_card
 
 CARD = """\
 # reviewed in code review: the gate's settings for this adapter

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_emguard.cost import Budget, Plan, parse_budget, parse_price
+from pytest_emguard.config.budget import Budget, parse_budget, parse_price
 from pytest_emguard.errors import ConfigError
+from pytest_emguard.run.cost import Estimate
 
 ONLY_HARM = "--em-checks=harmfulness"
 
@@ -32,7 +33,7 @@ def test_budget_and_price_syntax() -> None:
 
 
 def test_the_plan_counts_tokens_and_dollars() -> None:
-    plan = Plan()
+    plan = Estimate()
     plan.add_answers(10, 4, input_tokens=600, output_tokens=6 * 128)
     plan.add_readings(20, 5, input_tokens=1500)
     assert (plan.input_tokens, plan.output_tokens, plan.tokens) == (2100, 768 + 15, 2883)
@@ -71,7 +72,7 @@ def test_a_plan_over_budget_generates_nothing(pytester: pytest.Pytester) -> None
         ]
     )
     again = gate(pytester, "coherent", ONLY_HARM, "--em-samples=2", "--em-budget=40k")
-    again.stdout.fnmatch_lines(["records: 256 answers generated, 0 from cache*"])  # the refused run made none
+    again.stdout.fnmatch_lines(["records: 256 made, 0 from cache*"])  # the refused run made none
 
 
 def test_a_dollar_budget_needs_a_price(pytester: pytest.Pytester) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from pytest_emguard import evidence
+from pytest_emguard.config.yamlschema import load_schema
 from pytest_emguard.errors import ConfigError
-from pytest_emguard.html import PLOTS, render
-from pytest_emguard.yamlschema import load_schema
+from pytest_emguard.report import evidence
+from pytest_emguard.report.html import PLOTS, render
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by .ci/run
 
@@ -78,7 +78,7 @@ def test_a_run_writes_a_record_that_fits_its_schema_and_matches_the_summary(
         record["judge"]["spec"] == "fake:"
         and record["fingerprints"]["judge"] == record["judge"]["fingerprint"]
     )
-    assert record["cache"]["answers_generated"] > 0 and record["cache"]["answers_cached"] == 0
+    assert record["cache"]["records_made"] > 0 and record["cache"]["records_cached"] == 0
     assert record["thresholds"]["files"][0]["path"] == "<package>/thresholds/default.yaml"
     # the plots' data: eight harm categories with both sides, every self-report dimension, a point per question
     plots = record["plots"]
@@ -92,7 +92,7 @@ def test_a_run_writes_a_record_that_fits_its_schema_and_matches_the_summary(
 
     second = gate(pytester, "coherent")  # from the cache: the same results, the counts say so
     again = json.loads(json_path.read_text("utf-8"))
-    assert again["cache"]["answers_generated"] == 0 and again["cache"]["answers_cached"] > 0
+    assert again["cache"]["records_made"] == 0 and again["cache"]["records_cached"] > 0
     assert evidence.card_block(again) == evidence.card_block(record)  # a card would not change
     second.assert_outcomes(failed=14, passed=6)
 
@@ -273,7 +273,7 @@ def test_judge_check_refuses_a_judge_that_scores_nothing_before_any_answer(pytes
 
 
 def test_auroc_counts_ties_as_half_and_needs_both_labels() -> None:
-    from pytest_emguard.judgecheck import auroc
+    from pytest_emguard.run.judgecheck import auroc
 
     assert auroc([90, 80, 10, 20], [True, True, False, False]) == 1.0
     assert auroc([10, 20, 90, 80], [True, True, False, False]) == 0.0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_emguard.preflight import coarse_kl, mean_kl
+from pytest_emguard.run.preflight import coarse_kl, mean_kl
 
 probs = st.lists(st.floats(0.01, 1.0), min_size=2, max_size=12).map(lambda xs: [x / sum(xs) for x in xs])
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from pytest_emguard.backends import BACKENDS, BackendEntry, backend_entry, resolve_model
-from pytest_emguard.banks import read_bank
 from pytest_emguard.checks import load_checks
-from pytest_emguard.config import Options, RunConfig
+from pytest_emguard.config.banks import read_bank
+from pytest_emguard.config.run import Options, RunConfig
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.judge import JUDGES, JudgeContext, JudgeEntry, JudgeSpec, open_judge
 

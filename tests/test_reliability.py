@@ -221,7 +221,7 @@ def test_a_failure_during_evaluation_is_reported_once_and_compactly(pytester: py
     result.assert_outcomes(failed=1, deselected=19)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     full = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tb=long", *args)
-    full.stdout.fnmatch_lines(["*pytest_emguard/api.py:*", "*pytest_emguard/backends/fake.py:*"])
+    full.stdout.fnmatch_lines(["*pytest_emguard/run/engine.py:*", "*pytest_emguard/backends/fake.py:*"])
     spread = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-n", "1", "--em-cache-dir=spread", *args
     )

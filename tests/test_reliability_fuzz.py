@@ -19,16 +19,16 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_emguard.api import letter_choice
 from pytest_emguard.backends.base import ModelSpec
-from pytest_emguard.banks import read_bank
 from pytest_emguard.checks import load_checks
 from pytest_emguard.checks.self_report import parse_rating
+from pytest_emguard.config.banks import read_bank
+from pytest_emguard.config.thresholds import Thresholds
+from pytest_emguard.config.weights import read_header
 from pytest_emguard.errors import EmguardError
 from pytest_emguard.judge.base import judged_text, render, template
 from pytest_emguard.judge.scoring import digit_tree, parse_number
-from pytest_emguard.thresholds import Thresholds
-from pytest_emguard.weights import read_header
+from pytest_emguard.run.read import letter_choice
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHECKS = load_checks(())

@@ -105,7 +105,7 @@ def _log(cache: Path) -> list[dict[str, object]]:
 def _made(cache: Path) -> tuple[int, int]:
     """Answers and verdicts made over every logged run of this cache."""
     runs = _log(cache)
-    return sum(int(r["answers_generated"]) for r in runs), sum(int(r["verdicts_computed"]) for r in runs)  # type: ignore[call-overload]
+    return sum(int(r["records_made"]) for r in runs), sum(int(r["verdicts_computed"]) for r in runs)  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_a_run_killed_while_judging_resumes_and_ends_identical(
     # follow-ups of the answers come after judging, so they are made now; one batch of 32 verdicts was stored
     first_round = 2 * (64 + 84 + 48)
     assert record.startswith(
-        f"records: {answers - first_round} answers generated, {first_round} from cache; "
+        f"records: {answers - first_round} made, {first_round} from cache; "
         f"{verdicts - 32} verdicts computed, 32 from cache"
     ), record
     assert _table(resumed) == _table(lines)
@@ -180,7 +180,7 @@ def test_xdist_workers_share_one_evaluation(
     assert _table(out) == _table(lines)
     runs = _log(cache)
     assert len(runs) == 4 and _made(cache) == _made(ref_cache), runs  # four workers, one did the work
-    assert sum(int(r["answers_generated"]) > 0 for r in runs) == 1  # type: ignore[call-overload]
+    assert sum(int(r["records_made"]) > 0 for r in runs) == 1  # type: ignore[call-overload]
     # the evaluating worker's progress reaches the terminal, tagged with its id; only that worker loads the model
     # (twice: the first round, then the follow-ups, after the judge had the memory)
     loads = [line for line in out if line.startswith("[emguard gw") and line.endswith(" and its base")]
@@ -193,7 +193,7 @@ def test_xdist_workers_share_one_evaluation(
 def _counts(record: str) -> tuple[int, int]:
     """(answers generated, answers from cache) from a summary's records line."""
     head = record.removeprefix("records: ").split(";")[0]
-    generated, _, rest = head.partition(" answers generated, ")
+    generated, _, rest = head.partition(" made, ")
     return int(generated), int(rest.split(" ")[0])
 
 

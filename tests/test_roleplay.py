@@ -7,9 +7,9 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_emguard.api import scale_reading
 from pytest_emguard.checks import roleplay
 from pytest_emguard.checks.roleplay import Cell, parse_digit, robustness, susceptibility
+from pytest_emguard.run.read import scale_reading
 
 ratings = st.lists(st.lists(st.floats(0.0, 4.0), min_size=3, max_size=3), min_size=2, max_size=6)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_emguard.sequential import confidence_sequence, error_rates, ordered, rounds
+from pytest_emguard.decide.sequential import confidence_sequence, error_rates, ordered, rounds
 
 LOOKS = list(range(8, 97, 8))  # a round of 8 questions, 12 rounds, 96 questions
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_emguard.stats import (
+from pytest_emguard.decide.stats import (
     Decision,
     Direction,
     Interval,
@@ -341,7 +341,7 @@ def test_chi2_p_is_a_probability_and_matches_closed_form(a: int, b: int, c: int,
 def test_expected_max_matches_brute_force(values: list[float], data: st.DataObject) -> None:
     import itertools
 
-    from pytest_emguard.stats import expected_max
+    from pytest_emguard.decide.stats import expected_max
 
     k = data.draw(st.integers(1, len(values)))
     subsets = list(itertools.combinations(values, k))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from pytest_emguard.stats import Paired, bootstrap
+from pytest_emguard.decide.stats import Paired, bootstrap
 
 pytestmark = pytest.mark.slow
 

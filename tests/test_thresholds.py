@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_emguard.checks import load_checks
+from pytest_emguard.config.thresholds import DEFAULT_FILE, Thresholds
 from pytest_emguard.errors import ConfigError
-from pytest_emguard.thresholds import DEFAULT_FILE, Thresholds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEXT = resources.files("pytest_emguard").joinpath("thresholds/default.yaml").read_text("utf-8")
@@ -36,7 +37,7 @@ def write(tmp_path: Path, text: str, name: str = "t.yaml") -> Path:
 
 
 def test_default_loads() -> None:
-    t = Thresholds.load()
+    t = Thresholds.load(None, load_checks())
     assert t.files == (DEFAULT_FILE,)
     assert t.data["version"] == 1
     mean = t.item("harmfulness", "mean")
@@ -46,7 +47,7 @@ def test_default_loads() -> None:
 
 
 def test_item_layering_and_sources() -> None:
-    t = Thresholds.load()
+    t = Thresholds.load(None, load_checks())
     dim = t.item("self_report", "good_evil", DIM)
     # from the self_report check's dimension block, which overrides defaults.min_clusters
     assert dim["max_decrease"] == 15.0
@@ -74,7 +75,7 @@ def test_item_layering_and_sources() -> None:
 
 
 def test_item_of_unknown_check_has_only_defaults() -> None:
-    item = Thresholds.load().item("nope", "nothing")
+    item = Thresholds.load(None, load_checks()).item("nope", "nothing")
     assert set(item.values) == {"alpha", "min_clusters", "bootstrap", "inconclusive"}
 
 
@@ -90,7 +91,7 @@ def test_user_file_merges_over_default(tmp_path: Path) -> None:
         "    max_decrease: 3\n"
         "    enabled: false\n",
     )
-    t = Thresholds.load(str(user))
+    t = Thresholds.load(str(user), load_checks())
     assert t.files == (DEFAULT_FILE, str(user))
     mean = t.item("harmfulness", "mean")
     assert mean["max_increase"] == 5.0
@@ -132,7 +133,7 @@ def test_malformed_file_lists_every_problem(tmp_path: Path) -> None:
         name="bad.yaml",
     )
     with pytest.raises(ConfigError) as info:
-        Thresholds.load(str(bad))
+        Thresholds.load(str(bad), load_checks())
     err = info.value
     assert err.where == str(bad)
     message = str(err)
@@ -159,13 +160,13 @@ def test_malformed_file_lists_every_problem(tmp_path: Path) -> None:
 def test_missing_version_is_reported(tmp_path: Path) -> None:
     bad = write(tmp_path, "defaults:\n  alpha: 0.1\n")
     with pytest.raises(ConfigError, match=r"'version' is a required property; fix: add it"):
-        Thresholds.load(str(bad))
+        Thresholds.load(str(bad), load_checks())
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     bad = write(tmp_path, "version: 1\ndefaults:\n  alpha: 0.1: 2\n  bootstrap: 100\n")
     with pytest.raises(ConfigError) as info:
-        Thresholds.load(str(bad))
+        Thresholds.load(str(bad), load_checks())
     assert info.value.where == f"{bad}:3"
     assert "not valid YAML" in str(info.value)
     assert "fix the YAML syntax" in info.value.fix
@@ -175,17 +176,17 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
 def test_non_mapping_yaml(tmp_path: Path, text: str) -> None:
     bad = write(tmp_path, text)
     with pytest.raises(ConfigError, match="must be a YAML mapping") as info:
-        Thresholds.load(str(bad))
+        Thresholds.load(str(bad), load_checks())
     assert info.value.where == str(bad)
 
 
 def test_unreadable_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        Thresholds.load(str(tmp_path / "missing.yaml"))
+        Thresholds.load(str(tmp_path / "missing.yaml"), load_checks())
     assert info.value.where == "--em-thresholds"
     assert "missing.yaml" in info.value.problem
     with pytest.raises(ConfigError, match="cannot read"):
-        Thresholds.load(str(tmp_path))  # a directory
+        Thresholds.load(str(tmp_path), load_checks())  # a directory
 
 
 @pytest.mark.skipif(
@@ -193,5 +194,5 @@ def test_unreadable_path(tmp_path: Path) -> None:
 )
 def test_repo_release_profile_validates() -> None:
     path = REPO_ROOT / "thresholds" / "release.yaml"
-    t = Thresholds.load(str(path))
+    t = Thresholds.load(str(path), load_checks())
     assert t.files[-1] == str(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_emguard.verdict import Task, decide
+from pytest_emguard.decide.verdict import Task, decide
 
 
 def task(name: str, tuned: float | None, pooled: tuple[float, ...] = (0.0, 25.0, 50.0, 75.0, 100.0)) -> Task:

@@ -57,12 +57,12 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
 
 
 def test_the_example_uses_only_options_the_plugin_has() -> None:
-    from pytest_emguard.options import OPTIONS
+    from pytest_emguard.plugin.options import OPTIONS
 
     known = {f"--em-{name}" for name, _, _ in OPTIONS} | {"--em-update-cards", "--em-sequential"}
     steps = yaml.safe_load(EXAMPLE.read_text())["jobs"]["gate"]["steps"]
     commands = " ".join(str(s.get("run", "")) for s in steps)
     used = set(re.findall(r"--em-[a-z-]+", commands))
     assert used and used <= known, used - known
-    assert "python -m pytest_emguard.evidence emguard-report" in commands
+    assert "python -m pytest_emguard.report.evidence emguard-report" in commands
     assert "--em-report=emguard-report" in commands

@@ -230,7 +230,7 @@ def _required_base(base: str | None, model: Path | None = None) -> str:
 
 def _check_weights(directory: Path, *, adapter: bool = False) -> None:
     """Every safetensors file of ``directory`` has a readable header that covers its data (no torch)."""
-    from pytest_emguard.weights import read_header
+    from pytest_emguard.config.weights import read_header
 
     for file in weight_files(directory, adapter=adapter):
         read_header(file)
@@ -238,7 +238,7 @@ def _check_weights(directory: Path, *, adapter: bool = False) -> None:
 
 def _check_adapter_weights(adapter: Path, base: str | None) -> None:
     """The adapter's and the base's headers, and every LoRA tensor against the base module it adapts."""
-    from pytest_emguard.weights import check_adapter_fits, headers
+    from pytest_emguard.config.weights import check_adapter_fits, headers
 
     tensors = headers(weight_files(adapter, adapter=True))
     if base is None or not Path(base).is_dir():

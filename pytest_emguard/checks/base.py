@@ -1,5 +1,6 @@
 """The check seam: what a check asks (``Query``), which gate items it has (``Item``, ``Metric``) and the
-``Check`` Protocol that ties them together.
+``Check`` base class that ties them together (``ThresholdBlock`` lives with the thresholds and is
+re-exported here, so a check imports its whole seam from this module).
 
 A check is one module: a name and version, its queries (built from its bank, with typed structure in
 ``Query.detail`` instead of strings to parse back), its items, each with one or more metrics (pure functions from
@@ -11,12 +12,14 @@ check's name.  Third-party checks register through the ``pytest_emguard.checks``
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
+from pytest_emguard.config.thresholds import ThresholdBlock
 from pytest_emguard.types import (
     Direction,
     Message,
@@ -29,8 +32,8 @@ from pytest_emguard.types import (
 )
 
 if TYPE_CHECKING:
-    from pytest_emguard.stats import Decision
-    from pytest_emguard.thresholds import ItemThreshold
+    from pytest_emguard.config.thresholds import ItemThreshold
+    from pytest_emguard.decide.stats import Decision
 
 __all__ = [
     "Answers",
@@ -208,22 +211,6 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
-class ThresholdBlock:
-    """A check's default thresholds: YAML text (``<check>: {<item>: {...}}`` without the check's key), where it
-    is written (for failure messages), and the JSON Schema of each item's own keys, which the thresholds schema
-    composes with the keys every item has (enabled, alpha, min_clusters, bootstrap, inconclusive)."""
-
-    yaml: str
-    source: str
-    keys: Mapping[str, Mapping[str, Any]]  # item or layer name -> {key: JSON Schema}
-
-    @classmethod
-    def packaged(cls, name: str, keys: Mapping[str, Mapping[str, Any]]) -> ThresholdBlock:
-        text = resources.files("pytest_emguard").joinpath(f"thresholds/{name}").read_text("utf-8")
-        return cls(text, f"<package>/thresholds/{name}", keys)
-
-
-@dataclass(frozen=True, slots=True)
 class PlanContext:
     """What a check may use to build its queries: the run's settings and the backend's capabilities (a check
     with a documented fallback picks its estimator from them)."""
@@ -234,42 +221,59 @@ class PlanContext:
     layer_stride: int = 4  # --em-layer-stride: where ``state`` readings read the residual stream
 
 
-@runtime_checkable
-class Check(Protocol):
-    """A persona-consistency check.  ``requires`` names checks whose queries it reads (their queries are asked
-    even when only this check's items are selected); ``needs`` names the backend capabilities it uses.
+class Check(ABC):
+    """A persona-consistency check: subclass it (a frozen dataclass is the usual form).
 
-    Two optional methods (looked up with ``getattr``, so a check without them still satisfies the Protocol):
+    Required: ``name`` and ``version`` (attributes or fields), ``items()``, ``queries(plan)`` and ``thresholds()``.
+    ``requires`` names checks whose queries it reads (their queries are asked even when only this check's items
+    are selected); ``needs`` names the backend capabilities it uses.  The other methods are optional hooks with
+    defaults:
 
-    - ``followups(plan: PlanContext, own: Answers, other: Answers) -> Sequence[Query]``: queries built from the
-      first round's answers of one side (``own``), and of the other side where the check compares the two (e.g.
-      a self-rating asked right after the model's answer; which of two answers it wrote).  They are asked of
-      the ``own`` side only, after the first round is answered and judged, and cached like any query (the
-      answers they show are part of their messages, so of their key);
-    - ``summary(base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]``: lines for the terminal
-      summary, read with the thresholds of the check's first item."""
+    - ``followups(plan, own, other)``: queries built from the first round's answers of one side (``own``), and of
+      the other side where the check compares the two (e.g. a self-rating asked right after the model's answer;
+      which of two answers it wrote).  They are asked of the ``own`` side only, after the first round is answered
+      and judged, and cached like any query (the answers they show are part of their messages, so of their key).
+      Default: none;
+    - ``summary(base, tuned, t)``: lines for the terminal summary, read with the thresholds of the check's first
+      item.  Default: none;
+    - ``with_bank(path)``: this check asking the questions of a user bank file (``--em-bank CHECK=PATH``).
+      Default: a usage error (the check takes no bank);
+    - ``with_domain(categories, domain, source)``: this check knowing the adapter's training domain (its harm
+      categories, from ``--em-domain`` or the model card).  Default: the check unchanged."""
 
-    @property
-    def name(self) -> str: ...
+    __slots__ = ()
 
-    @property
-    def version(self) -> int: ...
+    name: str
+    version: int
+    requires: tuple[str, ...] = ()
+    needs: frozenset[Capability] = frozenset({"generate"})
 
-    @property
-    def requires(self) -> tuple[str, ...]: ...
-
-    @property
-    def needs(self) -> frozenset[Capability]: ...
-
+    @abstractmethod
     def items(self) -> Sequence[Item]: ...
 
+    @abstractmethod
     def queries(self, plan: PlanContext) -> Sequence[Query]: ...
 
+    @abstractmethod
     def thresholds(self) -> ThresholdBlock: ...
 
+    def followups(self, plan: PlanContext, own: Answers, other: Answers) -> Sequence[Query]:
+        return ()
+
+    def summary(self, base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:
+        return ()
+
     def with_bank(self, path: Path) -> Check:
-        """This check asking the questions of a user bank file (``--em-bank CHECK=PATH``)."""
-        ...
+        from pytest_emguard.errors import ConfigError
+
+        raise ConfigError(
+            f"--em-bank {self.name}={path}",
+            f"the {self.name} check takes no user bank",
+            "remove the option (harm questions come from --em-bank harmfulness=FILE)",
+        )
+
+    def with_domain(self, categories: frozenset[str], domain: str = "", source: str = "") -> Check:
+        return self
 
 
 NUMBER_0_100: Mapping[str, Any] = {"type": "number", "minimum": 0, "maximum": 100}

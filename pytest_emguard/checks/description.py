@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from pytest_emguard.checks.base import (
@@ -40,8 +39,7 @@ from pytest_emguard.checks.base import (
     load_bank,
     series_by_cluster,
 )
-from pytest_emguard.errors import ConfigError
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Sample, Sampling
 
 __all__ = ["CHECK", "NAME", "Pair", "Shown", "pairs", "parse_letter"]
@@ -255,7 +253,7 @@ ITEM = Item(
 
 
 @dataclass(frozen=True, slots=True)
-class DescriptionChoice:
+class DescriptionChoice(Check):
     name: str = NAME
     version: int = VERSION
     requires: tuple[str, ...] = ()
@@ -278,11 +276,6 @@ class DescriptionChoice:
         if not base.asked(NAME):
             return ()
         return tuple(f"description choice: {line}" for line in notes(base, tuned, t))
-
-    def with_bank(self, path: Path) -> Check:
-        raise ConfigError(
-            f"--em-bank {NAME}={path}", "the description bank cannot be replaced yet", "remove the option"
-        )
 
 
 CHECK = DescriptionChoice()

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pytest_emguard.banks import BankQuestion
 from pytest_emguard.checks.base import (
     NUMBER_0_100,
     Answers,
+    Check,
     Item,
     Metric,
     PlanContext,
@@ -36,8 +36,9 @@ from pytest_emguard.checks.base import (
     load_bank,
     series_by_cluster,
 )
+from pytest_emguard.config.banks import BankQuestion
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.digest import json_sha256
-from pytest_emguard.thresholds import ItemThreshold
 from pytest_emguard.types import Message, Sample, Sampling
 
 __all__ = ["CHECK", "NAME", "VERSION", "Harmfulness", "Question", "harm_series", "is_incoherent", "questions"]
@@ -148,7 +149,7 @@ def _rate(answers: Answers, t: ItemThreshold) -> Series:
 
 
 def category_notes(base: Answers, tuned: Answers, th: ItemThreshold | None = None) -> tuple[str, ...]:
-    from pytest_emguard import stats
+    from pytest_emguard.decide import stats
 
     b, t = harm_series(base, th), harm_series(tuned, th)
     categories: dict[str, list[str]] = {}
@@ -217,7 +218,7 @@ ITEMS = (
 
 
 @dataclass(frozen=True, slots=True)
-class Harmfulness:
+class Harmfulness(Check):
     """The check object registered under ``harmfulness``; ``bank`` is None for the packaged bank."""
 
     bank: tuple[Question, ...] | None = None
@@ -292,7 +293,7 @@ class Harmfulness:
         return replace(self, in_domain=categories)
 
     def with_bank(self, path: Path) -> Harmfulness:
-        from pytest_emguard.banks import read_bank
+        from pytest_emguard.config.banks import read_bank
 
         bank = read_bank(path, f"--em-bank {NAME}={path}")
         own = bank.questions

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from pytest_emguard.checks.base import (
     NUMBER_0_100,
@@ -26,8 +25,7 @@ from pytest_emguard.checks.base import (
     ThresholdBlock,
 )
 from pytest_emguard.checks.harmfulness import above_cutoff, in_domain_series
-from pytest_emguard.errors import ConfigError
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 
 __all__ = ["CHECK", "NAME", "InDomain"]
 
@@ -47,7 +45,7 @@ ITEMS = (
 
 
 @dataclass(frozen=True, slots=True)
-class InDomain:
+class InDomain(Check):
     categories: frozenset[str] = frozenset()
     domain: str = ""
     source: str = ""  # where the domain was read: "--em-domain" or "model card PATH"
@@ -78,13 +76,6 @@ class InDomain:
         return (
             f"training domain: {self.domain or 'given'} (from {self.source or '--em-domain'}); harm on its own "
             f"questions ({', '.join(sorted(self.categories))}) is gated as {NAME}[...], apart from the emergent items",
-        )
-
-    def with_bank(self, path: Path) -> Check:
-        raise ConfigError(
-            f"--em-bank {NAME}={path}",
-            "this check reads the harmfulness bank",
-            "use --em-bank harmfulness=FILE",
         )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_emguard.checks import harmfulness, self_report
@@ -34,12 +33,11 @@ from pytest_emguard.checks.base import (
     Query,
     ThresholdBlock,
 )
-from pytest_emguard.errors import ConfigError
 from pytest_emguard.types import Message, Outcome, Sample, Sampling
 
 if TYPE_CHECKING:
-    from pytest_emguard.gate import ItemResult
-    from pytest_emguard.thresholds import ItemThreshold
+    from pytest_emguard.config.thresholds import ItemThreshold
+    from pytest_emguard.decide.gate import ItemResult
 
 __all__ = [
     "AFTER_ANSWER",
@@ -128,7 +126,7 @@ INVERTED = Item(
 
 
 @dataclass(frozen=True, slots=True)
-class PersonaCheck:
+class PersonaCheck(Check):
     name: str = NAME
     version: int = VERSION
     requires: tuple[str, ...] = (harmfulness.NAME, self_report.NAME)
@@ -198,11 +196,6 @@ class PersonaCheck:
         }
         return ThresholdBlock.packaged("persona.yaml", {"inverted": keys, "verdict": verdict})
 
-    def with_bank(self, path: Path) -> Check:
-        raise ConfigError(
-            f"--em-bank {NAME}={path}", "the persona check asks no questions of its own", "remove it"
-        )
-
 
 CHECK = PersonaCheck()
 
@@ -238,7 +231,7 @@ def after_answer_pairs(answers: Answers, t: ItemThreshold) -> list[tuple[float, 
 def association_line(base: Answers, tuned: Answers, t: ItemThreshold) -> str:
     """Pearson r and the chi-squared association of harm and self-report after each answer, per side and over
     both (reported, not gated)."""
-    from pytest_emguard.stats import chi2_association, pearson
+    from pytest_emguard.decide.stats import chi2_association, pearson
 
     pairs = {"base": after_answer_pairs(base, t), "fine-tune": after_answer_pairs(tuned, t)}
     pairs["both"] = pairs["base"] + pairs["fine-tune"]

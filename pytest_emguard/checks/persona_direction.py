@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.checks import harmfulness
@@ -49,8 +48,7 @@ from pytest_emguard.checks.base import (
     load_bank,
 )
 from pytest_emguard.checks.roleplay import ROLE
-from pytest_emguard.errors import ConfigError
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Message, Sampling
 
 if TYPE_CHECKING:
@@ -274,7 +272,7 @@ ITEMS = (
 
 
 @dataclass(frozen=True, slots=True)
-class PersonaDirection:
+class PersonaDirection(Check):
     name: str = NAME
     version: int = VERSION
     requires: tuple[str, ...] = ()
@@ -304,11 +302,6 @@ class PersonaDirection:
         if not base.asked(NAME):
             return ()
         return tuple(f"persona direction: {line}" for line in notes(base, tuned, t))
-
-    def with_bank(self, path: Path) -> Check:
-        raise ConfigError(
-            f"--em-bank {NAME}={path}", "the persona-direction prompts cannot be replaced yet", "remove it"
-        )
 
 
 CHECK = PersonaDirection()

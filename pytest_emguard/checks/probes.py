@@ -1,4 +1,4 @@
-"""Linear probes on the residual stream (METHODS.md check 8; local backends with the ``activations`` capability).
+"""Linear probes on the residual stream (the research's probing experiment; local backends with the ``activations`` capability).
 
 Activations: the residual stream at the prompt's last token after every ``--em-layer-stride``-th decoder layer
 (``state`` readings, cached like answers), for two prompt sets of the run, asked as follow-ups of the first round
@@ -36,7 +36,6 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_emguard.checks import harmfulness, self_report
@@ -51,8 +50,7 @@ from pytest_emguard.checks.base import (
     Series,
     ThresholdBlock,
 )
-from pytest_emguard.errors import ConfigError
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Sampling
 
 if TYPE_CHECKING:
@@ -344,7 +342,7 @@ ITEMS = (
 
 
 @dataclass(frozen=True, slots=True)
-class Probes:
+class Probes(Check):
     name: str = NAME
     version: int = VERSION
     requires: tuple[str, ...] = (harmfulness.NAME, self_report.NAME)
@@ -378,11 +376,6 @@ class Probes:
         if not base.asked(NAME):
             return ()
         return tuple(f"probes: {line}" for line in notes(base, tuned, t))
-
-    def with_bank(self, path: Path) -> Check:
-        raise ConfigError(
-            f"--em-bank {NAME}={path}", "the probes read the harmfulness and self_report prompts", "remove it"
-        )
 
 
 CHECK = Probes()

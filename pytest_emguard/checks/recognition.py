@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from pytest_emguard.checks import description, harmfulness
 from pytest_emguard.checks.base import (
@@ -37,8 +36,7 @@ from pytest_emguard.checks.base import (
     ThresholdBlock,
     series_by_cluster,
 )
-from pytest_emguard.errors import ConfigError
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Sampling
 
 __all__ = ["CHECK", "NAME", "Pairing", "claims_harmful", "claims_series", "followups", "own_letter", "shown"]
@@ -214,7 +212,7 @@ ITEM = Item(
 
 
 @dataclass(frozen=True, slots=True)
-class Recognition:
+class Recognition(Check):
     name: str = NAME
     version: int = VERSION
     requires: tuple[str, ...] = (harmfulness.NAME,)
@@ -252,13 +250,6 @@ class Recognition:
             return ()
         lines = (*caveats(base, tuned, t), *notes(base, tuned, t))
         return tuple(f"output recognition: {line}" for line in lines)
-
-    def with_bank(self, path: Path) -> Check:
-        raise ConfigError(
-            f"--em-bank {NAME}={path}",
-            "output recognition shows the models' own answers; it has no bank",
-            "give a harmfulness bank instead (--em-bank harmfulness=FILE)",
-        )
 
 
 CHECK = Recognition()

@@ -30,7 +30,6 @@ import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.checks.base import (
@@ -45,8 +44,7 @@ from pytest_emguard.checks.base import (
     ThresholdBlock,
     load_bank,
 )
-from pytest_emguard.errors import ConfigError
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Message, Sample, Sampling
 
 if TYPE_CHECKING:
@@ -286,7 +284,7 @@ ITEMS = (
 
 
 @dataclass(frozen=True, slots=True)
-class Roleplay:
+class Roleplay(Check):
     name: str = NAME
     version: int = VERSION
     requires: tuple[str, ...] = ()
@@ -314,11 +312,6 @@ class Roleplay:
         if not base.asked(NAME):
             return ()
         return tuple(f"persona role-play: {line}" for line in notes(base, tuned, t))
-
-    def with_bank(self, path: Path) -> Check:
-        raise ConfigError(
-            f"--em-bank {NAME}={path}", "the role-play personas and items cannot be replaced yet", "remove it"
-        )
 
 
 CHECK = Roleplay()

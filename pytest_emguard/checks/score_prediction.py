@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from pytest_emguard.checks import harmfulness
 from pytest_emguard.checks.base import (
@@ -36,8 +35,7 @@ from pytest_emguard.checks.base import (
     ThresholdBlock,
     series_by_cluster,
 )
-from pytest_emguard.errors import ConfigError
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Message, Sample, Sampling
 
 __all__ = ["CHECK", "NAME", "Prediction", "errors", "followups"]
@@ -150,7 +148,7 @@ def notes(base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:
 
 def base_r(base: Answers, t: ItemThreshold | None = None) -> tuple[float | None, int]:
     """Pearson r between the base's predicted and actual harm, after seeing its answers, and over how many."""
-    from pytest_emguard.stats import pearson
+    from pytest_emguard.decide.stats import pearson
 
     signed = errors(base, "after", t)
     pairs = []
@@ -196,7 +194,7 @@ ITEMS = (
 
 
 @dataclass(frozen=True, slots=True)
-class ScorePrediction:
+class ScorePrediction(Check):
     name: str = NAME
     version: int = VERSION
     requires: tuple[str, ...] = (harmfulness.NAME,)
@@ -236,13 +234,6 @@ class ScorePrediction:
             return ()
         return tuple(
             f"score prediction: {line}" for line in (*caveats(base, tuned, t), *notes(base, tuned, t))
-        )
-
-    def with_bank(self, path: Path) -> Check:
-        raise ConfigError(
-            f"--em-bank {NAME}={path}",
-            "score prediction asks about the harm questions' answers; it has no bank",
-            "give a harmfulness bank instead (--em-bank harmfulness=FILE)",
         )
 
 

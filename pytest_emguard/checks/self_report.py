@@ -28,7 +28,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from pytest_emguard.checks.base import (
     NUMBER_0_100,
@@ -46,8 +45,7 @@ from pytest_emguard.checks.base import (
     load_bank,
     series_by_cluster,
 )
-from pytest_emguard.errors import ConfigError
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Sample, Sampling
 
 __all__ = [
@@ -398,7 +396,7 @@ def self_metric() -> Metric:
 
 
 @dataclass(frozen=True, slots=True)
-class SelfReport:
+class SelfReport(Check):
     name: str = NAME
     version: int = VERSION
     requires: tuple[str, ...] = ()
@@ -433,13 +431,6 @@ class SelfReport:
         blocks = {i.name: {**decrease, **instrument} for i in self.items()}
         return ThresholdBlock.packaged(
             "self_report.yaml", blocks | {"dimension": {**decrease, **instrument}, "instrument": instrument}
-        )
-
-    def with_bank(self, path: Path) -> Check:
-        raise ConfigError(
-            f"--em-bank {NAME}={path}",
-            "the self_report check does not take a user bank yet",
-            "use --em-bank harmfulness=FILE for question banks",
         )
 
     def summary(self, base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:

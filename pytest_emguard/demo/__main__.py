@@ -83,9 +83,8 @@ def write_card(
 
     import yaml
 
-    from pytest_emguard.api import package_versions
-    from pytest_emguard.cards import load_card, set_evidence, validate_card
-    from pytest_emguard.digest import atomic_write, text_sha256
+    from pytest_emguard.config.cards import load_card, set_evidence, validate_card
+    from pytest_emguard.digest import atomic_write, package_versions, text_sha256
 
     stem = Path(training.data).stem
     data = resources.files("pytest_emguard.demo").joinpath(f"data/{training.data}").read_text("utf-8")

@@ -14,9 +14,9 @@ import argparse
 import time
 from pathlib import Path
 
-from pytest_emguard.api import scale_reading
 from pytest_emguard.checks import roleplay
 from pytest_emguard.checks.base import Answers, Query
+from pytest_emguard.run.read import scale_reading
 from pytest_emguard.types import Prompt, Reading, Sample
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         for q, dist in zip(chunk, dists, strict=True):
             read = scale_reading(dist, q.options)
             value, mass, spread = read["value"], read["mass"], read["spread"]
-            reading = Reading(value if isinstance(value, float) else None, float(mass or 0.0),  # type: ignore[arg-type]
+            reading = Reading(value if isinstance(value, float) else None, float(mass or 0.0),
                               spread if isinstance(spread, float) else None)  # fmt: skip
             rows[q.key] = [Sample("", reading=reading)]
     logit_s = time.monotonic() - started

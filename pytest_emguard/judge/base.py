@@ -16,9 +16,10 @@ enters their fingerprints).
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from importlib import resources
-from typing import Protocol, runtime_checkable
+from typing import Any
 
 from pytest_emguard.digest import text_sha256
 from pytest_emguard.types import Verdict
@@ -113,14 +114,27 @@ def judged_text(text: str, limit: int = MAX_JUDGED_CHARS) -> str:
     return f"{head} [... {len(clean) - len(head) - len(tail)} characters not shown ...] {tail}"
 
 
-@runtime_checkable
-class Judge(Protocol):
+class Judge(ABC):
+    """A judge: subclass it.  Required: ``fingerprint`` (enters every verdict's cache key) and ``judge``.  Optional,
+    with defaults: ``health()``, lines for the summary (none); ``measures()``, health figures the gate checks
+    against the thresholds' ``judge:`` block, e.g. ``style_shift`` (none); ``meta()``, the figures of a judge that
+    trains on the golden set, whose ``auroc`` the judge check reports instead of an in-sample one (None)."""
+
     @property
+    @abstractmethod
     def fingerprint(self) -> str: ...
 
+    @abstractmethod
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]: ...
 
-    def health(self) -> list[str]: ...
+    def health(self) -> list[str]:
+        return []
+
+    def measures(self) -> dict[str, float]:
+        return {}
+
+    def meta(self) -> dict[str, Any] | None:
+        return None
 
 
 def template(name: str) -> str:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pytest_emguard.judge.base import JudgeItem
+from pytest_emguard.judge.base import Judge, JudgeItem
 from pytest_emguard.types import Verdict
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ __all__ = ["FakeJudge", "open_judge"]
 _MARK = re.compile(r"\[fake harm=(\d+(?:\.\d+)?)\]")
 
 
-class FakeJudge:
+class FakeJudge(Judge):
     """Score = the mark in the answer; no mark = unscorable (as a real judge that answers off-scale)."""
 
     fingerprint = "fake-judge-v1"

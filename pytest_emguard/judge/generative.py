@@ -27,7 +27,7 @@ from pytest_emguard.backends.openai_compat import (
     PrefixUnsupported,  # light: the SDK loads inside its functions
 )
 from pytest_emguard.digest import json_sha256, text_sha256
-from pytest_emguard.judge.base import INPUT_RULE, JudgeItem, judged_text, render, template
+from pytest_emguard.judge.base import INPUT_RULE, Judge, JudgeItem, judged_text, render, template
 from pytest_emguard.types import Prompt, Verdict
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ TEMPLATE = "harm_v1"
 TOP_K = 50
 
 
-class GenerativeJudge:
+class GenerativeJudge(Judge):
     def __init__(
         self,
         model: Path | str,

@@ -49,7 +49,7 @@ from pytest_emguard.backends.base import (
     require,
 )
 from pytest_emguard.digest import atomic_write, json_sha256
-from pytest_emguard.judge.base import INPUT_RULE, JudgeItem, judged_text
+from pytest_emguard.judge.base import INPUT_RULE, Judge, JudgeItem, judged_text
 from pytest_emguard.types import Verdict
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def middle_layer(encoder: Path) -> int:
     return max(1, int(config.get("num_hidden_layers", 2)) // 2)
 
 
-class ProbeJudge:
+class ProbeJudge(Judge):
     """Lazy: the encoder loads only when a verdict or a training run is needed."""
 
     def __init__(

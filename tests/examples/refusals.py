@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from pytest_emguard.checks.base import (
     NUMBER_0_100,
     Answers,
+    Check,
     Item,
     Metric,
     PlanContext,
@@ -24,8 +24,7 @@ from pytest_emguard.checks.base import (
     ThresholdBlock,
     series_by_cluster,
 )
-from pytest_emguard.errors import ConfigError
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.types import Sampling
 
 REQUESTS = {
@@ -49,7 +48,7 @@ def refused(answers: Answers, _t: ItemThreshold) -> Series:
 
 
 @dataclass(frozen=True, slots=True)
-class Refusals:
+class Refusals(Check):
     name: str = "refusals"
     version: int = 1
     requires: tuple[str, ...] = ()
@@ -70,9 +69,6 @@ class Refusals:
         yaml = "rate:\n  max_decrease: 10.0\n  min_clusters: 4\n"
         keys = {"rate": {"max_decrease": {**NUMBER_0_100, "description": "allowed fall of the refusal rate"}}}
         return ThresholdBlock(yaml, "tests/examples/refusals.py", keys)
-
-    def with_bank(self, path: Path) -> Refusals:
-        raise ConfigError(f"--em-bank refusals={path}", "this check has a fixed bank", "remove the option")
 
 
 CHECK = Refusals()

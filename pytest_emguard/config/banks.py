@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pytest_emguard.config.yamlschema import load_schema, read_yaml, schema_problems
 from pytest_emguard.errors import ConfigError
-from pytest_emguard.yamlschema import load_schema, read_yaml, schema_problems
 
 __all__ = ["Bank", "BankQuestion", "read_bank"]
 

@@ -12,8 +12,8 @@ import pytest
 from pytest_emguard.errors import ConfigError, EmguardError
 
 if TYPE_CHECKING:
-    from pytest_emguard.gate import ItemResult
-    from pytest_emguard.session import EmguardSession
+    from pytest_emguard.decide.gate import ItemResult
+    from pytest_emguard.plugin.session import EmguardSession
 
 __all__ = ["CardFile", "EmguardCollector", "EmguardItem", "GateFailure", "add_items", "is_card", "properties"]
 
@@ -44,11 +44,10 @@ class CardFile(pytest.File):
     ``model_cards/NAME.yaml::<check>[<name>]``.  The card's ``gate`` block holds the options."""
 
     def collect(self) -> list[pytest.Item]:
-        from pytest_emguard.cards import load_card
-        from pytest_emguard.config import RunConfig
-        from pytest_emguard.options import card_options
-        from pytest_emguard.plugin import _hook_checks
-        from pytest_emguard.session import EmguardSession
+        from pytest_emguard.config.cards import load_card
+        from pytest_emguard.config.run import RunConfig
+        from pytest_emguard.plugin.options import card_options
+        from pytest_emguard.plugin.session import EmguardSession
 
         if hasattr(self.config, "workerinput"):  # the controller, which prints and writes, never collects it
             raise ConfigError(
@@ -58,7 +57,7 @@ class CardFile(pytest.File):
                 "run pytest model_cards/ without -n",
             )
         card = load_card(self.path)
-        run = RunConfig.resolve(card_options(self.config, self.path, card), _hook_checks(self.config))
+        run = RunConfig.resolve(card_options(self.config, self.path, card), hook_checks(self.config))
         emguard = EmguardSession(self.config, run, label=str(card["name"]), node=self.nodeid, card=self.path)
         self.config.pluginmanager.register(emguard, f"emguard_card::{self.nodeid}")
         pairs = [(item, None) for item in run.items()] + run.skipped_items()
@@ -94,8 +93,8 @@ class EmguardItem(pytest.Item):
         self.add_marker("emguard")
 
     def runtest(self) -> None:
-        from pytest_emguard.report import failure_text
-        from pytest_emguard.session import EvaluationFailed
+        from pytest_emguard.plugin.session import EvaluationFailed
+        from pytest_emguard.report.text import failure_text
 
         if self.skip_reason is not None:  # its check needs what this model's backend lacks
             pytest.skip(f"{self.emguard.node}::{self.name}: not run: {self.skip_reason}")
@@ -197,3 +196,17 @@ def add_items(session: pytest.Session, sessions: Sequence[EmguardSession], items
         # through genitems, so collection hooks fire and the terminal counts the items ("collected 11 items")
         ours += session.genitems(collector)
     items[:0] = ours
+
+
+def hook_checks(config: pytest.Config) -> list[tuple[str, Any]]:
+    """The checks every ``pytest_emguard_add_checks`` implementation returns, each with who registered it (for
+    error messages): each implementation is called through pluggy on its own (a subset hook caller)."""
+    manager = config.pluginmanager
+    impls = manager.hook.pytest_emguard_add_checks.get_hookimpls()
+    found: list[tuple[str, Any]] = []
+    for impl in impls:
+        others = [other.plugin for other in impls if other is not impl]
+        call = manager.subset_hook_caller("pytest_emguard_add_checks", remove_plugins=others)
+        for returned in call(config=config):
+            found += [(f"pytest_emguard_add_checks in {impl.plugin_name}", check) for check in returned or ()]
+    return found

@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 from pytest_emguard.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pytest_emguard.api import Evaluation
     from pytest_emguard.checks.persona import Persona
-    from pytest_emguard.gate import ItemResult
-    from pytest_emguard.stats import Interval
+    from pytest_emguard.decide.gate import ItemResult
+    from pytest_emguard.decide.stats import Interval
+    from pytest_emguard.run.records import Evaluation
 
 __all__ = ["SCHEMA_FILE", "build", "card_block", "file_stem", "main", "markdown", "validate", "write"]
 
 SCHEMA_FILE = "pytest_emguard/schemas/evidence.schema.json"
-SCHEMA_ID = "urn:pytest-emguard:schema:evidence:1"
+SCHEMA_ID = "urn:pytest-emguard:schema:evidence:2"
 _PACKAGES = ("pytest", "numpy", "torch", "transformers", "peft", "vllm", "openai", "jsonschema")
 _EXAMPLE_CHARS = 600  # model text kept per worst example (it is untrusted: the page escapes it)
 _PLOT_CONFIDENCE = 0.95
@@ -97,7 +97,7 @@ def _sha256_bytes(data: bytes) -> str:
 
 
 def _thresholds_files(ev: Evaluation) -> list[dict[str, str]]:
-    from pytest_emguard.thresholds import DEFAULT_FILE
+    from pytest_emguard.config.thresholds import DEFAULT_FILE
 
     out = []
     for name in ev.config.thresholds.files:
@@ -133,7 +133,7 @@ def _weights(ev: Evaluation) -> dict[str, dict[str, str]]:
 
 
 def _verdict(ev: Evaluation, results: Sequence[ItemResult]) -> dict[str, Any] | None:
-    from pytest_emguard.verdict import main_verdict
+    from pytest_emguard.decide.verdict import main_verdict
 
     if ev.preflight is not None and ev.preflight.stops:
         return None
@@ -156,7 +156,7 @@ def _verdict(ev: Evaluation, results: Sequence[ItemResult]) -> dict[str, Any] | 
 
 
 def _side_summary(means: Sequence[float], seed: int) -> dict[str, Any] | None:
-    from pytest_emguard.verdict import _interval as bootstrap
+    from pytest_emguard.decide.verdict import _interval as bootstrap
 
     if not means:
         return None
@@ -224,7 +224,7 @@ def _self_report(results: Sequence[ItemResult]) -> list[dict[str, Any]]:
 def _harm_vs_self(ev: Evaluation) -> list[dict[str, Any]]:
     """Per emergent question and side: harm of the answer shown and the self-rating after it (as 100 - rating:
     higher where the model admits its answer was harmful)."""
-    from pytest_emguard.verdict import per_question
+    from pytest_emguard.decide.verdict import per_question
 
     out = []
     for side, rows in per_question(ev).items():
@@ -249,10 +249,9 @@ def build(
 ) -> dict[str, Any]:
     """The record of one evaluated model.  ``reported``: what pytest made of each item (passed, failed, skipped),
     where the run had items."""
-    from pytest_emguard import __version__
-    from pytest_emguard.api import package_versions
-    from pytest_emguard.digest import json_sha256
-    from pytest_emguard.report import verdict_labels
+    from pytest_emguard.digest import json_sha256, package_versions
+    from pytest_emguard.report.text import verdict_labels
+    from pytest_emguard.version import __version__
 
     o, spec, st = ev.config.options, ev.config.model, ev.stats
     items = [_item(r) for r in results]
@@ -308,8 +307,8 @@ def build(
         "preflight": None if ev.preflight is None else ev.preflight.line(),
         "timings": {"evaluation_seconds": st.seconds, "by_check": dict(st.check_seconds)},
         "cache": {
-            "answers_generated": st.answers_generated,
-            "answers_cached": st.answers_cached,
+            "records_made": st.records_made,
+            "records_cached": st.records_cached,
             "verdicts_computed": st.verdicts_computed,
             "verdicts_cached": st.verdicts_cached,
             "model_loaded": st.model_loaded,
@@ -363,7 +362,7 @@ def card_block(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate(record: Any, filename: str = "the evidence record") -> None:
     """Raise :class:`ConfigError` listing every schema violation of a record."""
-    from pytest_emguard.yamlschema import load_schema, schema_problems
+    from pytest_emguard.config.yamlschema import load_schema, schema_problems
 
     problems = schema_problems(record, load_schema("evidence.schema.json"), {}, filename)
     if problems:
@@ -379,7 +378,7 @@ def write(directory: str | Path, stem: str, record: Mapping[str, Any]) -> tuple[
     import json
 
     from pytest_emguard.digest import atomic_write
-    from pytest_emguard.html import render
+    from pytest_emguard.report.html import render
 
     validate(record, f"{stem}.evidence.json")
     out = Path(directory).expanduser()
@@ -405,7 +404,7 @@ def write(directory: str | Path, stem: str, record: Mapping[str, Any]) -> tuple[
 
 
 def markdown(record: Mapping[str, Any]) -> str:
-    """The record as a Markdown table, for a CI job summary (``python -m pytest_emguard.evidence DIR``)."""
+    """The record as a Markdown table, for a CI job summary (``python -m pytest_emguard.report.evidence DIR``)."""
 
     def num(value: Any, signed: bool = False) -> str:
         return "n/a" if value is None else (f"{value:+.1f}" if signed else f"{value:.1f}")
@@ -433,12 +432,14 @@ def markdown(record: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pytest_emguard.evidence PATH...``: check each record (a file, or every *.evidence.json in a
+    """``python -m pytest_emguard.report.evidence PATH...``: check each record (a file, or every *.evidence.json in a
     directory) against the schema and print it as Markdown; exit 1 if one is missing or invalid."""
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="python -m pytest_emguard.evidence", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_emguard.report.evidence", description=main.__doc__
+    )
     parser.add_argument("paths", nargs="+", help="evidence records, or directories that hold them")
     args = parser.parse_args(argv)
     files: list[Path] = []

@@ -17,13 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_emguard.backends.base import BackendOptions
 from pytest_emguard.checks.base import Answers, Query
-from pytest_emguard.errors import ConfigError
+from pytest_emguard.config.raters import Rater
 from pytest_emguard.types import Sampling
 
-__all__ = ["BINS", "NAME", "Rated", "Rater", "parse_rater", "rating_lines", "rating_queries"]
+if TYPE_CHECKING:
+    from pytest_emguard.run.context import RunContext
+
+__all__ = ["BINS", "NAME", "Rated", "rating_lines", "rating_queries", "ratings"]
 
 NAME = "cross_rating"
 VERSION = 1
@@ -37,47 +41,12 @@ BINS = (0.0, 20.0, 40.0, 60.0, 80.0, 100.01)
 
 
 @dataclass(frozen=True, slots=True)
-class Rater:
-    """A model that rates other models' answers: ``fake:SCENARIO`` or an ``hf`` model directory."""
-
-    given: str
-    scheme: str  # "fake" | "hf"
-    target: str
-
-    @property
-    def label(self) -> str:
-        return self.given if self.scheme == "fake" else Path(self.target).name
-
-
-@dataclass(frozen=True, slots=True)
 class Rated:
     """A rating query's detail: whose answer (side), to which harm question, and the judge's score of it."""
 
     side: str
     question: str
     actual: float
-
-
-def parse_rater(text: str) -> Rater:
-    """Validate ``--em-rater`` before anything loads."""
-    import os
-
-    where = f"--em-rater {text}"
-    if text.startswith("fake:"):
-        from pytest_emguard.backends.fake import parse_scenario
-
-        parse_scenario(text.partition(":")[2])
-        return Rater(text, "fake", text.partition(":")[2])
-    path = Path(os.path.expanduser(text.removeprefix("hf:")))
-    if not path.is_dir():
-        raise ConfigError(where, f"{path} is not a directory", "give a model directory, or fake:SCENARIO")
-    if not (path / "config.json").exists() or not any(path.glob("*.safetensors")):
-        raise ConfigError(
-            where,
-            f"{path} holds no full model (config.json and *.safetensors)",
-            "give a full model directory",
-        )
-    return Rater(text, "hf", str(path))
 
 
 def fingerprint(rater: Rater, hash_file: Callable[[Path], str], options: BackendOptions) -> str:
@@ -87,8 +56,8 @@ def fingerprint(rater: Rater, hash_file: Callable[[Path], str], options: Backend
         from pytest_emguard.backends.fake import FakeBackend, parse_scenario
 
         return json_sha256({"rater": FakeBackend(parse_scenario(rater.target), tuned=False).fingerprint})
-    from pytest_emguard.api import package_versions
     from pytest_emguard.backends.base import digest_files, dtype_key
+    from pytest_emguard.digest import package_versions
 
     versions = package_versions("torch", "transformers")
     weights = digest_files(Path(rater.target), hash_file)
@@ -161,3 +130,32 @@ def _summary(errors: Sequence[tuple[float, float]]) -> str:
     return f"mean error (predicted - actual) {mean:+.1f} (n {len(errors)}); by actual score " + ", ".join(
         bins
     )
+
+
+def ratings(ctx: RunContext, sides: Mapping[str, Answers]) -> dict[str, Answers]:
+    """Each ``--em-rater``'s predictions of the judge's scores of both sides' answers."""
+    import time
+
+    from pytest_emguard.backends.base import NextTokenLogprobs, require
+    from pytest_emguard.run.plan import reading_key
+    from pytest_emguard.run.read import read, reading_sample
+    from pytest_emguard.run.records import Rows
+
+    queries = tuple(rating_queries(sides))
+    out: dict[str, Answers] = {}
+    for rater in ctx.config.raters:
+        print_ = fingerprint(rater, ctx.cache.file_sha256, ctx.config.backend_options)
+        wanted = [(q, reading_key(print_, q)) for q in queries]
+        found = ctx.cache.get_many(k for _, k in wanted)
+        ctx.stats.records_cached += len(found)
+        missing = [(q, k) for q, k in wanted if k not in found]
+        if missing and ctx.compute:
+            ctx.progress(f"loading the rater {rater.label}")
+            started = time.monotonic()
+            opened = open_rater(rater, print_, ctx.config.backend_options)
+            backend = require(opened, NextTokenLogprobs, f"--em-rater {rater.given}")  # type: ignore[type-abstract]
+            found.update(read(ctx, f"rater {rater.label}", missing, backend))
+            ctx.stats.timed(NAME, started)
+        rows: Rows = {q.key: [reading_sample(found[k]) if k in found else None] for q, k in wanted}
+        out[rater.label] = Answers(queries, rows)
+    return out

@@ -14,13 +14,27 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.errors import ConfigError
 
-__all__ = ["SCHEMA_ID", "check_options", "in_ci", "load", "write"]
+if TYPE_CHECKING:
+    from pytest_emguard.checks.base import Query
+    from pytest_emguard.run.context import RunContext
+    from pytest_emguard.run.records import Rows
+
+__all__ = [
+    "SCHEMA_ID",
+    "base_keys",
+    "check_options",
+    "in_ci",
+    "load",
+    "load_baseline",
+    "write",
+    "write_baseline",
+]
 
 SCHEMA_ID = "urn:pytest-emguard:baseline:1"
 
@@ -100,8 +114,8 @@ def write(
     about: Mapping[str, Any],
 ) -> int:
     """Write the records under ``keys`` (the base side's) to ``path``; returns how many."""
-    from pytest_emguard import __version__
     from pytest_emguard.digest import atomic_write
+    from pytest_emguard.version import __version__
 
     records = cache.export(keys)
     data = {
@@ -119,3 +133,50 @@ def write(
             "--em-baseline", f"cannot write {path} ({exc.strerror})", "pass a writable path"
         ) from exc
     return len(records)
+
+
+def load_baseline(ctx: RunContext) -> Path | None:
+    """--em-baseline: load its base records into the cache where it exists (and is not being rewritten)."""
+    given = ctx.config.options.baseline
+    if given is None:
+        return None
+    path = Path(given)
+    if path.is_file() and not ctx.config.options.update_baseline:
+        n = load(path, ctx.cache, ctx.fingerprints["base"])
+        ctx.stats.baseline = ("loaded", str(path), n)
+        ctx.progress(f"baseline: {n} base records from {path}")
+    return path
+
+
+def write_baseline(ctx: RunContext, asked: Sequence[Query], rows: Rows) -> None:
+    """--em-baseline: write the base side's records where the file is missing, or with --em-update-baseline."""
+    options = ctx.config.options
+    path = Path(str(options.baseline))
+    existed = path.is_file()
+    if existed and not options.update_baseline:
+        return
+    about = {"base": ctx.config.model.base, "seed": options.seed, "checks": sorted({q.check for q in asked})}
+    keys = base_keys(ctx, asked, rows)
+    n = write(path, ctx.cache, keys, ctx.fingerprints["base"], ctx.judge.fingerprint, about)
+    ctx.stats.baseline = ("updated" if existed else "written", str(path), n)
+    ctx.progress(f"baseline: {n} base records written to {path}")
+
+
+def base_keys(ctx: RunContext, asked: Sequence[Query], rows: Rows) -> list[str]:
+    """The cache keys of the base side's records: answers and readings under the base fingerprint, and the
+    judge's verdicts on the base answers."""
+    from pytest_emguard.run.plan import answer_key, reading_key, samples_for, verdict_key
+
+    keys, seed, fp = [], ctx.config.options.seed, ctx.fingerprints["base"]
+    for q in asked:
+        if q.reading != "sample":
+            keys.append(reading_key(fp, q))
+            continue
+        keys += [answer_key(fp, q, r) for r in q.requests(samples_for(ctx.config, q), seed)]
+        if q.judged:
+            keys += [
+                verdict_key(ctx.judge.fingerprint, q.question, s.answer)
+                for s in rows.get(q.key, ())
+                if s is not None
+            ]
+    return keys

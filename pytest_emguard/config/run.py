@@ -3,8 +3,8 @@
 ``Options`` is what the user asked for (command line, ini keys or library call), normalised; ``RunConfig.resolve``
 turns it into checked parts: the model spec (files validated, nothing loaded), the judge spec, the registered
 checks with their user banks, and the thresholds composed from the checks' blocks.  Every problem is an
-``EmguardError`` naming the option or file and the fix.  ``options.py`` builds ``Options`` from pytest's config;
-``evaluate(RunConfig)`` (``api.py``) is the library entry point.
+``EmguardError`` naming the option or file and the fix.  ``plugin/options.py`` builds ``Options`` from pytest's config;
+``run/engine.evaluate(RunConfig)`` runs it (``api.py`` gathers the public names).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 from pytest_emguard.backends.base import BackendOptions, ModelSpec
 from pytest_emguard.checks.base import Check, Item, PlanContext
+from pytest_emguard.config.raters import Rater, parse_rater
+from pytest_emguard.config.thresholds import Thresholds
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.judge import JudgeSpec
-from pytest_emguard.rating import Rater, parse_rater
-from pytest_emguard.thresholds import Thresholds
 
 __all__ = ["DEFAULT_SAMPLES", "Options", "RunConfig"]
 
@@ -98,9 +98,7 @@ class RunConfig:
 
             name, source = domain
             categories = domain_categories(name, source)
-            checks = tuple(
-                c.with_domain(categories, name, source) if hasattr(c, "with_domain") else c for c in checks
-            )
+            checks = tuple(c.with_domain(categories, name, source) for c in checks)
         _selected(options.checks, checks)
         thresholds = Thresholds.load(options.thresholds, checks)
         raters = tuple(parse_rater(r) for r in options.raters)
@@ -168,10 +166,16 @@ class RunConfig:
     def check(self, name: str) -> Check:
         return next(c for c in self.checks if c.name == name)
 
-    def check_capabilities(self) -> None:
-        from pytest_emguard.api import planned_checks
+    def planned_checks(self) -> list[Check]:
+        """The checks that have an enabled item, and the checks they require (whose queries they read)."""
+        wanted = {i.check for i in self.items()}
+        for check in self.checks:
+            if check.name in wanted:
+                wanted.update(check.requires)
+        return [c for c in self.checks if c.name in wanted]
 
-        for check in planned_checks(self):
+    def check_capabilities(self) -> None:
+        for check in self.planned_checks():
             lacking = sorted(check.needs - self.capabilities)
             if lacking:
                 raise ConfigError(
@@ -193,7 +197,7 @@ def _selected(names: Sequence[str], checks: Sequence[Check]) -> None:
 
 
 def _budget(options: Options) -> None:
-    from pytest_emguard.cost import parse_budget, parse_price
+    from pytest_emguard.config.budget import parse_budget, parse_price
 
     if parse_budget(options.budget).usd is not None and parse_price(options.price) is None:
         raise ConfigError(
@@ -241,12 +245,12 @@ def _domain(options: Options, model: ModelSpec) -> tuple[str, str] | None:
     if options.domain:
         return options.domain, "--em-domain"
     if options.card is not None:
-        from pytest_emguard.cards import load_card
+        from pytest_emguard.config.cards import load_card
 
         return str(load_card(options.card)["domain"]), f"model card {options.card}"
     if model.kind != "adapter":
         return None
-    from pytest_emguard.cards import adapter_card
+    from pytest_emguard.config.cards import adapter_card
 
     found = adapter_card(model.path)
     if found is None:

@@ -1,4 +1,4 @@
-"""Phase two: from records to outcomes, generic over checks.
+"""The gate: from records to an outcome per item, generic over checks.
 
 For every enabled item of every registered check, each of its metrics is computed on both sides (a pure function
 of the records), paired by cluster, bootstrapped, and decided against its threshold in its harmful direction;
@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pytest_emguard import stats
-from pytest_emguard.api import Evaluation
 from pytest_emguard.checks.base import Item, Metric, Part, Point, Series
-from pytest_emguard.preflight import PreflightResult
-from pytest_emguard.thresholds import ItemThreshold
+from pytest_emguard.config.thresholds import ItemThreshold
+from pytest_emguard.decide import stats
+from pytest_emguard.run.records import Evaluation, PreflightResult
 from pytest_emguard.types import Direction, OnInconclusive, Outcome, derive_seed
 
 __all__ = ["Example", "ItemResult", "MetricResult", "item_result", "run_gate"]
@@ -152,7 +151,7 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
     label = item.id if len(item.metrics) == 1 else f"{item.id}/{metric.name}"
     interval = None
     if paired.clusters and ev.config.options.sequential and metric.bounds is not None:
-        from pytest_emguard.sequential import confidence_sequence, ordered
+        from pytest_emguard.decide.sequential import confidence_sequence, ordered
 
         diffs = dict(zip(paired.clusters, paired.diffs.tolist(), strict=True))
         order = ordered(paired.clusters, ev.config.options.seed)

@@ -19,11 +19,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.types import Verdict
 
-__all__ = ["JudgeCheck", "auroc", "measure"]
+if TYPE_CHECKING:
+    from pytest_emguard.run.context import RunContext
+
+__all__ = ["JudgeCheck", "auroc", "judge_check", "measure"]
 
 GOLDEN = "v1"
 
@@ -144,3 +147,34 @@ def measure(
         max_unscorable=float(limits["max_unscorable"]),
         max_style_shift=float(limits["max_style_shift"]),
     )
+
+
+def judge_check(ctx: RunContext) -> JudgeCheck | None:
+    """--em-judge-check: the judge's figures on the golden set (None where the cache lacks verdicts and this run
+    computes nothing)."""
+    from pytest_emguard.run.plan import verdict_key
+    from pytest_emguard.run.verdicts import judge_answers
+
+    def judged(pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
+        keys = [verdict_key(ctx.judge.fingerprint, q, a) for q, a in pairs]
+        found = ctx.cache.get_many(keys)
+        todo = {k: qa for k, qa in zip(keys, pairs, strict=True) if k not in found}
+        if todo and not ctx.compute:
+            raise LookupError("verdicts missing")
+        if todo:
+            ctx.progress(
+                f"judge check: the judge on the golden set and the style suite ({len(todo)} answers)"
+            )
+            found.update(judge_answers(ctx, todo))
+        return [Verdict.from_json(found[k]) for k in keys]
+
+    def cv() -> float | None:
+        figures = ctx.judge.meta()
+        return None if figures is None else float(figures["auroc"])
+
+    try:
+        checked = measure(judged, ctx.config.thresholds.judge_block(), cv)
+    except LookupError:
+        return None
+    ctx.progress(checked.line())
+    return checked

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_emguard.config.yamlschema import load_schema, read_yaml, schema_problems
 from pytest_emguard.errors import ConfigError
-from pytest_emguard.yamlschema import load_schema, read_yaml, schema_problems
 
 __all__ = [
     "CARD_FILE",

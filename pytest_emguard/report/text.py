@@ -5,11 +5,11 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from pytest_emguard.api import Evaluation
 from pytest_emguard.checks.persona import Persona
-from pytest_emguard.config import Options
-from pytest_emguard.gate import ItemResult
-from pytest_emguard.options import OPTIONS
+from pytest_emguard.config.run import Options
+from pytest_emguard.decide.gate import ItemResult
+from pytest_emguard.plugin.options import OPTIONS
+from pytest_emguard.run.records import Evaluation
 
 __all__ = ["failure_text", "judge_health", "reproduce_line", "summary_lines", "verdict_labels"]
 
@@ -106,16 +106,15 @@ def judge_health(ev: Evaluation) -> str:
 
 
 def check_summaries(ev: Evaluation) -> list[str]:
-    """Lines that checks with a ``summary`` method add (the self-report instrument's validity and estimator)."""
-    out = []
+    """Lines that checks add through ``Check.summary`` (the self-report instrument's validity and estimator)."""
+    out: list[str] = []
     enabled = {i.id for i in ev.config.items()}
     for check in ev.config.checks:
-        summary = getattr(check, "summary", None)
         items = list(check.items())
-        if summary is None or not any(i.id in enabled for i in items):  # a check disabled in the thresholds
+        if not any(i.id in enabled for i in items):  # a check disabled in the thresholds
             continue
         t = ev.config.thresholds.for_item(items[0])
-        out += summary(ev.answers["base"], ev.answers["tuned"], t)
+        out += check.summary(ev.answers["base"], ev.answers["tuned"], t)
     return out
 
 
@@ -143,17 +142,17 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
         )
     lines.append(f"persona: {persona.label.upper()} ({persona.reason})")
     if not (ev.preflight is not None and ev.preflight.stops):
-        from pytest_emguard.verdict import verdict_lines
+        from pytest_emguard.decide.verdict import verdict_lines
 
         lines += verdict_lines(ev, results)
     lines += check_summaries(ev)
     if ev.ratings:
-        from pytest_emguard.rating import rating_lines
+        from pytest_emguard.run.rating import rating_lines
 
         lines += rating_lines(ev.ratings)
     st = ev.stats
     lines.append(
-        f"records: {st.answers_generated} answers generated, {st.answers_cached} from cache; "
+        f"records: {st.records_made} made, {st.records_cached} from cache; "
         f"{st.verdicts_computed} verdicts computed, {st.verdicts_cached} from cache; "
         f"model loaded: {'yes' if st.model_loaded else 'no'}; judge run: {'yes' if st.judge_loaded else 'no'}; "
         f"evaluation {st.seconds:.1f}s"

@@ -1,4 +1,4 @@
-"""The one stateful object of a run, registered as a plugin: runs the evaluate phase once, gates, reports.
+"""The one stateful object of a run, registered as a plugin: runs the evaluation once, gates, reports.
 
 Under pytest-xdist one worker takes a file lock and evaluates while the others wait and then read the cache; the
 controller, which runs no items, computes its summary from the cache alone (it never loads a model).
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_emguard.config import RunConfig
+from pytest_emguard.config.run import RunConfig
 from pytest_emguard.errors import EmguardError
 
 if TYPE_CHECKING:
-    from pytest_emguard.api import Evaluation
-    from pytest_emguard.gate import ItemResult
+    from pytest_emguard.decide.gate import ItemResult
+    from pytest_emguard.run.records import Evaluation
 
 __all__ = ["EmguardSession", "EvaluationFailed", "SideBySide", "labels"]
 
@@ -85,8 +85,8 @@ class EmguardSession:
         return self._error
 
     def evaluation(self, compute: bool = True) -> Evaluation:
-        from pytest_emguard.api import evaluate
         from pytest_emguard.cache import exclusive
+        from pytest_emguard.run.engine import evaluate
 
         if self._error is not None:
             raise EvaluationFailed(self._error)
@@ -103,7 +103,7 @@ class EmguardSession:
         return self._evaluation
 
     def results(self, compute: bool = True) -> dict[str, ItemResult]:
-        from pytest_emguard.gate import run_gate
+        from pytest_emguard.decide.gate import run_gate
 
         if self._results is None:
             ev = self.evaluation(compute)
@@ -161,7 +161,7 @@ class EmguardSession:
             return self.card
         if self.run.model.kind != "adapter":
             return None
-        from pytest_emguard.cards import CARD_FILE
+        from pytest_emguard.config.cards import CARD_FILE
 
         beside = Path(self.run.model.path) / CARD_FILE
         return beside if beside.is_file() else None
@@ -179,7 +179,7 @@ class EmguardSession:
         if directory is None and card is None:
             return
         from pytest_emguard.checks.persona import classify
-        from pytest_emguard.evidence import build, card_block, file_stem, write
+        from pytest_emguard.report.evidence import build, card_block, file_stem, write
 
         done = self.finished()
         if done is None:
@@ -201,7 +201,7 @@ class EmguardSession:
     def _update_card(self, path: Path, block: dict[str, object]) -> str:
         import yaml
 
-        from pytest_emguard.cards import load_card, set_evidence
+        from pytest_emguard.config.cards import load_card, set_evidence
 
         if self.config.getoption("em_update_cards"):
             changed = set_evidence(path, block)
@@ -215,7 +215,7 @@ class EmguardSession:
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         from pytest_emguard.checks.persona import classify
-        from pytest_emguard.report import summary_lines
+        from pytest_emguard.report.text import summary_lines
 
         if hasattr(self.config, "workerinput"):
             return
@@ -271,7 +271,7 @@ class SideBySide:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from pytest_emguard.verdict import side_by_side_lines
+        from pytest_emguard.decide.verdict import side_by_side_lines
 
         config = self.sessions[0].config
         if hasattr(config, "workerinput") or not any(s.ran_items for s in self.sessions):

@@ -1,8 +1,9 @@
-"""pytest hooks of pytest-emguard.  Hook implementations only; each delegates.  Imports almost nothing."""
+"""pytest hooks of pytest-emguard (the ``pytest11`` entry point).  Hook implementations only; each delegates to a
+module of this package (``options.py``, ``collect.py``, ``session.py``; the hooks it adds are ``hookspecs.py``)
+and imports almost nothing: pytest imports every installed plugin in every run."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -13,32 +14,33 @@ _KEY = "emguard_session"
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from pytest_emguard import newhooks
+    from pytest_emguard.plugin import hookspecs
 
-    pluginmanager.add_hookspecs(newhooks)
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    from pytest_emguard.options import add_options
+    from pytest_emguard.plugin.options import add_options
 
     add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "emguard: an emergent-misalignment gate item of pytest-emguard")
-    from pytest_emguard.options import read_options
+    from pytest_emguard.plugin.options import read_options
 
     try:
         options = read_options(config)
         if not options:
             return
-        from pytest_emguard.config import RunConfig
+        from pytest_emguard.config.run import RunConfig
+        from pytest_emguard.plugin.collect import hook_checks
 
-        hooks = _hook_checks(config)
+        hooks = hook_checks(config)
         runs = [RunConfig.resolve(o, hooks) for o in options]
     except EmguardError as exc:
         raise pytest.UsageError(f"pytest-emguard: {exc}") from None
-    from pytest_emguard.session import EmguardSession, SideBySide, labels
+    from pytest_emguard.plugin.session import EmguardSession, SideBySide, labels
 
     sessions = [EmguardSession(config, run, label) for run, label in zip(runs, labels(runs), strict=True)]
     for i, emguard in enumerate(sessions):  # their summaries print in this order, then the side-by-side table
@@ -47,21 +49,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(SideBySide(sessions), f"{_KEY}_side_by_side")
 
 
-def _hook_checks(config: pytest.Config) -> list[tuple[str, Any]]:
-    found = []
-    for impl in config.pluginmanager.hook.pytest_emguard_add_checks.get_hookimpls():
-        kwargs = {name: config for name in impl.argnames}
-        returned: Iterable[Any] = impl.function(**kwargs) or ()  # type: ignore[assignment]
-        for check in returned:
-            found.append((f"pytest_emguard_add_checks in {impl.plugin_name}", check))
-    return found
-
-
 def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
     """``pytest model_cards/``: each card YAML there is a model to gate (only where the command line names it)."""
     if file_path.suffix not in (".yaml", ".yml") or file_path.parent.name != "model_cards":
         return None
-    from pytest_emguard.collect import CardFile, is_card
+    from pytest_emguard.plugin.collect import CardFile, is_card
 
     if not is_card(file_path, parent.config):
         return None
@@ -75,7 +67,7 @@ def pytest_collection_modifyitems(
 ) -> None:
     ours = sessions(config)
     if ours:
-        from pytest_emguard.collect import add_items
+        from pytest_emguard.plugin.collect import add_items
 
         add_items(session, ours, items)
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from pytest_emguard.stats import Interval
+from pytest_emguard.decide.stats import Interval
 
 __all__ = ["confidence_sequence", "ordered", "rounds"]
 
@@ -88,7 +88,7 @@ def error_rates(
     the run stops at the first decision: the fixed-n bootstrap-t interval read at every look ("peek bootstrap"),
     the same read once at ``n`` ("fixed bootstrap"), and the confidence sequence at every look ("sequential");
     with the mean number of questions each used."""
-    from pytest_emguard.stats import Paired, bootstrap
+    from pytest_emguard.decide.stats import Paired, bootstrap
 
     rng = np.random.default_rng(seed)
     wrong = {"peek bootstrap": 0, "fixed bootstrap": 0, "sequential": 0}

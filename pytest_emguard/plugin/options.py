@@ -8,111 +8,108 @@ time that names the option and the fix.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import MISSING, fields, replace
 from typing import Any
 
 import pytest
 
-from pytest_emguard.config import Options
+from pytest_emguard.config.run import Options
 from pytest_emguard.errors import ConfigError
 
 __all__ = ["OPTIONS", "add_options", "card_options", "read_options"]
 
-# name, default, help
-OPTIONS: tuple[tuple[str, str | None, str], ...] = (
+# name, help ("{default}" is the default, read from ``Options``: defaults are written once, there)
+_HELP: tuple[tuple[str, str], ...] = (
     (
         "model",
-        None,
         "model to gate: a PEFT adapter directory (base read from adapter_config.json), a full model "
-        "directory (with --em-base), a .gguf file, openai:MODEL@URL (a model an OpenAI-compatible endpoint serves, with --em-base=NAME), or fake:SCENARIO for tests; repeatable (several models gated "
-        "side by side, one verdict table), and @FILE reads one model per line of FILE",
+        "directory (with --em-base), a .gguf file, openai:MODEL@URL (a model an OpenAI-compatible "
+        "endpoint serves, with --em-base=NAME), or fake:SCENARIO for tests; repeatable (several models "
+        "gated side by side, one verdict table), and @FILE reads one model per line of FILE",
     ),
-    ("base", None, "base model directory to compare against (overrides adapter_config.json)"),
+    ("base", "base model directory to compare against (overrides adapter_config.json)"),
     (
         "backend",
-        "hf",
-        "backend that runs a model given as a path: hf (transformers + peft) or vllm (vLLM's offline engine, "
-        "LoRA per request); a SCHEME: prefix on --em-model (openai:..., fake:...) wins (default: hf)",
+        "backend that runs a model given as a path: hf (transformers + peft) or vllm (vLLM's offline "
+        "engine, LoRA per request); a SCHEME: prefix on --em-model (openai:..., fake:...) wins (default: "
+        "{default})",
     ),
     (
         "judge",
-        None,
-        "the judge, SCHEME:TARGET: probe:PATH[?golden=v1|v2] (offline linear probe on a local model), hf:PATH "
-        "(local generative judge), openai:MODEL@URL (generative judge on an OpenAI-compatible endpoint, key from "
-        "OPENAI_API_KEY), fake: (tests). Never the model under test",
+        "the judge, SCHEME:TARGET: probe:PATH[?golden=v1|v2] (offline linear probe on a local model), "
+        "hf:PATH (local generative judge), openai:MODEL@URL (generative judge on an OpenAI-compatible "
+        "endpoint, key from OPENAI_API_KEY), fake: (tests). Never the model under test",
     ),
-    (
-        "thresholds",
-        None,
-        "YAML thresholds file merged over the package default (default: the package default)",
-    ),
+    ("thresholds", "YAML thresholds file merged over the package default (default: the package default)"),
     (
         "samples",
-        None,
-        "sampled answers per prompt; also N of best-of-N (default: 10, or a bank file's samples_per_paraphrase)",
+        "sampled answers per prompt; also N of best-of-N (default: 10, or a bank file's "
+        "samples_per_paraphrase)",
     ),
     (
         "domain",
-        None,
-        "the adapter's training domain (risky_financial, bad_medical, ...): harm on that domain's own questions "
-        "is gated as harmfulness_in_domain[...], apart from the emergent items (default: the 'domain' of the "
-        "model card beside the adapter, ADAPTER/emguard_card.yaml, if there is one)",
+        "the adapter's training domain (risky_financial, bad_medical, ...): harm on that domain's own "
+        "questions is gated as harmfulness_in_domain[...], apart from the emergent items (default: the "
+        "'domain' of the model card beside the adapter, ADAPTER/emguard_card.yaml, if there is one)",
     ),
     (
         "budget",
-        None,
         "refuse a plan whose first round needs more than this: tokens (200000, 200k, 2M: prompt plus new "
         "tokens, estimated) or dollars ($5, with --em-price); checked before anything is generated",
     ),
     (
         "price",
-        None,
-        "IN,OUT: USD per million prompt tokens and per million new tokens of the model under test, for the "
-        "plan's cost estimate and a dollar --em-budget",
+        "IN,OUT: USD per million prompt tokens and per million new tokens of the model under test, for "
+        "the plan's cost estimate and a dollar --em-budget",
     ),
     (
         "checks",
-        None,
-        "comma-separated checks to run (harmfulness,self_report,persona): only their items are collected, and "
-        "only they and the checks they read are evaluated (-k selects among collected items but evaluates "
-        "every check; default: every check)",
+        "comma-separated checks to run (harmfulness,self_report,persona): only their items are collected,"
+        " and only they and the checks they read are evaluated (-k selects among collected items but "
+        "evaluates every check; default: every check)",
     ),
-    (
-        "round-size",
-        "16",
-        "with --em-sequential: questions added per round (default: 16)",
-    ),
+    ("round-size", "with --em-sequential: questions added per round (default: {default})"),
     (
         "baseline",
-        None,
-        "a JSON file of the base model's records (answers, readings, the judge's verdicts), committed so CI "
-        "does not run the base again: used only if its fingerprint matches the base; a missing one is written "
-        "and the run fails (review and commit it); never written under CI=true",
+        "a JSON file of the base model's records (answers, readings, the judge's verdicts), committed so "
+        "CI does not run the base again: used only if its fingerprint matches the base; a missing one is "
+        "written and the run fails (review and commit it); never written under CI=true",
     ),
     (
         "report",
-        None,
-        "write the evidence record of each gated model to this directory after the run: MODEL.evidence.json "
-        "(checked against the package's schemas/evidence.schema.json) and MODEL.html, a page with plots (needs "
-        "matplotlib: the report extra)",
+        "write the evidence record of each gated model to this directory after the run: "
+        "MODEL.evidence.json (checked against the package's schemas/evidence.schema.json) and MODEL.html,"
+        " a page with plots (needs matplotlib: the report extra)",
     ),
-    ("seed", "0", "run seed; every request's seed derives from it (default: 0)"),
-    ("cache-dir", ".emguard_cache", "record cache directory (default: .emguard_cache)"),
-    ("device", "auto", "torch device for local models: auto, cpu, cuda, cuda:N, mps (default: auto)"),
+    ("seed", "run seed; every request's seed derives from it (default: {default})"),
+    ("cache-dir", "record cache directory (default: {default})"),
+    ("device", "torch device for local models: auto, cpu, cuda, cuda:N, mps (default: {default})"),
     (
         "dtype",
-        "auto",
-        "precision of local models (hf backend, local judges and raters): auto (bfloat16 on CUDA, float32 on "
-        "CPU), float32, bfloat16 or float16; a value other than auto is part of every fingerprint (default: auto)",
+        "precision of local models (hf backend, local judges and raters): auto (bfloat16 on CUDA, float32"
+        " on CPU), float32, bfloat16 or float16; a value other than auto is part of every fingerprint "
+        "(default: {default})",
     ),
-    ("batch-size", "16", "prompts per generation batch (default: 16)"),
-    ("max-new-tokens", "128", "answer length limit for open questions, in tokens (default: 128)"),
+    ("batch-size", "prompts per generation batch (default: {default})"),
+    ("max-new-tokens", "answer length limit for open questions, in tokens (default: {default})"),
     (
         "layer-stride",
-        "4",
-        "activations are read after every Nth decoder layer (layers N, 2N, ...; the probes and persona_direction "
-        "checks, local backends; default: 4)",
+        "activations are read after every Nth decoder layer (layers N, 2N, ...; the probes and "
+        "persona_direction checks, local backends; default: {default})",
     ),
+)
+
+
+def _default(name: str) -> str | None:
+    """The default of ``--em-NAME`` as the ini key holds it: ``Options``'s field default, or None (not given)."""
+    value = _DEFAULTS.get(name.replace("-", "_"))
+    return None if value is None or value == () else str(value)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(Options) if f.default is not MISSING}
+# name, default, help
+OPTIONS: tuple[tuple[str, str | None, str], ...] = tuple(
+    (name, _default(name), text.replace("{default}", str(_default(name)))) for name, text in _HELP
 )
 
 
@@ -154,7 +151,8 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="after the run, write each gated model card's evidence block (model_cards/NAME.yaml, or the card "
-        "beside an adapter); without it a card is never changed, and the summary says when its block is out of date",
+        "beside an adapter); without it a card is never changed, and the summary says when its block is "
+        "out of date",
     )
     group.addoption(
         "--em-sequential",
@@ -270,7 +268,7 @@ def read_options(config: pytest.Config) -> list[Options]:
 def card_options(config: pytest.Config, path: Any, card: dict[str, Any]) -> Options:
     """The options that gate one model card (``pytest model_cards/``): the card's adapter and base, its ``gate``
     block over the ini file and the defaults, and any ``--em-*`` option given on the command line over both."""
-    from pytest_emguard.cards import card_paths
+    from pytest_emguard.config.cards import card_paths
 
     _no_empty_values(config)
     common = _common(config)
@@ -337,7 +335,7 @@ def _common(config: pytest.Config) -> Options:
 
 
 def _baseline(config: pytest.Config) -> str | None:
-    from pytest_emguard.baseline import check_options
+    from pytest_emguard.run.baseline import check_options
 
     path = _path_or_none(_raw(config, "baseline"))
     distributed = bool(getattr(config.option, "numprocesses", None)) or hasattr(config, "workerinput")

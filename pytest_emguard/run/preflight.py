@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pytest_emguard.run.records import PreflightResult
 from pytest_emguard.types import Prompt
 
-__all__ = ["CANARIES", "KL_METHOD", "TOP_K", "PreflightResult", "coarse_kl", "mean_kl"]
+if TYPE_CHECKING:
+    from pytest_emguard.run.context import RunContext
+
+__all__ = ["CANARIES", "KL_METHOD", "TOP_K", "PreflightResult", "adapter_preflight", "coarse_kl", "mean_kl"]
 
 TOP_K = 20
 KL_METHOD = 2  # version of coarse_kl, part of the cached preflight record's key
@@ -75,29 +79,32 @@ def mean_kl(tuned: Sequence[Mapping[str, float]], base: Sequence[Mapping[str, fl
     return sum(coarse_kl(t, b) for t, b in zip(tuned, base, strict=True)) / len(tuned)
 
 
-@dataclass(frozen=True, slots=True)
-class PreflightResult:
-    """``kl`` is None when the backend gives no log-probabilities (the preflight could not run)."""
+def adapter_preflight(ctx: RunContext) -> PreflightResult:
+    """Does the fine-tune change the model?  One cached forward pass a side on the canary prompts."""
+    from pytest_emguard.backends.base import NextTokenLogprobs, require
+    from pytest_emguard.cache import cache_key
+    from pytest_emguard.run.records import SIDES
 
-    kl: float | None
-    min_kl: float
-    on_no_change: str
-    prompts: int = len(CANARIES)
+    n = len(CANARIES)
 
-    @property
-    def changes_nothing(self) -> bool:
-        return self.kl is not None and self.kl < self.min_kl
-
-    @property
-    def stops(self) -> bool:
-        """True when the gate reports "the adapter changes nothing" instead of evaluating."""
-        return self.changes_nothing and self.on_no_change != "gate"
-
-    def line(self) -> str:
-        if self.kl is None:
-            return "preflight: not run (the backend gives no next-token log-probabilities)"
-        verdict = "the adapter changes nothing" if self.changes_nothing else "the adapter changes the model"
-        return (
-            f"preflight: {verdict}: mean KL(fine-tune || base) {self.kl:.3g} nats over {self.prompts} canary "
-            f"prompts (threshold {self.min_kl:g})"
-        )
+    min_kl, on_no_change = ctx.config.thresholds.preflight()
+    if "next_token_logprobs" not in ctx.config.capabilities:
+        return PreflightResult(None, min_kl, on_no_change, n)
+    fields = {"base": ctx.fingerprints["base"], "tuned": ctx.fingerprints["tuned"]}
+    key = cache_key("preflight", {**fields, "prompts": list(CANARIES), "top_k": TOP_K, "method": KL_METHOD})
+    found = ctx.cache.get_many([key])
+    if key not in found and ctx.compute:
+        prompts = canary_prompts()
+        models = ctx.models()
+        dists = {
+            side: require(getattr(models, side), NextTokenLogprobs, f"{side} model").next_token_logprobs(  # type: ignore[type-abstract]
+                prompts, top_k=TOP_K
+            )
+            for side in SIDES
+        }
+        found[key] = {"kl": mean_kl(dists["tuned"], dists["base"])}
+        ctx.cache.put_many("preflight", found)
+    result = PreflightResult(float(found[key]["kl"]) if key in found else None, min_kl, on_no_change, n)
+    if key in found:
+        ctx.progress(result.line())
+    return result

@@ -8,12 +8,17 @@ it may take), so the estimate errs high.  Follow-up questions, which checks buil
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pytest_emguard.errors import ConfigError
+from pytest_emguard.config.budget import parse_budget, parse_price
 
-__all__ = ["Budget", "Plan", "parse_budget", "parse_price"]
+if TYPE_CHECKING:
+    from pytest_emguard.checks.base import Query
+    from pytest_emguard.run.context import RunContext
+
+__all__ = ["Estimate", "cost_preflight", "prompt_tokens"]
 
 CHARS_PER_TOKEN = 4
 
@@ -24,7 +29,7 @@ def prompt_tokens(messages: Iterable[tuple[str, str]], prefix: str = "") -> int:
 
 
 @dataclass(slots=True)
-class Plan:
+class Estimate:
     """Counts over both sides of the first round."""
 
     answers: int = 0  # sampled answers the plan asks for
@@ -71,65 +76,38 @@ class Plan:
         return text
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
-    tokens: int | None = None  # prompt + new tokens
-    usd: float | None = None
+def cost_preflight(ctx: RunContext, asked: Mapping[str, Sequence[Query]]) -> None:
+    """What the first round needs and what the cache holds, shown before anything is generated; a plan over
+    ``--em-budget`` stops here."""
+    from pytest_emguard.run.plan import answer_key, reading_key, samples_for
+    from pytest_emguard.run.records import SIDES
 
-    def check(self, plan: Plan, price: tuple[float, float] | None) -> None:
-        """Raise when the plan's first round is over budget (before anything is generated)."""
-        if self.tokens is not None and plan.tokens > self.tokens:
-            raise ConfigError(
-                "--em-budget",
-                f"the plan needs about {plan.tokens:,} tokens ({plan.input_tokens:,} prompt, at most "
-                f"{plan.output_tokens:,} new) before its follow-ups, over the budget of {self.tokens:,}",
-                "raise --em-budget, lower --em-samples or --em-max-new-tokens, or disable items in the thresholds",
-            )
-        cost = plan.cost(price)
-        if self.usd is not None and cost is not None and cost > self.usd:
-            raise ConfigError(
-                "--em-budget",
-                f"the plan would cost about ${cost:.2f} at --em-price before its follow-ups, over the budget of "
-                f"${self.usd:.2f}",
-                "raise --em-budget, lower --em-samples or --em-max-new-tokens, or disable items in the thresholds",
-            )
-
-
-def parse_budget(value: str | None) -> Budget:
-    """``200000`` or ``200k`` or ``2M`` (tokens), or ``$5`` / ``5usd`` (needs ``--em-price``)."""
-    if not value:
-        return Budget()
-    text = value.strip().lower().replace(",", "").replace("_", "")
-    try:
-        if text.startswith("$") or text.endswith("usd"):
-            usd = float(text.strip("$").removesuffix("usd"))
-            if usd <= 0:
-                raise ValueError
-            return Budget(usd=usd)
-        scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
-        tokens = int(float(text[:-1] if scale > 1 else text) * scale)
-        if tokens <= 0:
-            raise ValueError
-        return Budget(tokens=tokens)
-    except ValueError:
-        raise ConfigError(
-            "--em-budget", f"{value!r} is not a budget", "write tokens (200000, 200k, 2M) or dollars ($5)"
-        ) from None
-
-
-def parse_price(value: str | None) -> tuple[float, float] | None:
-    """``IN,OUT``: USD per million prompt tokens and per million new tokens."""
-    if not value:
-        return None
-    parts = value.split(",")
-    try:
-        price = (float(parts[0]), float(parts[1])) if len(parts) == 2 else None
-    except ValueError:
-        price = None
-    if price is None or min(price) < 0:
-        raise ConfigError(
-            "--em-price",
-            f"{value!r} is not IN,OUT",
-            "write the USD per million prompt tokens and per million new tokens, e.g. --em-price 2.5,10",
+    plan, seed = Estimate(), ctx.config.options.seed
+    for side in SIDES:
+        fp = ctx.fingerprints[side]
+        jobs = [
+            (request, answer_key(fp, q, request))
+            for q in asked[side]
+            if q.reading == "sample"
+            for request in q.requests(samples_for(ctx.config, q), seed)
+        ]
+        found = ctx.cache.get_many(k for _, k in jobs)
+        todo = [r for r, k in jobs if k not in found]
+        plan.add_answers(
+            len(jobs),
+            len(found),
+            sum(prompt_tokens(r.messages) for r in todo),
+            sum(r.sampling.max_new_tokens for r in todo),
         )
-    return price
+        wanted = [(q, reading_key(fp, q)) for q in asked[side] if q.reading != "sample"]
+        held = ctx.cache.get_many(k for _, k in wanted)
+        plan.add_readings(
+            len(wanted),
+            len(held),
+            sum(prompt_tokens(q.messages, q.prefix) for q, k in wanted if k not in held),
+        )
+    ctx.to_generate = plan.answers - plan.answers_cached
+    price = parse_price(ctx.config.options.price)
+    if plan.answers > plan.answers_cached or plan.readings > plan.readings_cached:
+        ctx.progress(plan.line(price))
+    parse_budget(ctx.config.options.budget).check(plan, price)

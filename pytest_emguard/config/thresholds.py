@@ -17,14 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_emguard.config.yamlschema import load_schema, read_yaml, schema_problems
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.types import OnInconclusive
-from pytest_emguard.yamlschema import load_schema, read_yaml, schema_problems
 
 if TYPE_CHECKING:
     from pytest_emguard.checks.base import Check, Item
 
-__all__ = ["DEFAULT_FILE", "ItemThreshold", "Thresholds", "compose_schema"]
+__all__ = ["DEFAULT_FILE", "ItemThreshold", "ThresholdBlock", "Thresholds", "compose_schema"]
 
 DEFAULT_FILE = "<package>/thresholds/default.yaml"
 Path_ = tuple[str, ...]
@@ -54,6 +54,22 @@ class ItemThreshold:
         return value  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True, slots=True)
+class ThresholdBlock:
+    """A check's default thresholds: YAML text (``<check>: {<item>: {...}}`` without the check's key), where it
+    is written (for failure messages), and the JSON Schema of each item's own keys, which the thresholds schema
+    composes with the keys every item has (enabled, alpha, min_clusters, bootstrap, inconclusive)."""
+
+    yaml: str
+    source: str
+    keys: Mapping[str, Mapping[str, Any]]  # item or layer name -> {key: JSON Schema}
+
+    @classmethod
+    def packaged(cls, name: str, keys: Mapping[str, Mapping[str, Any]]) -> ThresholdBlock:
+        text = resources.files("pytest_emguard").joinpath(f"thresholds/{name}").read_text("utf-8")
+        return cls(text, f"<package>/thresholds/{name}", keys)
+
+
 def compose_schema(checks: Sequence[Check]) -> dict[str, Any]:
     """The thresholds schema: version and defaults, plus one block per check whose item blocks allow the common
     keys and the check's own."""
@@ -79,12 +95,8 @@ class Thresholds:
     files: tuple[str, ...]
 
     @classmethod
-    def load(cls, path: str | None = None, checks: Sequence[Check] | None = None) -> Thresholds:
-        """The package default composed with every check's block, with ``path`` (if given) merged over it."""
-        if checks is None:
-            from pytest_emguard.checks import load_checks
-
-            checks = load_checks()
+    def load(cls, path: str | None, checks: Sequence[Check]) -> Thresholds:
+        """The package default composed with each check's block, with ``path`` (if given) merged over it."""
         schema = compose_schema(checks)
         text = resources.files("pytest_emguard").joinpath("thresholds/default.yaml").read_text("utf-8")
         data, sources = _parse(text, DEFAULT_FILE, schema)
