@@ -153,7 +153,7 @@ def test_a_bad_bank_names_file_line_and_fix(pytester: pytest.Pytester) -> None:
         ),
         (
             "self_report=x.yaml",
-            "*--em-bank self_report=x.yaml: the self_report check does not take a user bank yet",
+            "*--em-bank self_report=x.yaml: the self_report check takes no user bank",
         ),
     ],
 )

@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 __all__ = ["CardFile", "EmguardCollector", "EmguardItem", "GateFailure", "add_items", "is_card", "properties"]
 
 
-_ORCHESTRATION = ("session.py", "api.py")  # the evaluation's plumbing, left out of short tracebacks
+def _orchestration(path: Path) -> bool:
+    """The evaluation's plumbing, left out of short tracebacks: the session and the engine's stages (``run/``)."""
+    inside = "pytest_emguard" in path.parts
+    return inside and (
+        path.parent.name == "run" or (path.parent.name == "plugin" and path.name == "session.py")
+    )
 
 
 class GateFailure(Exception):
@@ -152,9 +157,7 @@ class EmguardItem(pytest.Item):
         tb = tb[start:]
         if self.config.getoption("tbstyle", "auto") == "long":
             return tb
-        kept = tb.filter(
-            lambda e: Path(str(e.path)).name not in _ORCHESTRATION or "pytest_emguard" not in str(e.path)
-        )
+        kept = tb.filter(lambda e: not _orchestration(Path(str(e.path))))
         return kept or tb
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
