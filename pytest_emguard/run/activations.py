@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from pytest_emguard.checks.base import Query
 from pytest_emguard.run.context import Record, RunContext, by_check, cached_or_made, prompt_of, same_length
@@ -45,7 +46,7 @@ def encode_states(array: object) -> Record:
     return {"states": base64.b64encode(data.tobytes()).decode("ascii"), "shape": list(data.shape)}
 
 
-def decode_states(record: Mapping[str, object]) -> object:
+def decode_states(record: Mapping[str, object]) -> Any:
     import base64
 
     import numpy as np
