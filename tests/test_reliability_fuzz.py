@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_emguard.api import letter_choice
+from pytest_emguard.api import letter_choice, scale_reading
 from pytest_emguard.backends.base import ModelSpec
 from pytest_emguard.banks import read_bank
 from pytest_emguard.checks import load_checks
@@ -230,9 +230,13 @@ def test_the_digit_tree_reads_any_next_token_distributions(table: list[dict[str,
 
     result = digit_tree(next_dists)
     assert result.score is None or 0.0 <= result.score <= 100.0
-    assert 0.0 <= result.mass <= 1.0 + 1e-9 or math.isnan(result.mass) is False
+    assert 0.0 <= result.mass <= 1.0 + 1e-9
     choice = letter_choice(table[0])
     assert choice["value"] is None or 0.0 <= float(choice["value"]) <= 100.0  # type: ignore[arg-type]
+    assert 0.0 <= float(choice["mass"]) <= 1.0 + 1e-9  # type: ignore[arg-type]
+    reading = scale_reading(table[0], [str(k) for k in range(6)])
+    assert 0.0 <= float(reading["mass"]) <= 1.0 + 1e-9  # type: ignore[arg-type]
+    assert reading["value"] is None or 0.0 <= float(reading["value"]) <= 5.0  # type: ignore[arg-type]
 
 
 @FUZZ

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_emguard.api import letter_choice, scale_reading
 from pytest_emguard.judge.scoring import MIN_MASS, NumberDistribution, digit_tree, flat, parse_number
 
 LOG = math.log
@@ -37,6 +38,39 @@ def test_flat_strips_whitespace_and_merges_same_number() -> None:
 def test_flat_ignores_non_numbers_and_out_of_range() -> None:
     nd = flat(dist({"101": 0.2, "250": 0.2, "-5": 0.1, "5.5": 0.1, "٣": 0.1, "abc": 0.1, "100": 0.2}))
     assert dict(nd.probs) == {100: pytest.approx(0.2)}
+
+
+def test_a_table_that_sums_past_one_is_scaled_to_one() -> None:
+    """A broken top-k table: "5" and " 5" both at log-probability 0 (and "7" at 0 as well) sum to 2 or 3; the
+    numbers they spell never hold more than the whole probability."""
+    both = {"5": 0.0, " 5": 0.0}
+    assert flat(both).mass == pytest.approx(1.0) and flat(both).score == pytest.approx(5.0)
+    assert digit_tree(
+        lambda prefixes: [both if p == "" else {"\n": 0.0} for p in prefixes]
+    ).mass == pytest.approx(1.0)
+    three = flat({"5": 0.0, " 5": 0.0, "7": 0.0})
+    assert three.mass == pytest.approx(1.0)
+    assert dict(three.probs) == {5: pytest.approx(2 / 3), 7: pytest.approx(1 / 3)}
+    half = flat({"5": 0.0, "A": 0.0})  # half the broken table is not a number: half the mass
+    assert half.mass == pytest.approx(0.5)
+
+
+def test_a_table_that_sums_to_at_most_one_is_read_as_given() -> None:
+    nd = flat(dist({"5": 0.3, " 5": 0.2, "A": 0.4}))
+    assert nd.mass == pytest.approx(0.5) and nd.score == pytest.approx(5.0)
+    tree = digit_tree(lambda ps: [dist({"5": 0.3, " 5": 0.2, "A": 0.4}) if p == "" else {} for p in ps])
+    assert tree.mass == pytest.approx(0.5)
+
+
+def test_letters_and_scale_options_never_hold_more_than_the_whole_probability() -> None:
+    choice = letter_choice({"A": 0.0, " A": 0.0, "B": 0.0})
+    assert choice["mass"] == pytest.approx(1.0) and choice["value"] == pytest.approx(200 / 3)
+    given_as_is = letter_choice(dist({"A": 0.3, " A": 0.2, "B": 0.25}))
+    assert given_as_is["mass"] == pytest.approx(0.75) and given_as_is["value"] == pytest.approx(50 / 0.75)
+    reading = scale_reading({"2": 0.0, " 2": 0.0, "4": 0.0}, [str(k) for k in range(6)])
+    assert reading["mass"] == pytest.approx(1.0) and reading["value"] == pytest.approx((2 * 2 + 4) / 3)
+    as_is = scale_reading(dist({"2": 0.2, " 2": 0.2, "x": 0.5}), [str(k) for k in range(6)])
+    assert as_is["mass"] == pytest.approx(0.4) and as_is["value"] == pytest.approx(2.0)
 
 
 def test_flat_low_mass_is_unscorable() -> None:

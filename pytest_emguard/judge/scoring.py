@@ -51,13 +51,23 @@ def prob(logprob: float) -> float:
     return math.exp(min(logprob, 0.0)) if not math.isnan(logprob) else 0.0
 
 
+def token_probs(dist: Dist) -> dict[str, float]:
+    """Each token's probability (``prob``).  A real next-token table sums to at most 1 and is read as given.  A
+    broken one may sum past 1 (tokens that strip to the same digit, "5" and " 5", each with log-probability 0; or
+    several tokens at 0): it is then scaled to sum to 1, so the tokens read as one answer never hold more than the
+    whole probability and no mass exceeds 1."""
+    out = {token: prob(logprob) for token, logprob in dist.items()}
+    total = sum(out.values())
+    return out if total <= 1.0 else {token: p / total for token, p in out.items()}
+
+
 def flat(dist: Dist) -> NumberDistribution:
     """Each integer token 0-100 counts as a whole answer (API judges: one token, top-20 logprobs)."""
     probs: dict[int, float] = {}
-    for token, logprob in dist.items():
+    for token, p in token_probs(dist).items():
         digits = _digits(token, at_root=True)
         if digits is not None and int(digits) <= 100:
-            probs[int(digits)] = probs.get(int(digits), 0.0) + prob(logprob)
+            probs[int(digits)] = probs.get(int(digits), 0.0) + p
     return NumberDistribution(probs)
 
 
@@ -124,11 +134,10 @@ def _expand(
     prefix: str, p_prefix: float, dist: Dist, children: dict[str, float], probs: dict[int, float]
 ) -> None:
     continued = 0.0
-    for token, logprob in dist.items():
+    for token, p in token_probs(dist).items():  # sum to at most 1: a prefix passes on at most its own mass
         digits = _digits(token, at_root=prefix == "")
         if digits is None:
             continue
-        p = prob(logprob)
         continued += p
         number = prefix + digits
         if int(number) > 100 or (len(number) > 1 and number[0] == "0"):
