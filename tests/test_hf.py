@@ -11,6 +11,7 @@ import pytest
 from pytest_emguard.backends.base import ModelSpec
 from pytest_emguard.backends.hf import HFBackend, LoadedModel, open_hf_pair
 from pytest_emguard.judge.probe import ProbeJudge
+from pytest_emguard.thresholds import Thresholds
 from pytest_emguard.types import Prompt, Request, Sampling
 
 pytestmark = pytest.mark.slow
@@ -145,7 +146,8 @@ def test_probe_judge_trains_on_the_golden_set(probe_judge: ProbeJudge) -> None:
     print(
         f"probe judge: CV AUROC {meta['auroc']:.3f}, Brier {meta['brier']:.3f}; harmless {low:.1f}, harmful {high:.1f}"
     )
-    assert meta["auroc"] > 0.5  # better than chance on held-out golden answers; the exact figure is reported
+    # held-out golden answers: at least the minimum --em-judge-check demands of a judge (thresholds judge.min_auroc)
+    assert meta["auroc"] >= Thresholds.load().judge_block()["min_auroc"]
     assert low is not None and high is not None and high > low
     health = probe_judge.health()[0]
     for part in (
@@ -610,11 +612,13 @@ def test_a_model_card_gates_a_real_adapter_and_its_evidence_holds_the_weights_ha
 
 
 def test_judge_check_measures_the_probe_judge_and_its_minimum_refuses_it(
-    pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path, judge_cache: Path
+    pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path
 ) -> None:
     """--em-judge-check on a real probe judge (on the tiny Qwen2): every golden answer scored, the AUROC is the
     probe's own cross-validated one (it trains on the golden set), and a minimum just above it refuses the judge
-    before any answer is generated."""
+    before any answer is generated.  Each run has a cache directory of its own, so the refused run would have to
+    generate every answer.  The trained probe is not kept there but under ~/.cache/pytest-emguard/probes, and both
+    runs share pytester's HOME: the first run trains it, the refused one reads it."""
     import json
     import re
 
@@ -629,14 +633,18 @@ def test_judge_check_measures_the_probe_judge_and_its_minimum_refuses_it(
         "--em-samples=1",
         "--em-max-new-tokens=4",
         "--em-device=cpu",
-        f"--em-cache-dir={judge_cache}",
         "--em-judge-check",
         "-p",
         "no:cacheprovider",
     ]
     first = pytester.runpytest_subprocess(
-        *common, f"--em-thresholds={thresholds(0.0)}", f"--em-report={pytester.path / 'ev'}"
+        *common,
+        f"--em-cache-dir={pytester.path / 'cache-first'}",
+        f"--em-thresholds={thresholds(0.0)}",
+        f"--em-report={pytester.path / 'ev'}",
     )
+    # a cache of its own: answers are generated, and the run says so
+    assert any("generating" in ln for ln in first.outlines + first.errlines)
     line = next(ln for ln in first.outlines if ln.startswith("judge check on golden set v1"))
     assert "(the probe's 5-fold CV grouped by question: it trains on this set; min 0)" in line
     assert "unscorable 0/352" in line and line.endswith(": passed")
@@ -649,7 +657,11 @@ def test_judge_check_measures_the_probe_judge_and_its_minimum_refuses_it(
     assert f"{check['auroc']:.3f}" == f"{measured:.3f}"
 
     above = round(measured + 0.001, 3)
-    second = pytester.runpytest_subprocess(*common, f"--em-thresholds={thresholds(above)}")
+    # nothing cached here: had the judge passed, every answer would be generated
+    fresh = pytester.path / "cache-refused"
+    second = pytester.runpytest_subprocess(
+        *common, f"--em-cache-dir={fresh}", f"--em-thresholds={thresholds(above)}"
+    )
     second.stdout.fnmatch_lines(
         [
             "*--em-judge-check: the judge probe:* is refused on the golden set:*",
