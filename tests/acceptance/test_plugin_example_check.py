@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).parent / "examples" / "refusals.py"
-README = Path(__file__).resolve().parents[1] / "README.md"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "refusals.py"
+README = Path(__file__).resolve().parents[2] / "README.md"
 BUILTIN_ITEMS = 20  # the gate items of the built-in checks without a domain (tests/test_plugin.py lists them)
 
 

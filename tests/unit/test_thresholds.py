@@ -11,7 +11,7 @@ import pytest
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.thresholds import DEFAULT_FILE, Thresholds
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEXT = resources.files("pytest_emguard").joinpath("thresholds/default.yaml").read_text("utf-8")
 SELF_FILE = "<package>/thresholds/self_report.yaml"
 SELF_TEXT = resources.files("pytest_emguard").joinpath("thresholds/self_report.yaml").read_text("utf-8")

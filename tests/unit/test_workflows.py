@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from needs import missing
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 EXAMPLE = ROOT / ".github" / "workflows" / "release-gate-example.yml"
 
