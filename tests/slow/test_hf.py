@@ -14,8 +14,6 @@ from pytest_emguard.judge.probe import ProbeJudge
 from pytest_emguard.thresholds import Thresholds
 from pytest_emguard.types import Prompt, Request, Sampling
 
-pytestmark = pytest.mark.slow
-
 
 def _requests(n: int, max_new_tokens: int = 12) -> list[Request]:
     questions = [
