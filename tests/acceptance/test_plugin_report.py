@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import plugin_run
 import pytest
 from needs import missing, need_module
 
@@ -22,16 +23,8 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by .ci/run
 
 
 def gate(pytester: pytest.Pytester, scenario: str, *args: str) -> pytest.RunResult:
-    return pytester.runpytest(
-        "-p",
-        "no:cacheprovider",
-        f"--em-cache-dir={pytester.path / 'emcache'}",
-        f"--em-model=fake:{scenario}",
-        "--em-judge=fake:",
-        "--em-batch-size=4096",
-        f"--em-report={pytester.path / 'evidence'}",
-        *args,
-    )
+    """Gate ``fake:SCENARIO`` with the evidence record and page written under ``evidence/``."""
+    return plugin_run.gate(pytester, scenario, f"--em-report={pytester.path / 'evidence'}", *args)
 
 
 def summary_row(result: pytest.RunResult, item: str) -> list[str]:
