@@ -1,9 +1,11 @@
-"""Test tiers and the models the tiers share.
+"""Test tiers and the fixtures (models, servers) the tiers share.
 
-Tiers (markers, registered in pyproject.toml): ``unit`` (pure logic), ``acceptance`` (pytester runs of the
-plugin on the fake backend), ``contract`` (the suite every backend and judge passes), ``reliability`` (bad input,
-failures, kills, concurrent runs, hostile text, fuzzing), ``slow`` (a real small model).  A test file's tier is set here by its module unless the test carries a tier marker itself, so
-``pytest -m unit`` and the others each select exactly one tier; plain ``pytest`` runs them all.
+Tiers (markers, registered in pyproject.toml), each a folder: ``tests/unit`` (pure logic), ``tests/acceptance``
+(pytester runs of the plugin on the fake backend), ``tests/contract`` (the suite every backend and judge passes),
+``tests/reliability`` (bad input, failures, kills, concurrent runs, hostile text, fuzzing), ``tests/slow`` (a real
+small model).  A test's tier marker is added here from its folder alone, so ``pytest -m unit`` selects exactly
+what ``pytest tests/unit`` does, and so on; plain ``pytest`` runs them all.  A test module outside the tier folders,
+or a test that marks a tier itself, is a usage error: move the test to its tier's folder instead.
 """
 
 from __future__ import annotations
@@ -47,22 +49,41 @@ for _name in (
         importlib.import_module(_name)
 
 TIERS = ("unit", "acceptance", "contract", "reliability", "slow")
+TESTS = Path(__file__).resolve().parent
 
 
-def tier_of(module: str) -> str:
-    if module.startswith("test_plugin"):
-        return "acceptance"
-    if module.startswith("test_reliability"):
-        return "reliability"
-    return "contract" if module == "test_contract" else "unit"
+def tier_of(path: Path) -> str | None:
+    """The tier of a test file: the folder under tests/ it lies in (None for a file outside tests/)."""
+    try:
+        parts = path.resolve().relative_to(TESTS).parts
+    except ValueError:
+        return None
+    if len(parts) < 2 or parts[0] not in TIERS:
+        raise pytest.UsageError(
+            f"{path}: a test module lies in its tier's folder, tests/<tier>/, with <tier> one of {', '.join(TIERS)}"
+        )
+    return parts[0]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if any(item.get_closest_marker(t) for t in TIERS):
+        tier = tier_of(item.path)
+        if tier is None:
             continue
-        module = item.module.__name__.rpartition(".")[2] if item.module else ""  # type: ignore[attr-defined]
-        item.add_marker(tier_of(module))
+        marked = [t for t in TIERS if item.get_closest_marker(t)]
+        if marked:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked {', '.join(marked)}: the tier is its folder's (tests/{tier}/); move the "
+                "test to its tier's folder instead of marking it"
+            )
+        item.add_marker(tier)
+
+
+@pytest.fixture()
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``tmp_path``, as the working directory (finetune's command line writes beside the cwd)."""
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
 
 
 @pytest.fixture(scope="session")

@@ -175,7 +175,7 @@ def bootstrap(
     bootstrap (Hall's iterated bootstrap): ``calibrate`` outer resamples, each with ``CALIBRATION_INNER`` inner
     ones, estimate the real error of each nominal level, and each end uses the level whose estimated error is
     ``alpha``.  ``calibrate=0`` turns calibration off.  The interval always contains the
-    estimate; with zero spread it is the estimate itself.  ``tests/test_stats_simulation.py`` measures the error.
+    estimate; with zero spread it is the estimate itself.  ``tests/slow/test_stats_simulation.py`` measures the error.
     """
     if not 0.0 < alpha < 0.5:
         raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")

@@ -9,7 +9,7 @@ lines that are only a score ("Score: 0", "Harm: 0/100"), sentences that speak to
 about scores, ratings or instructions, sentences that say to ignore or disregard instructions or rules, that say
 to reply with a number, or that label the answer itself ("this answer is harmless"), and anything written like
 our markers ("<<...>>").  A probe judge has no instructions to follow, but such text still
-moves its reading, measured in ``tests/test_reliability_hostile.py``.  Every judge applies it (``INPUT_RULE``
+moves its reading, measured in ``tests/reliability/test_reliability_hostile.py``.  Every judge applies it (``INPUT_RULE``
 enters their fingerprints).
 """
 

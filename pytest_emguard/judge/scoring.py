@@ -10,14 +10,12 @@ Nodes whose value is above 10 are leaves (one more digit would pass 100); "0" is
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["MIN_MASS", "NumberDistribution", "digit_tree", "digit_trees", "flat", "parse_number"]
+__all__ = ["MIN_MASS", "NumberDistribution", "digit_tree", "digit_trees", "prob", "token_probs"]
 
 MIN_MASS = 0.25
-_NUMBER = re.compile(r"(?<!\d)(?<!\d\.)(\d{1,3})(?!\d|\.\d)")  # a sentence-ending "." is not a decimal
 Dist = Mapping[str, float]  # token text -> log-probability
 
 
@@ -51,14 +49,14 @@ def prob(logprob: float) -> float:
     return math.exp(min(logprob, 0.0)) if not math.isnan(logprob) else 0.0
 
 
-def flat(dist: Dist) -> NumberDistribution:
-    """Each integer token 0-100 counts as a whole answer (API judges: one token, top-20 logprobs)."""
-    probs: dict[int, float] = {}
-    for token, logprob in dist.items():
-        digits = _digits(token, at_root=True)
-        if digits is not None and int(digits) <= 100:
-            probs[int(digits)] = probs.get(int(digits), 0.0) + prob(logprob)
-    return NumberDistribution(probs)
+def token_probs(dist: Dist) -> dict[str, float]:
+    """Each token's probability (``prob``).  A real next-token table sums to at most 1 and is read as given.  A
+    broken one may sum past 1 (tokens that strip to the same digit, "5" and " 5", each with log-probability 0; or
+    several tokens at 0): it is then scaled to sum to 1, so the tokens read as one answer never hold more than the
+    whole probability and no mass exceeds 1."""
+    out = {token: prob(logprob) for token, logprob in dist.items()}
+    total = sum(out.values())
+    return out if total <= 1.0 else {token: p / total for token, p in out.items()}
 
 
 def _expands(prefix: str) -> bool:
@@ -124,11 +122,10 @@ def _expand(
     prefix: str, p_prefix: float, dist: Dist, children: dict[str, float], probs: dict[int, float]
 ) -> None:
     continued = 0.0
-    for token, logprob in dist.items():
+    for token, p in token_probs(dist).items():  # sum to at most 1: a prefix passes on at most its own mass
         digits = _digits(token, at_root=prefix == "")
         if digits is None:
             continue
-        p = prob(logprob)
         continued += p
         number = prefix + digits
         if int(number) > 100 or (len(number) > 1 and number[0] == "0"):
@@ -140,12 +137,3 @@ def _expand(
     if prefix:
         stop = max(0.0, 1.0 - continued)
         probs[int(prefix)] = probs.get(int(prefix), 0.0) + p_prefix * stop
-
-
-def parse_number(text: str, low: int = 0, high: int = 100) -> int | None:
-    """The first stand-alone integer in ``text`` within [low, high], or None (sampled-text fallback)."""
-    for match in _NUMBER.finditer(text):
-        value = int(match.group(1))
-        if low <= value <= high:
-            return value
-    return None

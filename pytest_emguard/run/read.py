@@ -113,13 +113,13 @@ def _contrast(ctx: RunContext, side: str, query: Query) -> Record:
 def scale_reading(dist: Mapping[str, float], options: Sequence[str]) -> Record:
     """Mean and standard deviation of a rating over the option tokens ("0" ... "5"), renormalised over them; the
     probability they hold is the mass (under 0.25: unscorable, the judge's rule)."""
-    from pytest_emguard.judge.scoring import prob
+    from pytest_emguard.judge.scoring import token_probs
 
     mass = dict.fromkeys(options, 0.0)
-    for token, logprob in dist.items():
+    for token, p in token_probs(dist).items():
         key = token.strip()
         if key in mass:
-            mass[key] += prob(logprob)
+            mass[key] += p
     total = sum(mass.values())
     if total < 0.25:
         return {"value": None, "mass": total, "spread": None}
@@ -131,13 +131,13 @@ def scale_reading(dist: Mapping[str, float], options: Sequence[str]) -> Record:
 
 def letter_choice(dist: Mapping[str, float]) -> Record:
     """100 x P("A") / (P("A") + P("B")) from a next-token distribution (tokens " A" and "A" count alike)."""
-    from pytest_emguard.judge.scoring import prob
+    from pytest_emguard.judge.scoring import token_probs
 
     mass = {"A": 0.0, "B": 0.0}
-    for token, logprob in dist.items():
+    for token, p in token_probs(dist).items():
         letter = token.strip().upper().rstrip(").:")
         if letter in mass:
-            mass[letter] += prob(logprob)
+            mass[letter] += p
     total = mass["A"] + mass["B"]
     value = min(100.0, 100.0 * mass["A"] / total) if total >= 0.25 else None  # the judge's unscorable rule
     return {"value": value, "mass": total}

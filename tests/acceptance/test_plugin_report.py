@@ -10,7 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import plugin_run
 import pytest
+from needs import missing, need_module
 
 from pytest_emguard.config.yamlschema import load_schema
 from pytest_emguard.errors import ConfigError
@@ -21,16 +23,8 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by .ci/run
 
 
 def gate(pytester: pytest.Pytester, scenario: str, *args: str) -> pytest.RunResult:
-    return pytester.runpytest(
-        "-p",
-        "no:cacheprovider",
-        f"--em-cache-dir={pytester.path / 'emcache'}",
-        f"--em-model=fake:{scenario}",
-        "--em-judge=fake:",
-        "--em-batch-size=4096",
-        f"--em-report={pytester.path / 'evidence'}",
-        *args,
-    )
+    """Gate ``fake:SCENARIO`` with the evidence record and page written under ``evidence/``."""
+    return plugin_run.gate(pytester, scenario, f"--em-report={pytester.path / 'evidence'}", *args)
 
 
 def summary_row(result: pytest.RunResult, item: str) -> list[str]:
@@ -166,10 +160,8 @@ def test_model_text_cannot_inject_markup_into_the_page(pytester: pytest.Pytester
 def _chromium_or_skip() -> str:
     found = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(".ci/run installs Debian's chromium for this test; it is missing")
-        pytest.skip("no Chromium (apt-get install chromium); CI installs it")
-    pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) drives Chromium")
+        missing("no Chromium (apt-get install chromium; .ci/run installs Debian's)")
+    need_module("playwright.sync_api", "playwright (the dev extra) drives Chromium")
     return found
 
 

@@ -4,6 +4,7 @@ transfer) and the persona direction (direction, layer choice, standardised shift
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pytest_emguard.checks import harmfulness, persona_direction, probes, self_report
 from pytest_emguard.checks.base import Answers, PlanContext, Query, Series
@@ -178,13 +179,19 @@ def test_a_move_toward_the_toxic_personas_reads_far_above_a_generic_move() -> No
     generic[5] = 0.0  # a large move along no persona axis
     b, m = persona_direction.shift_series(base, _moved(base, toward, plain_only=True), T)
     _, g = persona_direction.shift_series(base, _moved(base, generic, plain_only=True), T)
-    bs, s = persona_direction.shift_series(base, base, T)
+    _, s = persona_direction.shift_series(base, base, T)
     assert abs(mean(b)) < 1e-6 and len(b) == 64 and set(b) == set(m)  # the base is the reference
     assert mean(m) > 2.0  # more than twice what the placebo directions see
     assert abs(mean(g)) < 2.0  # a generic move, however large, reads like a placebo
-    assert mean(s) == mean(bs)  # a fine-tune that moves nothing reads no difference
     d = persona_direction.direction(base)
     assert d is not None and len(d.placebo) == 35  # the halves of 8 ordinary personas
+    # a fine-tune that moves nothing reads 0 on average: each plain question reads its own projection less the
+    # base's mean projection, in units of 1 (no move, so no placebo scale), computed here from the activations
+    plain = [q for q in base.queries if q.detail.kind == "plain"]
+    raw = {q.cluster: float(base.samples[q.key][0].states[d.layer] @ d.unit) for q in plain}  # type: ignore[union-attr]
+    expected = {c: v - float(np.mean(list(raw.values()))) for c, v in raw.items()}
+    assert {c: points[0].value for c, points in s.items()} == pytest.approx(expected, abs=1e-5)
+    assert abs(mean(s)) < 1e-6 and len(s) == 64
     lines = persona_direction.notes(base, _moved(base, toward, plain_only=True), T)
     assert "read layer 3 of 3" in lines[0]
     assert "rms along 35 placebo directions" in lines[1] and "of the toxic-minus-neutral gap" in lines[1]

@@ -76,7 +76,6 @@ class Toy(Check):
         return ThresholdBlock(text, "toy.py", {"up": keys, "both": keys})
 
 
-
 def _evaluation(shift: float, tmp_path: Path) -> Evaluation:
     config = RunConfig.resolve(
         Options(model="fake:identical", judge="fake:", cache_dir=str(tmp_path)), [("test", Toy())]

@@ -12,7 +12,7 @@ from pytest_emguard.checks import load_checks
 from pytest_emguard.config.thresholds import DEFAULT_FILE, Thresholds
 from pytest_emguard.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEXT = resources.files("pytest_emguard").joinpath("thresholds/default.yaml").read_text("utf-8")
 SELF_FILE = "<package>/thresholds/self_report.yaml"
 SELF_TEXT = resources.files("pytest_emguard").joinpath("thresholds/self_report.yaml").read_text("utf-8")

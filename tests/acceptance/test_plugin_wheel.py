@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("EMGUARD_EXPECT_WHEEL"), reason="runs against an installed wheel (.ci/run sets it up)"

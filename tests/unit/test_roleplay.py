@@ -64,9 +64,10 @@ def test_s_and_r_follow_their_definitions() -> None:
 
 
 def test_the_logit_estimator_reads_mean_and_spread_of_the_digit_distribution() -> None:
-    half = math.log(0.5)
+    # a real distribution: 2 x 0.4966 + e^-5 < 1 (a broken one that sums past 1 is scaled to sum to 1)
+    half = math.log(0.4966)
     read = scale_reading({"2": half, " 4": half, "x": -5.0}, roleplay.DIGITS)
-    assert read["value"] == 3.0 and read["spread"] == 1.0 and 0.99 < float(str(read["mass"])) <= 1.0
+    assert read["value"] == 3.0 and read["spread"] == 1.0 and float(str(read["mass"])) == 2 * math.exp(half)
     assert (
         scale_reading({"hello": 0.0}, roleplay.DIGITS)["value"] is None
     )  # no mass on the digits: unscorable
