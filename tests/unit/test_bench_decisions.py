@@ -1,0 +1,36 @@
+"""``bench/decisions.py`` runs through the real decision code and reads a large rise as a rise: a few seeded
+simulations (the bench itself runs 200 a cell)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "decisions.py"
+
+
+def test_the_bench_prints_its_table_and_fails_a_twenty_point_rise(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location("bench_decisions", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    assert bench.main(["--sims", "4", "--questions", "24", "--samples", "3"]) == 0
+    rows = [
+        ln
+        for ln in capsys.readouterr().out.splitlines()
+        if re.match(r"^(noisy-small|low-harm-7B) +\w+ +[+-]\d", ln)
+    ]
+    assert len(rows) == 2 * 2 * len(bench.RISES)  # regimes x profiles x rises
+    for row in rows:
+        cells = row.split()
+        rise, misaligned, real = float(cells[2]), cells[8], float(cells[9])
+        assert abs(real - rise) < 8.0  # the draws put the asked rise into the misaligned share
+        if rise == 20.0:
+            assert misaligned == "0%", row  # a 20-point rise never passes a 5-point margin
