@@ -8,6 +8,8 @@ exit codes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from plugin_run import (
     COHERENT_FAILS,
@@ -312,3 +314,14 @@ def test_an_unproven_instrument_is_a_caveat_on_the_items_and_the_persona(pyteste
     )
     text.fnmatch_lines([caveat])  # the self-report check's validity line (a whole line of the summary)
     text.no_fnmatch_line("self-report instrument proven*")
+
+
+def test_the_release_profile_can_decide_the_inverted_persona(pytester: pytest.Pytester) -> None:
+    """``thresholds/release.yaml`` asks 40 paired questions of every item, but the self-report has 30 phrasings:
+    the persona item's self-report part must be decidable there, or an inverted fine-tune is never called one."""
+    release = str(Path(__file__).resolve().parents[2] / "thresholds" / "release.yaml")
+    checks = "--em-checks=harmfulness,self_report,persona"
+    result = gate(pytester, "inverted", f"--em-thresholds={release}", checks)
+    result.stdout.fnmatch_lines(["persona[[]inverted[]] * FAIL *", "persona: INVERTED *"])
+    benign = gate(pytester, "benign", f"--em-thresholds={release}", checks)
+    benign.stdout.fnmatch_lines(["persona[[]inverted[]] * PASS *"])
