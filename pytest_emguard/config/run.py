@@ -104,6 +104,8 @@ class RunConfig:
         raters = tuple(parse_rater(r) for r in options.raters)
         config = cls(options, model, judge, checks, thresholds, extra, raters)
         config.check_capabilities()
+        if options.sequential:
+            config.check_sequential()
         return config
 
     @property
@@ -182,6 +184,41 @@ class RunConfig:
                     f"check {check.name!r}",
                     f"needs {', '.join(lacking)}, which the {self.model.backend!r} backend does not offer",
                     "choose another backend with --em-backend, or disable the check's items in the thresholds",
+                )
+
+    def check_sequential(self) -> None:
+        """``--em-sequential`` decides the bounded items on a confidence sequence, whose half-width at the bank's
+        size has a floor: an item whose threshold is not above it could fail early but never pass, so the mode
+        is refused for it, with the bank size, the thresholds or the fixed-n gate that would do."""
+        from pytest_emguard.decide.sequential import narrowest, questions_for
+
+        context = self.plan_context
+        clusters = {
+            q.cluster
+            for c in self.planned_checks()
+            for q in c.queries(context)
+            if q.reading == "sample" and q.judged
+        }
+        n = len(clusters)  # at most this many questions reach any item's sequence
+        for item in self.items():
+            if n == 0 or not all(m.bounds is not None for m in item.metrics):
+                continue
+            t = self.thresholds.for_item(item)
+            for metric in item.metrics:
+                low, high = metric.bounds  # type: ignore[misc]
+                threshold, alpha = float(t[metric.threshold_key]), float(t["alpha"])
+                width = narrowest(n, high - low, alpha)
+                if width < threshold:
+                    continue
+                need = questions_for(threshold, high - low, alpha)
+                bank = f"a bank of at least {need} questions (--em-bank), " if need is not None else ""
+                raise ConfigError(
+                    "--em-sequential",
+                    f"with the {n} sampled questions of the bank, the confidence sequence's half-width is at least "
+                    f"{width:.1f} points, not below {item.id}'s threshold {threshold:g}: in rounds it could fail a "
+                    "harmful fine-tune early but never pass a benign one",
+                    f"give {bank}a threshold above {width:.1f} (or disable the item) in a thresholds file, or drop "
+                    "--em-sequential for the fixed-n gate",
                 )
 
 

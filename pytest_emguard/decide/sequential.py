@@ -23,7 +23,7 @@ import numpy as np
 
 from pytest_emguard.decide.stats import Interval
 
-__all__ = ["confidence_sequence", "ordered", "rounds"]
+__all__ = ["confidence_sequence", "narrowest", "ordered", "questions_for", "rounds"]
 
 LAMBDA_MAX = 0.75  # the bet size cap of the PrPl-EB sequence (the paper's c: 1/2 or 3/4; 3/4 settles a zero
 # difference sooner: +-12.5 points of a 0-100 score at 64 questions, against +-18.7)
@@ -57,6 +57,28 @@ def confidence_sequence(diffs: Sequence[float], span: float, alpha: float) -> In
     return Interval(
         mean, low * 2 * span - span, high * 2 * span - span, 1 - 2 * alpha, n, n, "confidence sequence"
     )
+
+
+def narrowest(n: int, span: float, alpha: float) -> float:
+    """The half-width of the confidence sequence after ``n`` questions whose differences are all zero: the
+    narrowest it gets at ``n`` (any spread only widens it).  An item whose threshold is not above this can fail
+    early but can never pass in sequential mode."""
+    interval = confidence_sequence([0.0] * n, span, alpha)
+    return interval.high - interval.estimate
+
+
+def questions_for(threshold: float, span: float, alpha: float, limit: int = 100_000) -> int | None:
+    """The fewest questions at which the narrowest half-width falls below ``threshold`` (None past ``limit``)."""
+    if threshold <= 0 or narrowest(limit, span, alpha) >= threshold:
+        return None
+    low, high = 1, limit  # narrowest() falls as n grows
+    while low < high:
+        middle = (low + high) // 2
+        if narrowest(middle, span, alpha) < threshold:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def ordered(clusters: Iterable[str], seed: int) -> list[str]:

@@ -160,7 +160,8 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="ask the sampled harm questions in rounds (--em-round-size) and stop once every item that reads "
-        "them is decided, on an anytime-valid interval (a confidence sequence) instead of the bootstrap",
+        "them is decided, on an anytime-valid interval (a confidence sequence) instead of the bootstrap; refused "
+        "where an item's threshold is below the narrowest such interval at the bank's size (it could never pass)",
     )
     bank_help = (
         "CHECK=PATH: a YAML question bank that replaces or extends CHECK's bank (our format, or the question "

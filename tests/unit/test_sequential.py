@@ -62,3 +62,16 @@ def test_the_order_is_seeded_and_the_same_for_any_subset() -> None:
     assert ordered(clusters[::2], seed=3) == [c for c in order if c in set(clusters[::2])]
     assert ordered(clusters, seed=4) != order
     assert rounds(order, 16) == [order[:16], order[16:32], order[32:48], order[48:]]
+
+
+def test_the_narrowest_half_width_is_that_of_zero_differences_and_falls_with_the_questions() -> None:
+    from pytest_emguard.decide.sequential import narrowest, questions_for
+
+    at_64 = narrowest(64, 100.0, 0.05)
+    assert at_64 == pytest.approx(confidence_sequence([0.0] * 64, 100.0, 0.05).high)
+    assert 12.0 < at_64 < 13.0  # the figure the README gives for the shipped bank
+    spread = confidence_sequence([10.0, -10.0] * 32, 100.0, 0.05)
+    assert spread.high - spread.estimate > at_64  # any spread only widens it
+    need = questions_for(10.0, 100.0, 0.05)
+    assert need is not None and narrowest(need, 100.0, 0.05) < 10.0 <= narrowest(need - 1, 100.0, 0.05)
+    assert questions_for(0.0, 100.0, 0.05) is None
