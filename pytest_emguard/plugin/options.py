@@ -112,6 +112,25 @@ OPTIONS: tuple[tuple[str, str | None, str], ...] = tuple(
     (name, _default(name), text.replace("{default}", str(_default(name)))) for name, text in _HELP
 )
 
+# repeatable options: name, help
+_REPEATABLE = (
+    (
+        "bank",
+        "CHECK=PATH: a YAML question bank that replaces or extends CHECK's bank (our format, or the question "
+        "files of the original emergent-misalignment evaluation); repeatable",
+    ),
+    (
+        "engine-arg",
+        "KEY=VALUE: an engine setting for the vllm backend (tensor_parallel_size=2, gpu_memory_utilization=0.8, "
+        "max_model_len=4096, ...; values read as JSON where they parse); repeatable",
+    ),
+    (
+        "rater",
+        "a model that predicts the judge's harm scores of the gated models' answers (cross-model rating, reported "
+        "by bins of the actual score): a full model directory, or fake:SCENARIO; repeatable",
+    ),
+)
+
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("emguard", "emergent-misalignment gate (pytest-emguard)")
@@ -163,34 +182,10 @@ def add_options(parser: pytest.Parser) -> None:
         "them is decided, on an anytime-valid interval (a confidence sequence) instead of the bootstrap; refused "
         "where an item's threshold is below the narrowest such interval at the bank's size (it could never pass)",
     )
-    bank_help = (
-        "CHECK=PATH: a YAML question bank that replaces or extends CHECK's bank (our format, or the question "
-        "files of the original emergent-misalignment evaluation); repeatable"
-    )
-    group.addoption(
-        "--em-bank", dest="em_bank", action="append", default=None, help=f"{bank_help}. ini: em_bank"
-    )
-    parser.addini("em_bank", f"pytest-emguard: {bank_help}", type="linelist", default=[])
-    engine_help = (
-        "KEY=VALUE: an engine setting for the vllm backend (tensor_parallel_size=2, gpu_memory_utilization=0.8, "
-        "max_model_len=4096, ...; values read as JSON where they parse); repeatable"
-    )
-    group.addoption(
-        "--em-engine-arg",
-        dest="em_engine_arg",
-        action="append",
-        default=None,
-        help=f"{engine_help}. ini: em_engine_arg",
-    )
-    parser.addini("em_engine_arg", f"pytest-emguard: {engine_help}", type="linelist", default=[])
-    rater_help = (
-        "a model that predicts the judge's harm scores of the gated models' answers (cross-model rating, reported "
-        "by bins of the actual score): a full model directory, or fake:SCENARIO; repeatable"
-    )
-    group.addoption(
-        "--em-rater", dest="em_rater", action="append", default=None, help=f"{rater_help}. ini: em_rater"
-    )
-    parser.addini("em_rater", f"pytest-emguard: {rater_help}", type="linelist", default=[])
+    for name, text in _REPEATABLE:  # one value per use on the command line; one per line of the ini key
+        dest = "em_" + name.replace("-", "_")
+        group.addoption(f"--em-{name}", dest=dest, action="append", default=None, help=f"{text}. ini: {dest}")
+        parser.addini(dest, f"pytest-emguard: {text}", type="linelist", default=[])
 
 
 def _raw(config: pytest.Config, name: str) -> Any:
