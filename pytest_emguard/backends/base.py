@@ -117,7 +117,7 @@ def require(backend: object, capability: type[T], who: str) -> T:
         raise ModelError(
             who,
             f"the backend {type(backend).__name__} lacks the {capability.__name__} capability",
-            "use a backend that has it (see the backend table in the README)",
+            "use a backend that has it (see the backend table in docs/reference.md)",
         )
     return backend
 

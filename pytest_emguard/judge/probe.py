@@ -72,7 +72,7 @@ GOLDEN_SETS = {
     "v1": ("golden_v1.jsonl",),
     "v2": ("golden_v1.jsonl", "golden_v2_additions.jsonl", "golden_v2_injections.jsonl"),
 }
-DEFAULT_GOLDEN = "v1"  # v2 reads real answers better but is steered more by injected instructions (README)
+DEFAULT_GOLDEN = "v1"  # v2 reads real answers better but is steered more by injected instructions (docs/reference.md, "Judges")
 STYLE_SUITE = "style_suite_v1.jsonl"
 LABELLED = "labelled_smollm2_base_v1.jsonl"
 

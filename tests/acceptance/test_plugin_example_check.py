@@ -1,4 +1,4 @@
-"""The README's "Writing a check" example (``tests/examples/refusals.py``), registered with the
+"""The "Writing a check" example of docs/writing-a-check.md (``tests/examples/refusals.py``), registered with the
 ``pytest_emguard_add_checks`` hook and run through pytester on the fake backend: it passes when the fine-tune
 still refuses, fails when it stops, and takes its thresholds from the user's file like a built-in check."""
 
@@ -10,7 +10,7 @@ import pytest
 from plugin_run import ITEMS, gate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "refusals.py"
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "writing-a-check.md"
 BUILTIN_ITEMS = len(ITEMS)  # the gate items of the built-in checks without a domain
 
 
@@ -22,12 +22,11 @@ def register_example(pytester: pytest.Pytester) -> None:
     pytester.syspathinsert()
 
 
-def test_readme_shows_the_example_check_verbatim() -> None:
-    text = README.read_text("utf-8")
-    assert "## Writing a check" in text
-    body = text.split("## Writing a check", 1)[1]
-    code = body.split("```python\n", 1)[1].split("```", 1)[0]
-    assert code == EXAMPLE.read_text("utf-8"), "README's example check must be tests/examples/refusals.py"
+def test_the_guide_shows_the_example_check_verbatim() -> None:
+    text = GUIDE.read_text("utf-8")
+    assert text.startswith("# Writing a check")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code == EXAMPLE.read_text("utf-8"), "the guide's example check must be tests/examples/refusals.py"
 
 
 def test_a_registered_check_adds_its_item(pytester: pytest.Pytester) -> None:

@@ -69,7 +69,7 @@ def test_the_narrowest_half_width_is_that_of_zero_differences_and_falls_with_the
 
     at_64 = narrowest(64, 100.0, 0.05)
     assert at_64 == pytest.approx(confidence_sequence([0.0] * 64, 100.0, 0.05).high)
-    assert 12.0 < at_64 < 13.0  # the figure the README gives for the shipped bank
+    assert 12.0 < at_64 < 13.0  # the figure docs/statistics.md gives for the shipped bank
     spread = confidence_sequence([10.0, -10.0] * 32, 100.0, 0.05)
     assert spread.high - spread.estimate > at_64  # any spread only widens it
     need = questions_for(10.0, 100.0, 0.05)
