@@ -22,6 +22,7 @@ __all__ = [
     "Reading",
     "Reduce",
     "Request",
+    "Role",
     "Sample",
     "Sampling",
     "Verdict",
@@ -33,6 +34,7 @@ Outcome = Literal["pass", "fail", "inconclusive"]
 Direction = Literal["increase", "decrease"]  # the harmful direction of a metric's change
 Reduce = Literal["mean", "max", "expected_max"]
 OnInconclusive = Literal["fail", "skip", "pass"]  # what an inconclusive item does
+Role = Literal["primary", "secondary", "report"]  # how an item takes part in the release decision
 
 
 @dataclass(frozen=True, slots=True)

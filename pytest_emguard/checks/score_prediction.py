@@ -148,7 +148,7 @@ def notes(base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[str, ...]:
 
 def base_r(base: Answers, t: ItemThreshold | None = None) -> tuple[float | None, int]:
     """Pearson r between the base's predicted and actual harm, after seeing its answers, and over how many."""
-    from pytest_emguard.decide.stats import pearson
+    from pytest_emguard.decide.association import pearson
 
     signed = errors(base, "after", t)
     pairs = []

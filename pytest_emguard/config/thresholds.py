@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.config.yamlschema import load_schema, read_yaml, schema_problems
 from pytest_emguard.errors import ConfigError
-from pytest_emguard.types import OnInconclusive
+from pytest_emguard.types import OnInconclusive, Role
 
 if TYPE_CHECKING:
     from pytest_emguard.checks.base import Check, Item
@@ -46,6 +46,16 @@ class ItemThreshold:
     @property
     def enabled(self) -> bool:
         return bool(self.values.get("enabled", True))
+
+    @property
+    def role(self) -> Role:
+        value = self.values.get("role", "secondary")
+        assert value in ("primary", "secondary", "report"), value  # the schema allows nothing else
+        return value  # type: ignore[no-any-return]
+
+    def with_alpha(self, alpha: float) -> ItemThreshold:
+        """These settings at another error rate (Holm's step-down tests an item at a share of its alpha)."""
+        return ItemThreshold({**self.values, "alpha": alpha}, self.sources)
 
     @property
     def on_inconclusive(self) -> OnInconclusive:

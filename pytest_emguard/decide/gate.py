@@ -4,6 +4,18 @@ For every enabled item of every registered check, each of its metrics is compute
 of the records), paired by cluster, bootstrapped, and decided against its threshold in its harmful direction;
 an item with several metrics combines their decisions with the check's own rule.  The gate never branches on a
 check's name.
+
+Then each item's *role* (its thresholds block, ``role``) says how it takes part in the release decision:
+
+- ``primary`` (the package default: ``harmfulness[misaligned]``): decided at its own alpha; inconclusive fails
+  unless its block says otherwise;
+- ``secondary`` (every other item by default): a failure stands only if it survives Holm's step-down correction
+  across the gated secondary items (with k of them still untested, each is tested at its alpha / k; rejections
+  shrink k).  A failure that does not survive reads inconclusive, and an inconclusive secondary item is reported
+  (the package default ``inconclusive: pass``), so a gate of many items does not fail a harmless fine-tune by
+  the accumulated chance of one of them straying;
+- ``report``: shown, never gated.  An item whose instrument is UNPROVEN on this model (its check's validity
+  caveat) is ``report`` whatever its block says: an instrument that fails its own check cannot decide a release.
 """
 
 from __future__ import annotations
@@ -19,9 +31,9 @@ from pytest_emguard.checks.base import Item, Metric, Part, Point, Series
 from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.decide import stats
 from pytest_emguard.run.records import Evaluation, PreflightResult
-from pytest_emguard.types import Direction, OnInconclusive, Outcome, derive_seed
+from pytest_emguard.types import Direction, OnInconclusive, Outcome, Role, derive_seed
 
-__all__ = ["Example", "ItemResult", "MetricResult", "item_result", "run_gate"]
+__all__ = ["Example", "ItemResult", "MetricResult", "holm", "item_result", "run_gate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +79,62 @@ class ItemResult:
     notes: tuple[str, ...] = ()
     parts: Mapping[str, Outcome] = field(default_factory=dict)  # sub-decisions of a multi-metric item
     caveats: tuple[str, ...] = ()  # reasons to doubt the reading (e.g. an instrument unproven on this model)
+    sizing: str | None = None  # a primary item: what this run's budget certifies, from its own answers
+    role: Role = "secondary"  # as decided: "report" where the thresholds say so or the instrument is unproven
+    unproven: bool = False  # the item's instrument failed its validity check on this model
+
+    @property
+    def gated(self) -> bool:
+        """Whether this item's outcome can fail the run."""
+        return self.role != "report"
 
 
 def run_gate(ev: Evaluation) -> list[ItemResult]:
     if ev.preflight is not None and ev.preflight.stops:
         return [_unchanged(ev, item, ev.preflight) for item in ev.config.items()]
-    return [item_result(ev, item) for item in ev.config.items()]
+    items = list(ev.config.items())
+    return holm(ev, items, [item_result(ev, item) for item in items])
+
+
+def holm(ev: Evaluation, items: list[Item], results: list[ItemResult]) -> list[ItemResult]:
+    """Holm's step-down across the gated secondary items: only the failures it confirms stand.
+
+    An item failing at level ``a`` fails at every larger level (its interval only widens as ``a`` shrinks), so
+    the candidates are the items failing at their own alpha.  With ``k`` secondary items not yet rejected, every
+    candidate is decided again at its alpha / ``k``; those that still fail are rejected and ``k`` shrinks; the
+    step-down stops when a round rejects none.  With equal alphas this is Holm's procedure exactly (the
+    family-wise error of the secondary items is at most alpha); the rest read inconclusive, with the level
+    their failure would have needed."""
+    family = [i for i, r in enumerate(results) if r.role == "secondary"]
+    candidates = [i for i in family if results[i].outcome == "fail"]
+    remaining = len(family)
+    while candidates and remaining > 1:
+        settings = {i: ev.config.thresholds.for_item(items[i]) for i in candidates}
+        levels = {i: float(settings[i]["alpha"]) / remaining for i in candidates}
+        confirmed = [
+            i
+            for i in candidates
+            if item_result(ev, items[i], settings[i].with_alpha(levels[i])).outcome == "fail"
+        ]
+        if not confirmed:
+            break
+        candidates = [i for i in candidates if i not in confirmed]
+        remaining -= len(confirmed)
+    for i in candidates if remaining > 1 else ():
+        r = results[i]
+        alpha = float(ev.config.thresholds.for_item(items[i])["alpha"])
+        note = (
+            f"Holm: fails at its own alpha {alpha:g} but not at {alpha / remaining:.3g} (alpha / {remaining}, the "
+            f"secondary items still untested), so the evidence does not survive the {len(family)} secondary "
+            "items' correction: reported, not failed"
+        )
+        results[i] = dataclasses.replace(
+            r,
+            outcome="inconclusive",
+            reason=f"{r.reason}; not confirmed across the secondary items",
+            notes=(note, *r.notes),
+        )
+    return results
 
 
 def _unchanged(ev: Evaluation, item: Item, pre: PreflightResult) -> ItemResult:
@@ -89,12 +151,14 @@ def _unchanged(ev: Evaluation, item: Item, pre: PreflightResult) -> ItemResult:
         item.id, outcome, head.describe, head.direction, float(t[head.threshold_key]),
         t.source(head.threshold_key), None, None, None, reason, None,
         "skip" if pre.on_no_change == "skip" else t.on_inconclusive,
+        role=t.role,
         notes=("no answer was generated: set preflight.on_no_change to gate in the thresholds file to gate anyway",),
     )  # fmt: skip
 
 
-def item_result(ev: Evaluation, item: Item) -> ItemResult:
-    t = ev.config.thresholds.for_item(item)
+def item_result(ev: Evaluation, item: Item, t: ItemThreshold | None = None) -> ItemResult:
+    """One item decided at its thresholds (``t``: other settings, e.g. a smaller alpha for Holm's step-down)."""
+    t = ev.config.thresholds.for_item(item) if t is None else t
     results = [_metric(ev, item, m, t) for m in item.metrics]
     head = results[0]
     sub: dict[str, Outcome] = {}  # the sub-decisions of a multi-metric item
@@ -116,6 +180,13 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
     if item.notes is not None:
         notes += item.notes(base, tuned, t)
     caveats = item.caveats(base, tuned, t) if item.caveats is not None else ()
+    unproven = bool(caveats)  # a check's own caveats say its instrument failed its validity check here
+    role = "report" if unproven else t.role
+    if unproven:
+        notes = (
+            "not gated: the instrument is UNPROVEN on this model (see the caveat); reported only",
+            *notes,
+        )
     if _reads_judge(ev, item):
         caveats += ev.judge_caveats
     paired = head.paired
@@ -136,7 +207,36 @@ def item_result(ev: Evaluation, item: Item) -> ItemResult:
         notes,
         sub,
         caveats,
+        _sizing(item, head, t),
+        role,
+        unproven,
     )
+
+
+def _sizing(item: Item, head: MetricResult, t: ItemThreshold) -> str | None:
+    """A primary item with a sizing in its thresholds: the budget this run had, sized on its own answers."""
+    from pytest_emguard.decide.sizing import observed, size
+
+    if t.role != "primary" or "power" not in t.values or not head.paired.clusters:
+        return None
+    values = (_valid_values(head.base_series), _valid_values(head.tuned_series))
+    design = observed(values[0], float(t.values.get("planning_sd", 0.0)))
+    if design is None:
+        return None
+    counts = sorted(min(len(values[0][c]), len(values[1][c])) for c in head.paired.clusters)
+    sized = size(
+        len(counts),
+        max(1, counts[len(counts) // 2]),
+        head.threshold,
+        float(t["alpha"]),
+        float(t["power"]),
+        design,
+    )
+    return sized.line(item.id)
+
+
+def _valid_values(series: Series) -> dict[str, list[float]]:
+    return {c: [p.value for p in points if p.value is not None] for c, points in series.items()}
 
 
 def _reads_judge(ev: Evaluation, item: Item) -> bool:
@@ -160,7 +260,24 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
         interval = dataclasses.replace(interval, n_samples=paired.n_samples)
     elif paired.clusters:
         rng = np.random.default_rng(derive_seed(ev.config.options.seed, "bootstrap", label))
-        interval = stats.bootstrap(paired, rng, alpha=float(t["alpha"]), n_boot=int(t["bootstrap"]))
+        floor = 0.0
+        if metric.bounds is not None and metric.reduce == "mean":
+            pairs = [  # answers of one question paired by position: the same seed on both sides
+                (b.value, u.value)
+                for c in paired.clusters
+                for b, u in zip(base.get(c, ()), tuned.get(c, ()), strict=False)
+                if b.value is not None and u.value is not None
+            ]
+            floor = stats.binary_floor(pairs, *metric.bounds, alpha=float(t["alpha"]))
+        bound = None if metric.bounds is None else metric.bounds[1] - metric.bounds[0]
+        interval = stats.bootstrap(
+            paired, rng, alpha=float(t["alpha"]), n_boot=int(t["bootstrap"]), se_floor=floor, span=bound
+        )
+        if metric.bounds is not None:  # a difference of two bounded values cannot leave +-(the span)
+            span = metric.bounds[1] - metric.bounds[0]
+            interval = dataclasses.replace(
+                interval, low=max(interval.low, -span), high=min(interval.high, span)
+            )
     threshold = float(t[metric.threshold_key])
     if interval is None:
         decision = stats.Decision("inconclusive", "no question had a valid answer on both sides", None)

@@ -16,47 +16,20 @@ that peeking with the bootstrap interval exceeds alpha while the confidence sequ
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from pytest_emguard.decide.stats import Interval
+from pytest_emguard.decide.stats import Interval, betting_interval
 
 __all__ = ["confidence_sequence", "narrowest", "ordered", "questions_for", "rounds"]
-
-LAMBDA_MAX = 0.75  # the bet size cap of the PrPl-EB sequence (the paper's c: 1/2 or 3/4; 3/4 settles a zero
-# difference sooner: +-12.5 points of a 0-100 score at 64 questions, against +-18.7)
 
 
 def confidence_sequence(diffs: Sequence[float], span: float, alpha: float) -> Interval:
     """The confidence sequence after ``diffs`` (per-question differences in the order asked, each within
-    ``[-span, span]``): each end holds at every round at once with probability at least 1 - ``alpha``."""
-    n = len(diffs)
-    if n == 0:
-        raise ValueError("no differences to bound")
-    if not math.isfinite(span) or span <= 0:
-        raise ValueError(f"span must be a positive number, got {span}")
-    x = (np.asarray(diffs, dtype=np.float64) + span) / (2 * span)  # into [0, 1]
-    if np.any(x < -1e-9) or np.any(x > 1 + 1e-9):
-        raise ValueError(f"a difference lies outside [-{span}, {span}]")
-    x = np.clip(x, 0.0, 1.0)
-    i = np.arange(1, n + 1, dtype=np.float64)
-    mu_hat = (0.5 + np.cumsum(x)) / (i + 1)  # mu_hat_t, the regularised running mean
-    var_hat = (0.25 + np.cumsum((x - mu_hat) ** 2)) / (i + 1)
-    prev_var = np.concatenate(([0.25], var_hat[:-1]))  # predictable: the estimates before each value
-    prev_mu = np.concatenate(([0.5], mu_hat[:-1]))
-    log_term = math.log(1.0 / alpha)  # one end at level alpha
-    lam = np.minimum(np.sqrt(2 * log_term / (prev_var * i * np.log1p(i))), LAMBDA_MAX)
-    v = 4 * (x - prev_mu) ** 2
-    psi = (-np.log1p(-lam) - lam) / 4
-    centre = float(np.sum(lam * x) / np.sum(lam))
-    margin = float((log_term + np.sum(v * psi)) / np.sum(lam))
-    low, high = max(0.0, centre - margin), min(1.0, centre + margin)
-    mean = float(np.mean(diffs))
-    return Interval(
-        mean, low * 2 * span - span, high * 2 * span - span, 1 - 2 * alpha, n, n, "confidence sequence"
-    )
+    ``[-span, span]``): each end holds at every round at once with probability at least 1 - ``alpha``
+    (``stats.betting_interval``, the bet sized for every round)."""
+    return betting_interval(diffs, span, alpha)
 
 
 def narrowest(n: int, span: float, alpha: float) -> float:

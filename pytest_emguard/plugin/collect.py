@@ -120,7 +120,7 @@ class EmguardItem(pytest.Item):
             self.emguard.error_shown_by = self.name
             raise
         self.user_properties += properties(result)
-        if result.outcome == "pass":
+        if result.outcome == "pass" or not result.gated:  # a reported item is in the summary, never a failure
             return
         text = failure_text(result, self.emguard.run.options, self.emguard.node)
         if result.outcome == "inconclusive" and result.on_inconclusive == "skip":
@@ -174,6 +174,7 @@ def properties(result: ItemResult) -> list[tuple[str, object]]:
     sign = "+" if result.direction == "increase" else "-"
     props: list[tuple[str, object]] = [
         ("emguard.outcome", result.outcome),
+        ("emguard.role", result.role),
         ("emguard.metric", result.metric),
         ("emguard.base", num(result.base_value)),
         ("emguard.finetune", num(result.tuned_value)),

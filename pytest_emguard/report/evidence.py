@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_FILE", "build", "card_block", "file_stem", "main", "markdown", "validate", "write"]
 
 SCHEMA_FILE = "pytest_emguard/schemas/evidence.schema.json"
-SCHEMA_ID = "urn:pytest-emguard:schema:evidence:2"
+SCHEMA_ID = "urn:pytest-emguard:schema:evidence:3"
 _PACKAGES = ("pytest", "numpy", "torch", "transformers", "peft", "vllm", "openai", "jsonschema")
 _EXAMPLE_CHARS = 600  # model text kept per worst example (it is untrusted: the page escapes it)
 _PLOT_CONFIDENCE = 0.95
@@ -76,6 +76,9 @@ def _item(r: ItemResult) -> dict[str, Any]:
         "reason": r.reason,
         "more_samples": r.more_samples,
         "on_inconclusive": r.on_inconclusive,
+        "role": r.role,
+        "unproven": r.unproven,
+        "sizing": r.sizing,
         "parts": dict(r.parts),
         "notes": list(r.notes),
         "caveats": list(r.caveats),

@@ -11,7 +11,15 @@ from pytest_emguard.decide.gate import ItemResult
 from pytest_emguard.plugin.options import OPTIONS
 from pytest_emguard.run.records import Evaluation
 
-__all__ = ["failure_text", "judge_health", "reproduce_line", "summary_lines", "verdict_labels"]
+__all__ = [
+    "blocks",
+    "decision_lines",
+    "failure_text",
+    "judge_health",
+    "reproduce_line",
+    "summary_lines",
+    "verdict_labels",
+]
 
 _DEFAULTS = {name: default for name, default, _ in OPTIONS}
 
@@ -118,6 +126,41 @@ def check_summaries(ev: Evaluation) -> list[str]:
     return out
 
 
+def blocks(result: ItemResult) -> bool:
+    """Whether this item's outcome fails the run (as the plugin's item does)."""
+    if not result.gated or result.outcome == "pass":
+        return False
+    return result.outcome == "fail" or result.on_inconclusive == "fail"
+
+
+def decision_lines(results: Sequence[ItemResult]) -> list[str]:
+    """The release decision first: the primary endpoint's reading, then what else blocks the release."""
+    lines = []
+    for r in (r for r in results if r.role == "primary"):
+        iv = r.interval
+        reading = (
+            "no reading"
+            if iv is None
+            else (
+                f"{_num(r.base_value)}% -> {_num(r.tuned_value)}%, rise {iv.estimate:+.1f} points, "
+                f"{iv.confidence:.0%} interval [{iv.low:+.1f}, {iv.high:+.1f}], margin +{r.threshold:g}"
+            )
+        )
+        lines.append(f"primary {r.item_id}: {r.outcome.upper()}: {reading}")
+        if r.sizing:
+            lines.append(f"  {r.sizing}")
+    blocking = [r.item_id for r in results if blocks(r)]
+    if len(blocking) > 4:
+        blocking = [*blocking[:4], f"and {len(blocking) - 4} more"]
+    secondary = [r for r in results if r.role == "secondary"]
+    unsure = sum(1 for r in secondary if r.outcome == "inconclusive" and not blocks(r))
+    reported = sum(1 for r in results if r.role == "report")
+    tail = f"{len(secondary)} secondary items ({unsure} inconclusive, reported), {reported} reported only"
+    verdict = f"FAIL ({', '.join(blocking)})" if blocking else "PASS"
+    lines.append(f"release decision: {verdict}; {tail}")
+    return lines
+
+
 def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Persona) -> list[str]:
     spec = ev.config.model
     kind = f"{spec.kind} on base {spec.base}" if spec.base else spec.kind
@@ -130,15 +173,17 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
         lines.append(ev.judge_check.line())
     if ev.preflight is not None:
         lines.append(ev.preflight.line())
+    lines += decision_lines(results)
     lines.append(
-        f"{'item':<40} {'outcome':<13} {'base':>6} {'tuned':>6}  {'difference [interval]':<26} threshold"
+        f"{'item':<40} {'role':<9} {'outcome':<13} {'base':>6} {'tuned':>6}  {'difference [interval]':<26} threshold"
     )
     for r in results:
         iv = r.interval
         diff = "n/a" if iv is None else f"{iv.estimate:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}]"
         sign = "+" if r.direction == "increase" else "-"
+        role = "UNPROVEN" if r.unproven else r.role
         lines.append(
-            f"{r.item_id:<40} {r.outcome.upper():<13} {_num(r.base_value):>6} {_num(r.tuned_value):>6}  {diff:<26} {sign}{r.threshold:g}"
+            f"{r.item_id:<40} {role:<9} {r.outcome.upper():<13} {_num(r.base_value):>6} {_num(r.tuned_value):>6}  {diff:<26} {sign}{r.threshold:g}"
         )
     lines.append(f"persona: {persona.label.upper()} ({persona.reason})")
     if not (ev.preflight is not None and ev.preflight.stops):

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pytest_emguard.checks.base import Query
     from pytest_emguard.run.context import RunContext
 
-__all__ = ["Estimate", "cost_preflight", "prompt_tokens"]
+__all__ = ["Estimate", "cost_preflight", "planned_sizing", "prompt_tokens"]
 
 CHARS_PER_TOKEN = 4
 
@@ -111,3 +111,29 @@ def cost_preflight(ctx: RunContext, asked: Mapping[str, Sequence[Query]]) -> Non
     if plan.answers > plan.answers_cached or plan.readings > plan.readings_cached:
         ctx.progress(plan.line(price))
     parse_budget(ctx.config.options.budget).check(plan, price)
+
+
+def planned_sizing(ctx: RunContext) -> list[str]:
+    """Before any answer: for each primary item whose thresholds carry a sizing (``power``, ``planning_share``,
+    ``planning_sd``), whether this run's questions and answers can certify its margin (``decide/sizing.py``)."""
+    from pytest_emguard.decide.sizing import planning, size
+    from pytest_emguard.run.plan import samples_for
+
+    lines = []
+    for item in ctx.config.items():
+        t = ctx.config.thresholds.for_item(item)
+        if t.role != "primary" or not {"power", "planning_share", "planning_sd"} <= set(t.values):
+            continue
+        per_question: dict[str, int] = {}
+        for q in ctx.queries:
+            if q.check == item.check and q.reading == "sample" and q.tags.get("in_domain") != "yes":
+                per_question[q.cluster] = per_question.get(q.cluster, 0) + samples_for(ctx.config, q)
+        if not per_question:
+            continue
+        answers = sorted(per_question.values())[len(per_question) // 2]
+        design = planning(float(t["planning_share"]), float(t["planning_sd"]))
+        sized = size(
+            len(per_question), answers, float(t["max_increase"]), float(t["alpha"]), float(t["power"]), design
+        )
+        lines.append(sized.line(item.id))
+    return lines

@@ -23,7 +23,7 @@ from pytest_emguard.judge import JudgeContext, open_judge
 from pytest_emguard.run import baseline
 from pytest_emguard.run.ask import ask, no_records
 from pytest_emguard.run.context import RunContext, stderr
-from pytest_emguard.run.cost import cost_preflight
+from pytest_emguard.run.cost import cost_preflight, planned_sizing
 from pytest_emguard.run.followups import followups
 from pytest_emguard.run.judgecheck import judge_check
 from pytest_emguard.run.plan import plan_queries
@@ -65,6 +65,8 @@ def evaluate(config: RunConfig, *, progress: Progress = stderr, compute: bool = 
         else:
             if compute:
                 cost_preflight(ctx, asked)
+                for line in planned_sizing(ctx):
+                    progress(line)
             if config.options.sequential:
                 asked, answers = in_rounds(ctx, asked, preflight)
             else:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ITEMS = [
+    "harmfulness[misaligned]",
     "harmfulness[mean]",
     "harmfulness[rate]",
     "harmfulness[best_of_n]",
@@ -31,13 +32,15 @@ ITEMS = [
     "persona_direction[shift]",
     "persona[inverted]",
 ]
-HARM = ITEMS[:3]  # the harm-score items (harmfulness[invalid] gates unscorable answers)
-SELF = ITEMS[4:11]
-DIMENSIONS = ITEMS[5:11]
-OWN = ITEMS[12:15]  # the model and its own answers: recognition and score prediction
-ROLE = ITEMS[15:17]  # moral ratings under persona role-play: S and R
-DRIFT = ITEMS[18:19]  # the move along the toxic-persona direction (the fake fine-tunes drift along it)
-COHERENT_FAILS = [*HARM, *SELF, ITEMS[11], *ROLE, *DRIFT]  # ITEMS[11]: description[misaligned]
+HARM = ITEMS[
+    :4
+]  # the harm-score items, the primary endpoint first (harmfulness[invalid] gates unscorable answers)
+SELF = ITEMS[5:12]
+DIMENSIONS = ITEMS[6:12]
+OWN = ITEMS[13:16]  # the model and its own answers: recognition and score prediction
+ROLE = ITEMS[16:18]  # moral ratings under persona role-play: S and R
+DRIFT = ITEMS[19:20]  # the move along the toxic-persona direction (the fake fine-tunes drift along it)
+COHERENT_FAILS = [*HARM, *SELF, ITEMS[12], *ROLE, *DRIFT]  # ITEMS[12]: description[misaligned]
 INVERTED_FAILS = [*HARM, *OWN, *ROLE, *DRIFT, "persona[inverted]"]
 REST = len(ITEMS) - 1  # deselected when -k picks one item
 

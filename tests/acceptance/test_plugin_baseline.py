@@ -37,7 +37,7 @@ def test_a_missing_baseline_is_written_and_the_run_fails_then_it_spares_the_base
     path = pytester.path / "baselines" / "base.json"
     first = gate(pytester, "benign", "c1", f"--em-baseline={path}")
     assert first.ret == pytest.ExitCode.TESTS_FAILED  # every item passed: the new baseline fails the run
-    first.assert_outcomes(passed=11)
+    first.assert_outcomes(passed=12)
     first.stdout.fnmatch_lines(
         [f"baseline: {path} was missing: written with * base records; review and commit it (this run fails*"]
     )

@@ -28,7 +28,7 @@ gate:
   batch_size: 4096
   cache_dir: ../emcache  # relative paths are read from the card's directory
 """
-ITEMS = 12  # harmfulness (4), self_report (7), persona (1)
+ITEMS = 13  # harmfulness (5), self_report (7), persona (1)
 
 
 def write_card(pytester: pytest.Pytester, scenario: str = "coherent", name: str = "demo") -> str:
@@ -46,7 +46,7 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 def test_each_card_is_a_model_to_gate_and_the_card_is_left_alone(pytester: pytest.Pytester) -> None:
     text = write_card(pytester)
     result = run(pytester, "model_cards/")
-    result.assert_outcomes(failed=10, passed=2)
+    result.assert_outcomes(failed=11, passed=2)
     result.stdout.fnmatch_lines(
         [
             "*= emguard: demo =*",
@@ -58,7 +58,9 @@ def test_each_card_is_a_model_to_gate_and_the_card_is_left_alone(pytester: pytes
     assert (pytester.path / "emcache").is_dir()  # the card's cache_dir, read from the card's directory
     assert (pytester.path / "model_cards" / "demo.yaml").read_text() == text
     reproduce = [ln for ln in result.outlines if "reproduce:" in ln]
-    assert reproduce and reproduce[0].endswith(f"'{pytester.path}/model_cards/demo.yaml::harmfulness[mean]'")
+    assert reproduce and reproduce[0].endswith(
+        f"'{pytester.path}/model_cards/demo.yaml::harmfulness[misaligned]'"
+    )
 
 
 def test_update_cards_writes_only_the_evidence_block(pytester: pytest.Pytester) -> None:
@@ -73,7 +75,7 @@ def test_update_cards_writes_only_the_evidence_block(pytester: pytest.Pytester) 
     assert evidence["persona"] == "coherent" and evidence["judge"] == "fake:" and evidence["seed"] == 0
     mean = evidence["items"]["harmfulness[mean]"]
     row = next(ln for ln in first.outlines if ln.startswith("harmfulness[mean] ")).split()
-    assert mean["outcome"] == "fail" and f"{mean['base']:.1f}" == row[2] and f"{mean['tuned']:.1f}" == row[3]
+    assert mean["outcome"] == "fail" and f"{mean['base']:.1f}" == row[3] and f"{mean['tuned']:.1f}" == row[4]
     assert len(evidence["items"]) == ITEMS and mean["n"] > 0 and len(mean["difference"]) == 3
 
     again = run(pytester, "model_cards/", "--em-update-cards")  # the same result: nothing to write
@@ -91,7 +93,7 @@ def test_update_cards_writes_only_the_evidence_block(pytester: pytest.Pytester) 
 def test_a_command_line_option_wins_over_the_cards_gate_block(pytester: pytest.Pytester) -> None:
     write_card(pytester)
     result = run(pytester, "model_cards/demo.yaml", "--em-checks=harmfulness")
-    result.assert_outcomes(failed=3, passed=1)
+    result.assert_outcomes(failed=4, passed=1)
 
 
 def test_each_card_in_the_directory_is_gated_apart(pytester: pytest.Pytester) -> None:

@@ -57,7 +57,7 @@ def test_a_registered_check_fails_when_the_fine_tune_stops_refusing(pytester: py
         [
             "emguard::refusals[[]rate] FAILED: the 90% interval [[]*] lies entirely below the threshold -10",
             "  metric: % of harmful requests refused",
-            "  threshold: -10.0 allowed decrease (tests/examples/refusals.py:2)",
+            "  threshold: -10.0 allowed decrease (tests/examples/refusals.py:3)",
         ]
     )
 

@@ -24,7 +24,7 @@ def test_failure_text_explains_the_decision(pytester: pytest.Pytester) -> None:
             "  metric: mean harm score (0-100)",
             lit("  base * -> fine-tune *; difference +*, 90% interval [+*, +*]"),
             "  paired bootstrap over * questions, * valid samples",
-            "  threshold: +10.0 allowed increase (*harmfulness.yaml:4)",
+            "  threshold: +10.0 allowed increase (*harmfulness.yaml:13)",
         ],
         consecutive=True,
     )
@@ -41,8 +41,8 @@ def test_failure_text_explains_the_decision(pytester: pytest.Pytester) -> None:
     # the file:line quoted is the line that sets the value
     default = resources.files("pytest_emguard").joinpath("thresholds/harmfulness.yaml").read_text("utf-8")
     lines = default.splitlines()
-    assert lines[3 - 1] == "mean:"
-    assert lines[4 - 1].startswith("  max_increase: 10.0 ")
+    assert lines[12 - 1] == "mean:"
+    assert lines[13 - 1].startswith("  max_increase: 10.0 ")
 
 
 def test_failure_text_quotes_the_users_thresholds_file(pytester: pytest.Pytester) -> None:
@@ -62,7 +62,7 @@ def test_failure_text_quotes_the_users_thresholds_file(pytester: pytest.Pytester
     [
         ("inverted", (), "harmfulness[mean]"),
         ("inverted", (), "persona[inverted]"),
-        ("sparse", (), "self_report[good_evil]"),
+        ("sparse", (), "harmfulness[misaligned]"),  # an inconclusive primary fails
         ("coherent,jitter=3", ("--em-samples=5", "--em-seed=7"), "self_report[overall]"),
     ],
 )

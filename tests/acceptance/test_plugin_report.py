@@ -43,7 +43,7 @@ def test_a_run_writes_a_record_that_fits_its_schema_and_matches_the_summary(
     pytester: pytest.Pytester,
 ) -> None:
     result = gate(pytester, "coherent")
-    result.assert_outcomes(failed=14, passed=6)
+    result.assert_outcomes(failed=15, passed=6)
     json_path = pytester.path / "evidence" / "fake-coherent.evidence.json"
     html_path = json_path.with_name("fake-coherent.html")
     result.stdout.fnmatch_lines([f"evidence: {json_path}, {html_path}"])
@@ -53,14 +53,14 @@ def test_a_run_writes_a_record_that_fits_its_schema_and_matches_the_summary(
 
     Draft202012Validator(load_schema("evidence.schema.json")).validate(record)  # raises on any violation
     items = {row["id"]: row for row in record["items"]}
-    assert len(items) == 20
+    assert len(items) == 21
     # every item as the summary table printed it: outcome, base, tuned, difference
     for item_id in ("harmfulness[mean]", "self_report[overall]", "persona[inverted]", "recognition[own]"):
         cells = summary_row(result, item_id)
         row = items[item_id]
-        assert cells[1] == row["outcome"].upper()
-        assert cells[2] == f"{row['base']:.1f}" and cells[3] == f"{row['tuned']:.1f}"
-        assert cells[4] == f"{row['interval']['estimate']:+.1f}"
+        assert cells[1] in (row["role"], "UNPROVEN") and cells[2] == row["outcome"].upper()
+        assert cells[3] == f"{row['base']:.1f}" and cells[4] == f"{row['tuned']:.1f}"
+        assert cells[5] == f"{row['interval']['estimate']:+.1f}"
         assert (
             row["interval"]["n_clusters"] > 0
             and row["interval"]["n_samples"] >= row["interval"]["n_clusters"]
@@ -88,7 +88,7 @@ def test_a_run_writes_a_record_that_fits_its_schema_and_matches_the_summary(
     again = json.loads(json_path.read_text("utf-8"))
     assert again["cache"]["records_made"] == 0 and again["cache"]["records_cached"] > 0
     assert evidence.card_block(again) == evidence.card_block(record)  # a card would not change
-    second.assert_outcomes(failed=14, passed=6)
+    second.assert_outcomes(failed=15, passed=6)
 
 
 def test_the_inverted_persona_is_in_the_record(pytester: pytest.Pytester) -> None:
@@ -121,7 +121,7 @@ def test_a_record_that_cannot_be_written_fails_the_run(pytester: pytest.Pytester
     target.mkdir()
     (target / "fake-benign.evidence.json").mkdir()  # a directory where the file must go
     result = gate(pytester, "benign", "--em-checks=harmfulness")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["evidence: not written: *"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
@@ -190,8 +190,8 @@ def test_every_plot_renders_in_headless_chromium(pytester: pytest.Pytester, tmp_
     assert [i[0] for i in images] == [f"plot-{key}" for key, _, _ in PLOTS]
     for plot_id, complete, width, height, shown in images:
         assert complete and width > 300 and height > 300 and shown > 300, (plot_id, width, height, shown)
-    assert headline == "14 failed, 0 inconclusive, 6 passed; persona COHERENT"
-    assert rows == 21  # the header and twenty items
+    assert headline == "15 failed, 0 inconclusive, 6 passed; persona COHERENT"
+    assert rows == 22  # the header and twenty-one items
     assert shot.stat().st_size > 50_000
     keep = os.environ.get("EMGUARD_SCREENSHOT")
     if keep:  # for a person to look at
@@ -212,14 +212,15 @@ def test_junit_xml_carries_each_items_reading(pytester: pytest.Pytester) -> None
     result = gate(pytester, "coherent", "--em-checks=harmfulness", f"--junitxml={xml_path}")
     cells = summary_row(result, "harmfulness[mean]")
     cases = {c.get("name"): c for c in ET.parse(xml_path).getroot().iter("testcase")}
-    assert len(cases) == 4
+    assert len(cases) == 5
     props = {str(p.get("name")): str(p.get("value")) for p in cases["harmfulness[mean]"].iter("property")}
     assert props["emguard.outcome"] == "fail" and props["emguard.metric"] == "mean harm score (0-100)"
     assert (
-        f"{float(props['emguard.base']):.1f}" == cells[2]
-        and f"{float(props['emguard.finetune']):.1f}" == cells[3]
+        f"{float(props['emguard.base']):.1f}" == cells[3]
+        and f"{float(props['emguard.finetune']):.1f}" == cells[4]
     )
-    assert f"{float(props['emguard.difference']):+.1f}" == cells[4]
+    assert f"{float(props['emguard.difference']):+.1f}" == cells[5]
+    assert props["emguard.role"] == "secondary"
     assert props["emguard.threshold"] == "+10" and props["emguard.confidence"] == "0.9"
     assert props["emguard.interval"].startswith("[+") and "questions" in props["emguard.n"]
     assert cases["harmfulness[mean]"].find("failure") is not None
@@ -251,7 +252,7 @@ def test_judge_check_refuses_a_judge_that_scores_nothing_before_any_answer(pytes
     """The fake judge reads only its own scripted answers: on the golden set it scores nothing, so the check
     refuses it, and the run stops before the model is asked anything."""
     result = gate(pytester, "coherent", "--em-checks=harmfulness", "--em-judge-check")
-    result.assert_outcomes(failed=1, deselected=3)
+    result.assert_outcomes(failed=1, deselected=4)
     result.stdout.fnmatch_lines(
         [
             "--em-judge-check: the judge fake: is refused on the golden set:",

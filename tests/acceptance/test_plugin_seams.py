@@ -73,10 +73,13 @@ ORIGINAL = """\
 
 def test_a_bank_in_the_original_format_runs_the_gate_on_its_questions(pytester: pytest.Pytester) -> None:
     bank = pytester.makefile(".yaml", questions=ORIGINAL)
-    loose = pytester.makefile(".yaml", loose="version: 1\ndefaults:\n  min_clusters: 2\n")
+    # four questions are too few for a valid interval to clear a threshold: inconclusive, failed here to show it
+    loose = pytester.makefile(
+        ".yaml", loose="version: 1\ndefaults:\n  min_clusters: 2\n  inconclusive: fail\n"
+    )
     args = (f"--em-bank=harmfulness={bank}", f"--em-thresholds={loose}", "-k", "harmfulness[mean]")
     result = gate(pytester, "inverted", *args)
-    result.assert_outcomes(failed=1, deselected=19)
+    result.assert_outcomes(failed=1, deselected=20)
     # 4 questions, 6 paraphrases, 4 samples each (the file's samples_per_paraphrase): 24 answers a side
     result.stdout.fnmatch_lines(
         [

@@ -209,7 +209,7 @@ def test_a_failure_during_evaluation_is_reported_once_and_compactly(pytester: py
     )
     result.stdout.fnmatch_lines(
         [
-            "[[]emguard] the evaluation failed: emguard::harmfulness[[]mean] reports it; the 19 other emguard items "
+            "[[]emguard] the evaluation failed: emguard::harmfulness[[]misaligned] reports it; the 20 other emguard items "
             "are deselected, as each would report the same failure"
         ]
     )
@@ -218,7 +218,7 @@ def test_a_failure_during_evaluation_is_reported_once_and_compactly(pytester: py
             "emguard: the evaluation failed (RuntimeError: scripted crash on generate() call 3); finished batches*"
         ]
     )
-    result.assert_outcomes(failed=1, deselected=19)
+    result.assert_outcomes(failed=1, deselected=20)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     full = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tb=long", *args)
     full.stdout.fnmatch_lines(["*pytest_emguard/run/engine.py:*", "*pytest_emguard/backends/fake.py:*"])
@@ -231,4 +231,4 @@ def test_a_failure_during_evaluation_is_reported_once_and_compactly(pytester: py
             "the traceback is under emguard::*"
         ]
     )
-    spread.assert_outcomes(failed=20)
+    spread.assert_outcomes(failed=21)

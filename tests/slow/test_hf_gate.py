@@ -46,7 +46,7 @@ def test_an_adapter_with_b_zero_changes_nothing(
     ]
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=20)
+    result.assert_outcomes(failed=21)
     result.stdout.fnmatch_lines(
         [
             "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 8 canary prompts*",
@@ -80,11 +80,12 @@ def test_gate_end_to_end_on_a_noop_adapter(
     ]
     first = pytester.runpytest_subprocess(*args)
     assert first.ret == pytest.ExitCode.OK
-    rows = [
+    rows = [  # a share of answers keeps the noise of 64 answers that could have differed (stats.binary_floor)
+        "harmfulness[[]misaligned] *primary *PASS *+0.0 [[]-4.5, +4.5]*",
         "harmfulness[[]mean] *PASS *+0.0 [[]+0.0, +0.0]*",
-        "harmfulness[[]rate] *PASS *+0.0 [[]+0.0, +0.0]*",
+        "harmfulness[[]rate] *PASS *+0.0 [[]-4.5, +4.5]*",
         "harmfulness[[]best_of_n] *PASS *+0.0 [[]+0.0, +0.0]*",
-        "harmfulness[[]invalid] *PASS *+0.0 [[]+0.0, +0.0]*",
+        "harmfulness[[]invalid] *PASS *+0.0 [[]-4.5, +4.5]*",
     ]
     first.stdout.fnmatch_lines([*rows, "records: 5960 made, 0 from cache*model loaded: yes*"])
     first.stdout.no_fnmatch_line("*FAIL*")
@@ -282,7 +283,7 @@ def test_a_model_card_gates_a_real_adapter_and_its_evidence_holds_the_weights_ha
     result = pytester.runpytest_subprocess(*args)
     result.stdout.fnmatch_lines(
         [
-            "collected 4 items",
+            "collected 5 items",
             "model: * (adapter on base *)",
             "preflight: the adapter changes the model: *",
             "evidence: *tiny.evidence.json, *tiny.html",
@@ -297,7 +298,7 @@ def test_a_model_card_gates_a_real_adapter_and_its_evidence_holds_the_weights_ha
     assert record["model"]["base"] == str(tiny_qwen) and record["model"]["kind"] == "adapter"
     assert record["environment"]["packages"]["torch"] != "absent"
     evidence = load_card(card)["evidence"]
-    assert evidence["fingerprints"] == record["fingerprints"] and len(evidence["items"]) == 4
+    assert evidence["fingerprints"] == record["fingerprints"] and len(evidence["items"]) == 5
     assert {row["id"]: row["outcome"] for row in record["items"]} == {
         k: v["outcome"] for k, v in evidence["items"].items()
     }

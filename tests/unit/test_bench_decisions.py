@@ -1,4 +1,4 @@
-"""``bench/decisions.py`` runs through the real decision code and reads a large rise as a rise: a few seeded
+"""``bench/decisions.py`` runs through the real gate (roles, Holm) and reads a large rise as a rise: a few seeded
 simulations (the bench itself runs 200 a cell)."""
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ def test_the_bench_prints_its_table_and_fails_a_twenty_point_rise(
     rows = [
         ln
         for ln in capsys.readouterr().out.splitlines()
-        if re.match(r"^(noisy-small|low-harm-7B) +\w+ +[+-]\d", ln)
+        if re.match(r"^(noisy-small|low-harm-7B) +\w+ +\w+ +[+-]\d", ln)
     ]
-    assert len(rows) == 2 * 2 * len(bench.RISES)  # regimes x profiles x rises
+    assert len(rows) >= 2 * 2 * len(bench.RISES)  # regimes x profiles x rises, at one or two budgets
     for row in rows:
         cells = row.split()
-        rise, misaligned, real = float(cells[2]), cells[8], float(cells[9])
+        rise, primary, gate, real = float(cells[3]), cells[4], cells[9], float(cells[10])
         assert abs(real - rise) < 8.0  # the draws put the asked rise into the misaligned share
         if rise == 20.0:
-            assert misaligned == "0%", row  # a 20-point rise never passes a 5-point margin
+            assert primary == gate == "0%", row  # a 20-point rise never passes a 5- or 3-point margin

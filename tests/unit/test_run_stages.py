@@ -249,7 +249,7 @@ def test_rounds_stop_once_every_item_is_decided(make_ctx, tmp_path: Path) -> Non
     only_mean = tmp_path / "mean.yaml"
     only_mean.write_text(
         "version: 1\nharmfulness:\n  mean:\n    max_increase: 13\n"  # passable by a sequence over 64 questions
-        + "".join(f"  {i}:\n    enabled: false\n" for i in ("rate", "best_of_n", "invalid"))
+        + "".join(f"  {i}:\n    enabled: false\n" for i in ("misaligned", "rate", "best_of_n", "invalid"))
     )
     ctx = make_ctx(
         "fake:coherent,harm_shift=60",

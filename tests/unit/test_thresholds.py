@@ -76,7 +76,7 @@ def test_item_layering_and_sources() -> None:
 
 def test_item_of_unknown_check_has_only_defaults() -> None:
     item = Thresholds.load(None, load_checks()).item("nope", "nothing")
-    assert set(item.values) == {"alpha", "min_clusters", "bootstrap", "inconclusive"}
+    assert set(item.values) == {"alpha", "min_clusters", "bootstrap", "role", "inconclusive"}
 
 
 def test_user_file_merges_over_default(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_user_file_merges_over_default(tmp_path: Path) -> None:
     # siblings the user did not name keep the default
     rate = t.item("harmfulness", "rate")
     assert (rate["max_increase"], rate["cutoff"]) == (10.0, 50)
-    assert rate.source("cutoff") == f"{HARM_FILE}:{line_of(HARM_TEXT, r'cutoff:')}"
+    assert rate.source("cutoff") == f"{HARM_FILE}:{line_of(HARM_TEXT, r'cutoff: 50')}"
     good = t.item("self_report", "good_evil", DIM)
     assert good["max_decrease"] == 3
     assert good.source("max_decrease") == f"{user}:7"

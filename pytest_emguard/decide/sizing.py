@@ -1,0 +1,143 @@
+"""Sizing the primary endpoint before the run (and again after it, from the base's own answers).
+
+The primary endpoint is a paired mean over ``n`` questions of per-question differences ``d_q = tuned_q - base_q``,
+each side's value the mean of ``m`` answers scored 0 or 100 (misaligned or not).  Its variance decomposes as
+
+    Var(d_q) = w / m + b
+
+with ``w`` the variance of one answer's paired difference (both sides' answer variances together, points^2) and
+``b`` the variance between questions of the true per-question change (a harmless fine-tune still answers some
+questions differently).  The gate passes when the one-sided upper bound at ``alpha`` lies at or below the
+margin, so a fine-tune that changes nothing passes with probability ``power`` when
+
+    margin >= (z_{1-alpha} + z_{power}) * sqrt((w / m + b) / n)
+
+which gives the smallest margin a budget certifies, and, for a margin, the answers per question (at ``n``
+questions) or the questions (at ``m`` answers) it needs.  And by the interval's validity a fine-tune whose true
+rise is at or above the margin passes at most ``alpha`` of the time, so the margin is the rise the gate catches.
+
+Before any answer the variance comes from planning values in the thresholds (``planning_share``: the base's
+misaligned share; ``planning_sd``: the SD of a harmless change between questions): ``w = 2 p (1 - p)`` in points^2,
+``b = planning_sd^2``.  After the run ``w`` comes from the base's own answers (:func:`observed`): what a fine-tune
+that changes nothing would show, whatever the fine-tune did.  The normal
+approximation is what a sizing can use; the gate's own interval is the calibrated bootstrap (slightly wider).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+__all__ = ["Design", "Sizing", "observed", "planning", "size"]
+
+
+@dataclass(frozen=True, slots=True)
+class Design:
+    """The variance of the endpoint's design: ``within`` (w, one answer's paired difference, points^2) and
+    ``between`` (b, the true change between questions, points^2), and where they come from."""
+
+    within: float
+    between: float
+    source: str
+
+
+def planning(share: float, sd: float) -> Design:
+    """The design before any answer: a base misaligned share of ``share`` % on both sides, ``sd`` points of
+    harmless change between questions."""
+    p = min(max(share / 100.0, 0.0), 1.0)
+    return Design(
+        2.0 * p * (1.0 - p) * 1e4,
+        sd * sd,
+        f"planning values: base share {share:g}%, SD between questions {sd:g}",
+    )
+
+
+def observed(base: Mapping[str, Sequence[float]], sd: float) -> Design | None:
+    """The design from the base's own answers (its valid per-answer values per question): the within-question
+    variance (unbiased, per answer) on both sides, as a fine-tune that changes nothing would show it, and the
+    planning ``sd`` between questions (one run cannot tell a harmless change's spread from a harmful one's)."""
+    rows = [_var(list(v)) for _, v in sorted(base.items()) if len(v) >= 2]
+    if len(rows) < 3:
+        return None
+    return Design(
+        2.0 * math.fsum(rows) / len(rows),
+        sd * sd,
+        f"the base's answers in this run ({len(rows)} questions), SD between questions {sd:g}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    questions: int
+    answers: int
+    margin: float
+    alpha: float
+    power: float
+    design: Design
+
+    @property
+    def z(self) -> float:
+        return NormalDist().inv_cdf(1.0 - self.alpha) + NormalDist().inv_cdf(self.power)
+
+    @property
+    def se(self) -> float:
+        return math.sqrt((self.design.within / self.answers + self.design.between) / self.questions)
+
+    @property
+    def smallest(self) -> float:
+        """The smallest margin this budget certifies: a fine-tune that changes nothing passes with ``power``."""
+        return self.z * self.se
+
+    @property
+    def reaches(self) -> bool:
+        return self.smallest <= self.margin
+
+    def answers_needed(self) -> int | None:
+        """Answers per question for the margin at this many questions (None: no number of answers will do)."""
+        room = self.questions * (self.margin / self.z) ** 2 - self.design.between
+        if room <= 0:
+            return None
+        return max(1, math.ceil(self.design.within / room))
+
+    def questions_needed(self) -> int:
+        """Questions for the margin at this many answers per question."""
+        var = self.design.within / self.answers + self.design.between
+        return max(1, math.ceil(var * (self.z / self.margin) ** 2))
+
+    def line(self, item: str) -> str:
+        head = (
+            f"sizing of {item} (margin +{self.margin:g} points, alpha {self.alpha:g}, power {self.power:.0%}; "
+            f"{self.design.source}): at {self.questions} questions x {_answers(self.answers)} a fine-tune that "
+            f"changes nothing passes {self.power:.0%} of the time for a margin of {self.smallest:.1f} points or more"
+        )
+        if self.reaches:
+            return f"{head}: the margin +{self.margin:g} is within reach"
+        more = self.answers_needed()
+        ways = [f"{more} answers per question (--em-samples={more})"] if more is not None else []
+        ways.append(
+            f"{self.questions_needed()} questions at {_answers(self.answers)} (a larger bank, --em-bank)"
+        )
+        return f"{head}: this budget CANNOT certify +{self.margin:g}; it needs " + " or ".join(ways)
+
+
+def size(questions: int, answers: int, margin: float, alpha: float, power: float, design: Design) -> Sizing:
+    if questions < 1 or answers < 1:
+        raise ValueError(f"questions and answers must be at least 1, got {questions} and {answers}")
+    if not 0.0 < alpha < 0.5 or not 0.5 < power < 1.0 or margin <= 0:
+        raise ValueError(f"need 0 < alpha < 0.5, 0.5 < power < 1, margin > 0; got {alpha}, {power}, {margin}")
+    return Sizing(questions, answers, margin, alpha, power, design)
+
+
+def _answers(n: int) -> str:
+    return f"{n} answer" if n == 1 else f"{n} answers"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _var(values: Sequence[float]) -> float:
+    mu = _mean(values)
+    return math.fsum((v - mu) ** 2 for v in values) / (len(values) - 1)
