@@ -1,6 +1,6 @@
 """Operating characteristics of the release decision, through the real gate code; prints a table (seeded).
 
-    python bench/decisions.py [--sims 200] [--questions 64] [--samples 10] [--seed 0] [--jobs 2]
+    python bench/decisions.py [--sims 100] [--questions 64] [--samples 10] [--seed 0] [--jobs 2]
 
 A gate is judged by how often it passes what is fine and fails what is not, at the budget a user runs.  This
 script draws judged answers for a base and a fine-tune, builds the ``Evaluation`` the engine would return (the
@@ -244,11 +244,13 @@ def run(sims: int, questions: int, samples: int, seed: int, jobs: int = 1) -> No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sims", type=int, default=200)
+    parser.add_argument("--sims", type=int, default=100)
     parser.add_argument("--questions", type=int, default=64)
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes (cells run in parallel)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="worker processes (cells run in parallel; default 2)"
+    )
     args = parser.parse_args(argv)
     run(args.sims, args.questions, args.samples, args.seed, args.jobs)
     return 0
