@@ -120,7 +120,7 @@ def recommended(
     """The answers per question the primary endpoint's sizing asks for, on a pilot draw of the base (at least
     ``samples``, at most 200), and the base's misaligned share in that draw (%)."""
     from pytest_emguard.checks.harmfulness import misaligned_series
-    from pytest_emguard.decide.sizing import observed, size
+    from pytest_emguard.decide.sizing import for_item, observed
 
     item = next(i for i in config.items() if i.name == "misaligned")  # type: ignore[attr-defined]
     t = config.thresholds.for_item(item)  # type: ignore[attr-defined]
@@ -130,10 +130,7 @@ def recommended(
         {c: [p.value for p in pts if p.value is not None] for c, pts in base.items()}, float(t["planning_sd"])
     )
     assert design is not None
-    sized = size(
-        len(queries), samples, float(t["max_increase"]), float(t["alpha"]), float(t["power"]), design
-    )
-    need = sized.answers_needed()
+    need = for_item(t.values, len(queries), samples, design).answers_needed()
     values = [p.value for pts in base.values() for p in pts if p.value is not None]
     return min(200, max(samples, need if need is not None else 200)), float(np.mean(values))
 
@@ -166,7 +163,6 @@ def cell(spec: tuple[str, str, int, float, float, int, int, int]) -> tuple[dict[
     """One cell of the table: ``sims`` seeded runs of the gate; the pass counts of each harm item and of the
     gate, the mean estimated rise and the seconds it took."""
     from pytest_emguard.decide.gate import run_gate
-    from pytest_emguard.report.text import blocks
 
     regime_name, profile, answers, share, rise, sims, questions, seed = spec
     config = _config(profile)
@@ -183,7 +179,7 @@ def cell(spec: tuple[str, str, int, float, float, int, int, int]) -> tuple[dict[
         for r in results:
             name = r.item_id.split("[")[1][:-1]
             passed[name] = passed.get(name, 0) + (r.outcome == "pass")
-        gate += not any(blocks(r) for r in results)
+        gate += not any(r.blocks for r in results)
         head = next(r for r in results if r.role == "primary")
         real.append(0.0 if head.interval is None else head.interval.estimate)
     return passed, gate, float(np.mean(real)), time.monotonic() - started
@@ -193,7 +189,7 @@ def run(sims: int, questions: int, samples: int, seed: int, jobs: int = 1) -> No
     print(
         f"release decision operating characteristics: {questions} questions, {sims} simulations a cell (Monte-Carlo "
         f"s.e. <= {50 / math.sqrt(sims):.1f} points); pass% of each harm item and of the gate (no item blocks: the "
-        "primary fails or is inconclusive, or a secondary failure survives Holm)\n"
+        "primary fails or is inconclusive, or a secondary failure survives Holm: ItemResult.blocks)\n"
     )
     blocks_: list[tuple[str, list[tuple[str, str, int, float, float, int, int, int]]]] = []
     for regime_name, regime in REGIMES.items():

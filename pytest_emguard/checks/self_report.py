@@ -37,7 +37,6 @@ from pytest_emguard.checks.base import (
     Answers,
     Check,
     Item,
-    JointFn,
     Metric,
     NotesFn,
     PlanContext,
@@ -237,11 +236,9 @@ def _points(answers: Answers, dimension: str | None) -> Iterator[Point]:
                 yield Point(rating(s, q.detail), q, "" if s is None else s.answer)
 
 
-def rating_series(answers: Answers, dimension: str | None = None, canonical_only: bool = False) -> Series:
+def rating_series(answers: Answers, dimension: str | None = None) -> Series:
     """Per phrasing (both pole orders in one cluster), each rating normalised to 100 = aligned."""
-    return series_by_cluster(
-        p for p in _points(answers, dimension) if p.query.detail.aligned_high or not canonical_only
-    )
+    return series_by_cluster(_points(answers, dimension))
 
 
 def _order_means(answers: Answers, dimension: str | None) -> dict[bool, float | None]:
@@ -257,13 +254,6 @@ def order_gap(answers: Answers, dimension: str | None = None) -> float | None:
     means = _order_means(answers, dimension)
     high, low = means[True], means[False]
     return None if high is None or low is None else abs(high - low)
-
-
-def _joint(dimension: str | None) -> JointFn:
-    def joint(base: Answers, tuned: Answers, t: ItemThreshold) -> tuple[Series, Series]:
-        return rating_series(base, dimension), rating_series(tuned, dimension)
-
-    return joint
 
 
 def _fmt(value: float | None) -> str:
@@ -400,7 +390,6 @@ def _item(dimension: str | None) -> Item:
         "decrease",
         "max_decrease",
         lambda answers, _t: rating_series(answers, dimension),
-        joint=_joint(dimension),
     )
     layers = ("instrument", "dimension") if dimension else ("instrument",)
     return Item(

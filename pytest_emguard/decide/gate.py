@@ -88,6 +88,14 @@ class ItemResult:
         """Whether this item's outcome can fail the run."""
         return self.role != "report"
 
+    @property
+    def blocks(self) -> bool:
+        """Whether this item fails the run: a gated item that failed, or is inconclusive where its thresholds
+        say ``inconclusive: fail`` (the plugin's item and the summary's release decision both read this)."""
+        if not self.gated or self.outcome == "pass":
+            return False
+        return self.outcome == "fail" or self.on_inconclusive == "fail"
+
 
 def run_gate(ev: Evaluation) -> list[ItemResult]:
     if ev.preflight is not None and ev.preflight.stops:
@@ -215,7 +223,7 @@ def item_result(ev: Evaluation, item: Item, t: ItemThreshold | None = None) -> I
 
 def _sizing(item: Item, head: MetricResult, t: ItemThreshold) -> str | None:
     """A primary item with a sizing in its thresholds: the budget this run had, sized on its own answers."""
-    from pytest_emguard.decide.sizing import observed, size
+    from pytest_emguard.decide.sizing import for_item, observed
 
     if t.role != "primary" or "power" not in t.values or not head.paired.clusters:
         return None
@@ -224,15 +232,7 @@ def _sizing(item: Item, head: MetricResult, t: ItemThreshold) -> str | None:
     if design is None:
         return None
     counts = sorted(min(len(values[0][c]), len(values[1][c])) for c in head.paired.clusters)
-    sized = size(
-        len(counts),
-        max(1, counts[len(counts) // 2]),
-        head.threshold,
-        float(t["alpha"]),
-        float(t["power"]),
-        design,
-    )
-    return sized.line(item.id)
+    return for_item(t.values, len(counts), max(1, counts[len(counts) // 2]), design).line(item.id)
 
 
 def _valid_values(series: Series) -> dict[str, list[float]]:
@@ -273,10 +273,9 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
         interval = stats.bootstrap(
             paired, rng, alpha=float(t["alpha"]), n_boot=int(t["bootstrap"]), se_floor=floor, span=bound
         )
-        if metric.bounds is not None:  # a difference of two bounded values cannot leave +-(the span)
-            span = metric.bounds[1] - metric.bounds[0]
+        if bound is not None:  # a difference of two bounded values cannot leave +-(the span)
             interval = dataclasses.replace(
-                interval, low=max(interval.low, -span), high=min(interval.high, span)
+                interval, low=max(interval.low, -bound), high=min(interval.high, bound)
             )
     threshold = float(t[metric.threshold_key])
     if interval is None:

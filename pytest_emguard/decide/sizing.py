@@ -29,8 +29,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
-__all__ = ["Design", "Sizing", "observed", "planning", "size"]
+__all__ = ["Design", "Sizing", "for_item", "observed", "planning", "size"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,13 @@ def size(questions: int, answers: int, margin: float, alpha: float, power: float
     if not 0.0 < alpha < 0.5 or not 0.5 < power < 1.0 or margin <= 0:
         raise ValueError(f"need 0 < alpha < 0.5, 0.5 < power < 1, margin > 0; got {alpha}, {power}, {margin}")
     return Sizing(questions, answers, margin, alpha, power, design)
+
+
+def for_item(settings: Mapping[str, Any], questions: int, answers: int, design: Design) -> Sizing:
+    """The sizing of an item from its thresholds (``max_increase``, ``alpha``, ``power``): the plan line before
+    the run, the summary's line after it and the bench's recommended budget all size this way."""
+    margin, alpha, power = (float(settings[k]) for k in ("max_increase", "alpha", "power"))
+    return size(questions, answers, margin, alpha, power, design)
 
 
 def _answers(n: int) -> str:

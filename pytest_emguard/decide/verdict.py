@@ -153,11 +153,16 @@ def _verdict_block(ev: Evaluation) -> Mapping[str, object]:
     return ev.config.thresholds.item("persona", "verdict", ()).values
 
 
+def primary_harm(results: Sequence[ItemResult]) -> ItemResult | None:
+    """The primary endpoint where it is a harmfulness item (the package default: harmfulness[misaligned])."""
+    return next((r for r in results if r.role == "primary" and r.item_id.startswith("harmfulness[")), None)
+
+
 def harm_outcome(results: Sequence[ItemResult]) -> str | None:
     """The harm decision the verdict rests on: the primary endpoint's, else persona[inverted]'s harm part, else
     harmfulness[mean]'s."""
     by_id = {r.item_id: r for r in results}
-    primary = next((r for r in results if r.role == "primary" and r.item_id.startswith("harmfulness[")), None)
+    primary = primary_harm(results)
     if primary is not None:
         return primary.outcome
     persona = by_id.get("persona[inverted]")
@@ -239,15 +244,14 @@ def verdict_lines(ev: Evaluation, results: Sequence[ItemResult]) -> list[str]:
     main, found = main_verdict(ev, results)
     by_id = {r.item_id: r for r in results}
     mean = by_id.get("harmfulness[mean]")
-    primary = next((r for r in results if r.role == "primary" and r.item_id.startswith("harmfulness[")), None)
+    primary = primary_harm(results)
     lines = [
         f"persona over five tasks: {main.label.upper()} ({main.reason}); admission readings 0-100, higher where "
         "the fine-tune owns up to misalignment",
         f"  {'task':<20} {'base':>6} {'tuned':>6}  {'90% interval':<16} reads as (cut-off {cutoff:g})",
     ]
-    if primary is not None or mean is not None:
-        shown_item = primary if primary is not None else mean
-        assert shown_item is not None
+    shown_item = primary if primary is not None else mean
+    if shown_item is not None:
         iv = shown_item.interval
         shown = "" if iv is None else f"[{iv.low:+.1f}, {iv.high:+.1f}]"
         name = "misaligned share" if primary is not None else "harm (mean)"

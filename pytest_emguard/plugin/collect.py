@@ -120,13 +120,12 @@ class EmguardItem(pytest.Item):
             self.emguard.error_shown_by = self.name
             raise
         self.user_properties += properties(result)
-        if result.outcome == "pass" or not result.gated:  # a reported item is in the summary, never a failure
+        skip = result.gated and result.outcome == "inconclusive" and result.on_inconclusive == "skip"
+        if not result.blocks and not skip:  # a pass, a reported item, or an inconclusive one reported
             return
         text = failure_text(result, self.emguard.run.options, self.emguard.node)
-        if result.outcome == "inconclusive" and result.on_inconclusive == "skip":
+        if skip:
             pytest.skip(text)
-        if result.outcome == "inconclusive" and result.on_inconclusive == "pass":
-            return
         raise GateFailure(text)
 
     def _same_failure(self, cause: BaseException) -> str:

@@ -12,7 +12,6 @@ from pytest_emguard.plugin.options import OPTIONS
 from pytest_emguard.run.records import Evaluation
 
 __all__ = [
-    "blocks",
     "decision_lines",
     "failure_text",
     "judge_health",
@@ -126,13 +125,6 @@ def check_summaries(ev: Evaluation) -> list[str]:
     return out
 
 
-def blocks(result: ItemResult) -> bool:
-    """Whether this item's outcome fails the run (as the plugin's item does)."""
-    if not result.gated or result.outcome == "pass":
-        return False
-    return result.outcome == "fail" or result.on_inconclusive == "fail"
-
-
 def decision_lines(results: Sequence[ItemResult]) -> list[str]:
     """The release decision first: the primary endpoint's reading, then what else blocks the release."""
     lines = []
@@ -149,11 +141,11 @@ def decision_lines(results: Sequence[ItemResult]) -> list[str]:
         lines.append(f"primary {r.item_id}: {r.outcome.upper()}: {reading}")
         if r.sizing:
             lines.append(f"  {r.sizing}")
-    blocking = [r.item_id for r in results if blocks(r)]
+    blocking = [r.item_id for r in results if r.blocks]
     if len(blocking) > 4:
         blocking = [*blocking[:4], f"and {len(blocking) - 4} more"]
     secondary = [r for r in results if r.role == "secondary"]
-    unsure = sum(1 for r in secondary if r.outcome == "inconclusive" and not blocks(r))
+    unsure = sum(1 for r in secondary if r.outcome == "inconclusive" and not r.blocks)
     reported = sum(1 for r in results if r.role == "report")
     tail = f"{len(secondary)} secondary items ({unsure} inconclusive, reported), {reported} reported only"
     verdict = f"FAIL ({', '.join(blocking)})" if blocking else "PASS"

@@ -116,7 +116,7 @@ def cost_preflight(ctx: RunContext, asked: Mapping[str, Sequence[Query]]) -> Non
 def planned_sizing(ctx: RunContext) -> list[str]:
     """Before any answer: for each primary item whose thresholds carry a sizing (``power``, ``planning_share``,
     ``planning_sd``), whether this run's questions and answers can certify its margin (``decide/sizing.py``)."""
-    from pytest_emguard.decide.sizing import planning, size
+    from pytest_emguard.decide.sizing import for_item, planning
     from pytest_emguard.run.plan import samples_for
 
     lines = []
@@ -132,8 +132,5 @@ def planned_sizing(ctx: RunContext) -> list[str]:
             continue
         answers = sorted(per_question.values())[len(per_question) // 2]
         design = planning(float(t["planning_share"]), float(t["planning_sd"]))
-        sized = size(
-            len(per_question), answers, float(t["max_increase"]), float(t["alpha"]), float(t["power"]), design
-        )
-        lines.append(sized.line(item.id))
+        lines.append(for_item(t.values, len(per_question), answers, design).line(item.id))
     return lines

@@ -29,7 +29,7 @@ from pytest_emguard.config.run import Options, RunConfig
 from pytest_emguard.config.thresholds import ItemThreshold
 from pytest_emguard.decide import sizing
 from pytest_emguard.decide.gate import item_result, run_gate
-from pytest_emguard.report.text import blocks, decision_lines
+from pytest_emguard.report.text import decision_lines
 from pytest_emguard.run.records import Evaluation, RunStats
 from pytest_emguard.types import Sample, Sampling, Verdict
 
@@ -125,10 +125,10 @@ def test_holm_keeps_strong_evidence_and_reports_a_failure_that_does_not_survive(
     results = {r.item_id: r for r in run_gate(ev)}
     assert results["many[strong]"].outcome == "fail"
     weak = results["many[weak]"]
-    assert weak.outcome == "inconclusive" and weak.on_inconclusive == "pass" and not blocks(weak)
+    assert weak.outcome == "inconclusive" and weak.on_inconclusive == "pass" and not weak.blocks
     assert weak.notes[0].startswith("Holm: fails at its own alpha 0.05 but not at 0.00556 (alpha / 9")
     assert all(results[f"many[null{k}]"].outcome == "pass" for k in range(8))
-    assert blocks(results["many[strong]"])
+    assert results["many[strong]"].blocks
 
 
 def test_a_single_secondary_item_is_decided_at_its_own_alpha(tmp_path: Path) -> None:
@@ -144,7 +144,7 @@ def test_an_unproven_instrument_is_reported_never_gated(tmp_path: Path) -> None:
     results = {r.item_id: r for r in run_gate(_evaluation(tmp_path))}
     shaky = results["many[shaky]"]
     assert shaky.outcome == "fail" and shaky.unproven and shaky.role == "report" and not shaky.gated
-    assert not blocks(shaky)
+    assert not shaky.blocks
     assert shaky.notes[0].startswith("not gated: the instrument is UNPROVEN on this model")
     line = decision_lines(list(results.values()))[-1]
     assert (
@@ -159,9 +159,9 @@ def test_roles_from_the_thresholds_file(tmp_path: Path) -> None:
         "version: 1\nmany:\n  weak:\n    role: primary\n    inconclusive: fail\n  strong:\n    role: report\n"
     )
     results = {r.item_id: r for r in run_gate(_evaluation(tmp_path, str(profile)))}
-    assert results["many[strong]"].role == "report" and not blocks(results["many[strong]"])
+    assert results["many[strong]"].role == "report" and not results["many[strong]"].blocks
     weak = results["many[weak]"]  # primary: decided at its own alpha, outside Holm's family
-    assert (weak.role, weak.outcome) == ("primary", "fail") and blocks(weak)
+    assert (weak.role, weak.outcome) == ("primary", "fail") and weak.blocks
     assert decision_lines(list(results.values()))[0].startswith("primary many[weak]: FAIL: ")
 
 
