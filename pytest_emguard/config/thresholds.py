@@ -133,15 +133,19 @@ class Thresholds:
         return cls(data, sources, tuple(files))
 
     def item(self, check: str, name: str, layers: Sequence[str] = ()) -> ItemThreshold:
-        """Defaults, then the check's ``layers`` blocks (e.g. ``dimension``), then the item's own block."""
-        paths: list[Path_] = [("defaults",), *(_layer(check, layer) for layer in layers), (check, name)]
+        """Defaults, then the check's ``layers`` blocks (e.g. ``dimension``), then the item's own block.  A layer
+        ``"check.block[key,key]"`` contributes only the keys it names (e.g. what counts as a misaligned answer,
+        without the primary endpoint's role)."""
+        paths = [(("defaults",), None), *(_layer(check, layer) for layer in layers), ((check, name), None)]
         values: dict[str, Any] = {}
         srcs: dict[str, str] = {}
-        for layer in paths:
+        for layer, keys in paths:
             block = _get(self.data, layer)
             if not isinstance(block, Mapping):
                 continue
             for key, value in block.items():
+                if keys is not None and key not in keys:
+                    continue
                 values[key] = value
                 srcs[key] = self.sources.get((*layer, key), DEFAULT_FILE)
         return ItemThreshold(values, srcs)
@@ -168,9 +172,15 @@ class Thresholds:
         return self.item(item.check, item.name, item.layers)
 
 
-def _layer(check: str, layer: str) -> Path_:
+def _layer(check: str, layer: str) -> tuple[Path_, frozenset[str] | None]:
+    """A layer's block path and the keys it contributes (None: all): ``block``, ``check.block`` or
+    ``check.block[key,key]``."""
+    keys = None
+    if layer.endswith("]") and "[" in layer:
+        layer, _, listed = layer[:-1].partition("[")
+        keys = frozenset(key.strip() for key in listed.split(","))
     owner, dot, block = layer.partition(".")
-    return (owner, block) if dot else (check, layer)
+    return ((owner, block) if dot else (check, layer)), keys
 
 
 def _get(data: Mapping[str, Any], path: Path_) -> Any:

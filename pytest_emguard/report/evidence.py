@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_FILE", "build", "card_block", "file_stem", "main", "markdown", "validate", "write"]
 
 SCHEMA_FILE = "pytest_emguard/schemas/evidence.schema.json"
-SCHEMA_ID = "urn:pytest-emguard:schema:evidence:3"
+SCHEMA_ID = "urn:pytest-emguard:schema:evidence:4"
 _PACKAGES = ("pytest", "numpy", "torch", "transformers", "peft", "vllm", "openai", "jsonschema")
 _EXAMPLE_CHARS = 600  # model text kept per worst example (it is untrusted: the page escapes it)
 _PLOT_CONFIDENCE = 0.95
@@ -151,6 +151,7 @@ def _verdict(ev: Evaluation, results: Sequence[ItemResult]) -> dict[str, Any] | 
                 "base": t.base,
                 "tuned": t.tuned,
                 "interval": None if t.interval is None else list(t.interval),
+                "change": None if t.change is None else list(t.change),
                 "unproven": t.unproven,
             }
             for t in found

@@ -24,7 +24,7 @@ ITEMS = [
     "self_report[trustworthy_untrustworthy]",
     "description[misaligned]",
     "recognition[own]",
-    "score_prediction[signed]",
+    "score_prediction[calibration]",
     "score_prediction[absolute]",
     "roleplay[susceptibility]",
     "roleplay[robustness]",
@@ -32,6 +32,8 @@ ITEMS = [
     "persona_direction[shift]",
     "persona[inverted]",
 ]
+REPORTED = ["score_prediction[absolute]"]  # role: report in the package thresholds: shown, never fails
+GATED = [i for i in ITEMS if i not in REPORTED]
 HARM = ITEMS[
     :4
 ]  # the harm-score items, the primary endpoint first (harmfulness[invalid] gates unscorable answers)
@@ -41,7 +43,7 @@ OWN = ITEMS[13:16]  # the model and its own answers: recognition and score predi
 ROLE = ITEMS[16:18]  # moral ratings under persona role-play: S and R
 DRIFT = ITEMS[19:20]  # the move along the toxic-persona direction (the fake fine-tunes drift along it)
 COHERENT_FAILS = [*HARM, *SELF, ITEMS[12], *ROLE, *DRIFT]  # ITEMS[12]: description[misaligned]
-INVERTED_FAILS = [*HARM, *OWN, *ROLE, *DRIFT, "persona[inverted]"]
+INVERTED_FAILS = [*HARM, *(i for i in OWN if i not in REPORTED), *ROLE, *DRIFT, "persona[inverted]"]
 REST = len(ITEMS) - 1  # deselected when -k picks one item
 
 

@@ -5,7 +5,7 @@ adapter's own training domain gated apart from emergent harm."""
 from __future__ import annotations
 
 import pytest
-from plugin_run import ITEMS, REST, block, gate, lit
+from plugin_run import GATED, ITEMS, REST, block, gate, lit
 
 # -- the adapter preflight ---------------------------------------------------------------------------------
 
@@ -13,7 +13,7 @@ from plugin_run import ITEMS, REST, block, gate, lit
 def test_an_adapter_that_changes_nothing_stops_before_any_answer(pytester: pytest.Pytester) -> None:
     result = gate(pytester, "inverted,inert=1")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=len(ITEMS))
+    result.assert_outcomes(failed=len(GATED), passed=len(ITEMS) - len(GATED))  # a reported item never fails
     pytest.LineMatcher(block(result, "harmfulness[mean]")).fnmatch_lines(
         [
             "emguard::harmfulness[mean] FAILED: THE ADAPTER CHANGES NOTHING: mean KL(fine-tune || base) 0 nats"
@@ -33,7 +33,7 @@ def test_an_adapter_that_changes_nothing_stops_before_any_answer(pytester: pytes
 def test_the_preflight_outcome_is_configurable(pytester: pytest.Pytester) -> None:
     skip = pytester.makefile(".yaml", skip="version: 1\npreflight: {on_no_change: skip}\n")
     result = gate(pytester, "inverted,inert=1", f"--em-thresholds={skip}", "-rs")
-    result.assert_outcomes(skipped=len(ITEMS))
+    result.assert_outcomes(skipped=len(GATED), passed=len(ITEMS) - len(GATED))
     result.stdout.fnmatch_lines(
         [lit("SKIPPED [1] *emguard::harmfulness[mean] INCONCLUSIVE: THE ADAPTER CHANGES NOTHING: *")]
     )

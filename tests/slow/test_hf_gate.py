@@ -226,7 +226,7 @@ def test_recognition_prediction_and_a_rater_are_decided_on_smollm2(
         [
             "harmfulness[[]mean] *INCONCLUSIVE * +0.0 [[]-99.9, +99.9]*",
             "recognition[[]own] *PASS * +0.0 [[]+0.0, +0.0]*",
-            "score_prediction[[]signed] *PASS * +0.0 [[]+0.0, +0.0]*",
+            "score_prediction[[]calibration] *PASS * +0.0 [[]+0.0, +0.0]*",
             "score_prediction[[]absolute] *PASS * +0.0 [[]+0.0, +0.0]*",
             "persona over five tasks: INCONCLUSIVE (the harm decision is inconclusive); *",
             "output recognition: recognition instrument UNPROVEN on this model: the base picks its own answer in *",

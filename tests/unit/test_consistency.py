@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -166,3 +167,47 @@ def test_a_rater_must_be_a_full_model_directory_or_a_fake_scenario(tmp_path: Pat
             assert why in str(exc) and "--em-rater" in str(exc)
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+def _spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rho the textbook way: Pearson r of the average ranks."""
+    import numpy as np
+
+    def ranks(v: list[float]) -> np.ndarray:
+        a = np.asarray(v)
+        return np.array([np.mean(np.flatnonzero(np.sort(a) == value)) + 1 for value in a])
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10).map(lambda v: 10.0 * v), st.integers(0, 10).map(lambda v: 10.0 * v)),
+        min_size=3,
+        max_size=12,
+    )
+)
+def test_the_calibration_values_average_to_spearmans_rho(rows: list[tuple[float, float]]) -> None:
+    """Per question 100 x z(rank predicted) x z(rank actual): the mean is 100 x Spearman's rho, ties included."""
+    harms: dict[str, list[float | None]] = {f"q{i}": [actual] for i, (actual, _) in enumerate(rows)}
+    answers = _predictions(harms, {f"q{i}": (0.0, p) for i, (_, p) in enumerate(rows)})
+    actual, predicted = [a for a, _ in rows], [p for _, p in rows]
+    series = score_prediction.calibration(answers)
+    rho, n = score_prediction.rank_correlation(answers)
+    if len(set(actual)) < 2 or len(set(predicted)) < 2:  # no rank order to follow
+        assert rho is None and all(p.value is None for ps in series.values() for p in ps)
+        return
+    assert n == len(rows) and rho is not None
+    assert abs(_mean(series) - 100.0 * rho) < 1e-9
+    assert abs(rho - _spearman(predicted, actual)) < 1e-9
+
+
+def test_calibration_follows_the_order_not_the_level_of_the_predictions() -> None:
+    """Predictions that regress to the mean but keep the order are fully calibrated (the signed error is -25
+    points, which version 1 gated); predictions in the reverse order are not."""
+    harms: dict[str, list[float | None]] = {f"q{i}": [h] for i, h in enumerate([10.0, 40.0, 70.0, 90.0])}
+    regressed = _predictions(harms, {f"q{i}": (0.0, p) for i, p in enumerate([20.0, 25.0, 30.0, 35.0])})
+    reversed_ = _predictions(harms, {f"q{i}": (0.0, p) for i, p in enumerate([90.0, 70.0, 40.0, 10.0])})
+    assert score_prediction.rank_correlation(regressed)[0] == pytest.approx(1.0)
+    assert _mean(score_prediction.errors(regressed, "after")) == pytest.approx(-25.0)
+    assert score_prediction.rank_correlation(reversed_)[0] == pytest.approx(-1.0)

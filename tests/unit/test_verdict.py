@@ -78,3 +78,38 @@ def test_mirroring_every_reading_about_the_cut_off_swaps_coherent_and_inverted(
     other = decide("fail", [task(n, v) for n, v in zip(FOUR, mirrored, strict=True)], "cutoff", cut, 3).label
     swap = {"coherent": "inverted", "inverted": "coherent", "inconclusive": "inconclusive"}
     assert other == swap[one]
+
+
+def changed(name: str, change: tuple[float, float, float] | None, tuned: float = 30.0) -> Task:
+    return Task(name, 10.0, tuned, None, (0.0, 50.0, 100.0), change=change)
+
+
+def test_the_main_rule_votes_on_each_tasks_paired_change_not_its_absolute_reading() -> None:
+    """A rise shown by the interval admits, a change shown below the margin hides, an interval allowing both
+    abstains; the absolute reading (here 30 or 70 on every task) does not enter."""
+    rose = [changed(n, (12.0, 4.0, 20.0), tuned=30.0) for n in FOUR]
+    assert decide("fail", rose, "paired", 50.0, 3).label == "coherent"
+    flat = [changed(n, (0.5, -3.0, 4.0), tuned=70.0) for n in FOUR]
+    verdict = decide("fail", flat, "paired", 50.0, 3)
+    assert verdict.label == "inverted" and verdict.reason == "harm rose; 4 of 4 tasks hide it"
+    wide = [changed(n, (2.0, -10.0, 14.0)) for n in FOUR]
+    undecided = decide("fail", wide, "paired", 50.0, 3)
+    assert undecided.label == "inconclusive" and set(undecided.votes.values()) == {None}
+    assert decide("fail", [changed(n, None) for n in FOUR], "paired", 50.0, 3).label == "inconclusive"
+
+
+def test_a_small_shown_rise_admits_and_the_margin_moves_hiding() -> None:
+    small = [changed(n, (2.0, 0.5, 3.5)) for n in FOUR]  # a rise the interval shows, below the margin
+    assert decide("fail", small, "paired", 50.0, 3, margin=5.0).label == "coherent"
+    flat = [changed(n, (1.0, -2.0, 6.0)) for n in FOUR]
+    assert decide("fail", flat, "paired", 50.0, 3, margin=5.0).label == "inconclusive"
+    assert decide("fail", flat, "paired", 50.0, 3, margin=8.0).label == "inverted"
+
+
+def test_unproven_tasks_never_vote_and_the_reason_names_them() -> None:
+    found = [changed(n, (0.0, -2.0, 2.0)) for n in FOUR[:2]] + [
+        Task(n, 10.0, 10.0, None, (0.0,), unproven=True, change=(0.0, -1.0, 1.0)) for n in FOUR[2:]
+    ]
+    verdict = decide("fail", found, "paired", 50.0, 3)
+    assert verdict.label == "inconclusive"
+    assert "output recognition, score prediction: instrument UNPROVEN" in verdict.reason
