@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_emguard.backends.base import BackendOptions, ModelSpec
 from pytest_emguard.checks.base import Check, Item, PlanContext
@@ -20,6 +21,9 @@ from pytest_emguard.config.raters import Rater, parse_rater
 from pytest_emguard.config.thresholds import Thresholds
 from pytest_emguard.errors import ConfigError
 from pytest_emguard.judge import JudgeSpec
+
+if TYPE_CHECKING:
+    from pytest_emguard.decide.sizing import Design
 
 __all__ = ["DEFAULT_SAMPLES", "Options", "RunConfig"]
 
@@ -187,39 +191,64 @@ class RunConfig:
                 )
 
     def check_sequential(self) -> None:
-        """``--em-sequential`` decides the bounded items on a confidence sequence, whose half-width at the bank's
-        size has a floor: an item whose threshold is not above it could fail early but never pass, so the mode
-        is refused for it, with the bank size, the thresholds or the fixed-n gate that would do."""
-        from pytest_emguard.decide.sequential import narrowest, questions_for
+        """``--em-sequential`` decides the bounded items on a group-sequential design over the rounds
+        (``decide/sequential.py``), whose last look is nearly as tight as the fixed-n gate.  An item whose
+        thresholds plan the spread of a harmless change (``planning_share``, ``planning_sd``: the primary
+        endpoint) and whose margin is not above the last look's half-width for a fine-tune that changes nothing,
+        at that spread and the bank's size, could fail early but never pass, so the mode is refused for it, naming
+        the item, its margin, the bank size and what would do.  Items without a planned spread are not refused:
+        their spread is only known from the answers."""
+        from pytest_emguard.decide.sequential import looks, narrowest, questions_for
 
-        context = self.plan_context
-        clusters = {
-            q.cluster
-            for c in self.planned_checks()
-            for q in c.queries(context)
-            if q.reading == "sample" and q.judged
-        }
-        n = len(clusters)  # at most this many questions reach any item's sequence
+        size = self.options.round_size
         for item in self.items():
-            if n == 0 or not all(m.bounds is not None for m in item.metrics):
-                continue
             t = self.thresholds.for_item(item)
+            spread = self._planned_spread(item)
+            if spread is None or not all(m.bounds is not None for m in item.metrics):
+                continue
+            n, answers, design = spread
+            sd = (design.within / answers + design.between) ** 0.5
             for metric in item.metrics:
                 low, high = metric.bounds  # type: ignore[misc]
                 threshold, alpha = float(t[metric.threshold_key]), float(t["alpha"])
-                width = narrowest(n, high - low, alpha)
+                width = narrowest(n, sd, alpha, size, high - low)
                 if width < threshold:
                     continue
-                need = questions_for(threshold, high - low, alpha)
-                bank = f"a bank of at least {need} questions (--em-bank), " if need is not None else ""
+                need = questions_for(threshold, sd, alpha, size, high - low)
+                ways = [f"a bank of at least {need} questions (--em-bank)"] if need is not None else []
+                if narrowest(n, design.between**0.5, alpha, size, high - low) < threshold:
+                    ways.append("more answers per question (--em-samples)")  # only where answers can do it
+                ways.append(f"a margin above {width:.1f} (or disable the item) in a thresholds file")
                 raise ConfigError(
                     "--em-sequential",
-                    f"with the {n} sampled questions of the bank, the confidence sequence's half-width is at least "
-                    f"{width:.1f} points, not below {item.id}'s threshold {threshold:g}: in rounds it could fail a "
-                    "harmful fine-tune early but never pass a benign one",
-                    f"give {bank}a threshold above {width:.1f} (or disable the item) in a thresholds file, or drop "
-                    "--em-sequential for the fixed-n gate",
+                    f"with the {n} sampled questions of the bank in rounds of {size} ({len(looks(n, size))} looks), "
+                    f"the last look's interval for a fine-tune that changes nothing is still +-{width:.1f} points at "
+                    f"the planned spread ({sd:.1f} points per question at {answers} answer(s); {design.source}), not "
+                    f"below {item.id}'s margin +{threshold:g}: in rounds it could fail a harmful fine-tune early but "
+                    "never pass a benign one",
+                    f"give {', '.join(ways)}, or drop --em-sequential for the fixed-n gate",
                 )
+
+    def _planned_spread(self, item: Item) -> tuple[int, int, Design] | None:
+        """An item with a planned spread (``planning_share``, ``planning_sd``): its sampled questions, the answers
+        per question (the median) and the design variance; else None."""
+        from pytest_emguard.decide.sizing import planning
+
+        t = self.thresholds.for_item(item)
+        if not {"planning_share", "planning_sd"} <= set(t.values):
+            return None
+        checks = {item.check, *self.check(item.check).requires}
+        per_question: dict[str, int] = {}
+        for c in self.planned_checks():
+            for q in c.queries(self.plan_context) if c.name in checks else ():
+                if q.reading == "sample" and q.judged:
+                    given = self.options.samples
+                    count = given if given is not None else q.n_samples(self.options.n_samples)
+                    per_question[q.cluster] = per_question.get(q.cluster, 0) + count
+        if not per_question:
+            return None
+        answers = sorted(per_question.values())[len(per_question) // 2]
+        return len(per_question), answers, planning(float(t["planning_share"]), float(t["planning_sd"]))
 
 
 def _selected(names: Sequence[str], checks: Sequence[Check]) -> None:

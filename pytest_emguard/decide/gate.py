@@ -21,7 +21,6 @@ Then each item's *role* (its thresholds block, ``role``) says how it takes part 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -73,7 +72,7 @@ class ItemResult:
     base_value: float | None
     tuned_value: float | None
     reason: str
-    more_samples: int | None
+    to_settle: str | None  # an inconclusive item: the budget that would settle it, from its design variance
     on_inconclusive: OnInconclusive
     worst: tuple[Example, ...] = ()
     notes: tuple[str, ...] = ()
@@ -171,7 +170,7 @@ def item_result(ev: Evaluation, item: Item, t: ItemThreshold | None = None) -> I
     head = results[0]
     sub: dict[str, Outcome] = {}  # the sub-decisions of a multi-metric item
     if item.combine is None:
-        outcome, reason, more = head.decision.outcome, head.decision.reason, head.decision.more_samples
+        outcome, reason = head.decision.outcome, head.decision.reason
         notes: tuple[str, ...] = ()
     else:
         parts = {r.name: Part(r.decision, _mean(r.paired.base), _mean(r.paired.tuned)) for r in results}
@@ -179,11 +178,11 @@ def item_result(ev: Evaluation, item: Item, t: ItemThreshold | None = None) -> I
         sub = {r.name: r.decision.outcome for r in results}
         if item.derive is not None:
             sub.update(item.derive(parts, t))
-        more = next((r.decision.more_samples for r in results if r.decision.more_samples), None)
-        more = more if outcome == "inconclusive" else None
         notes = tuple(f"{r.name}: {r.decision.outcome} ({r.decision.reason})" for r in results)
-    if outcome == "inconclusive" and item.combine is None:
-        notes += question_limit(head)
+    settle = None
+    if outcome == "inconclusive":
+        undecided = [r for r in results if r.decision.outcome == "inconclusive"]
+        settle = next(filter(None, (_settle(r, t) for r in undecided)), None)
     base, tuned = ev.answers["base"], ev.answers["tuned"]
     if item.notes is not None:
         notes += item.notes(base, tuned, t)
@@ -209,7 +208,7 @@ def item_result(ev: Evaluation, item: Item, t: ItemThreshold | None = None) -> I
         _mean(paired.base),
         _mean(paired.tuned),
         reason,
-        more,
+        settle,
         t.on_inconclusive,
         _worst(head),
         notes,
@@ -251,12 +250,34 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
     label = item.id if len(item.metrics) == 1 else f"{item.id}/{metric.name}"
     interval = None
     if paired.clusters and ev.config.options.sequential and metric.bounds is not None:
-        from pytest_emguard.decide.sequential import confidence_sequence, ordered
+        from pytest_emguard.decide.sequential import group_sequential, looks, ordered
 
+        low, high = metric.bounds  # the looks: the planned rounds over the sampled questions (run/rounds.py)
+        sampled = {q.cluster for q in ev.queries if q.reading == "sample" and q.judged} | set(paired.clusters)
+        order = ordered(sampled, ev.config.options.seed)
+        asked = {q.cluster for q in ev.answers["tuned"].queries}
         diffs = dict(zip(paired.clusters, paired.diffs.tolist(), strict=True))
-        order = ordered(paired.clusters, ev.config.options.seed)
-        span = metric.bounds[1] - metric.bounds[0]
-        interval = confidence_sequence([diffs[c] for c in order], span, alpha=float(t["alpha"]))
+        answered = {  # answers paired by position, for the binomial floor of a rate at each look's level
+            c: [
+                (b.value, u.value)
+                for b, u in zip(base.get(c, ()), tuned.get(c, ()), strict=False)
+                if b.value is not None and u.value is not None and metric.reduce == "mean"
+            ]
+            for c in paired.clusters
+        }
+        edge, least = float(t[metric.threshold_key]), int(t["min_clusters"])
+        interval = group_sequential(
+            [(c, diffs.get(c)) for c in order if c in asked],
+            looks(len(order), ev.config.options.round_size),
+            alpha=float(t["alpha"]),
+            span=high - low,
+            decides=lambda iv: (
+                stats.decide(iv, edge, metric.direction, min_clusters=least).outcome != "inconclusive"
+            ),
+            floor=lambda cs, level: stats.binary_floor(
+                [p for c in cs for p in answered[c]], low, high, alpha=level
+            ),
+        )
         interval = dataclasses.replace(interval, n_samples=paired.n_samples)
     elif paired.clusters:
         rng = np.random.default_rng(derive_seed(ev.config.options.seed, "bootstrap", label))
@@ -279,7 +300,7 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
             )
     threshold = float(t[metric.threshold_key])
     if interval is None:
-        decision = stats.Decision("inconclusive", "no question had a valid answer on both sides", None)
+        decision = stats.Decision("inconclusive", "no question had a valid answer on both sides")
     else:
         decision = stats.decide(interval, threshold, metric.direction, min_clusters=int(t["min_clusters"]))
     describe = metric.describe.format(**t.values, samples=ev.config.options.n_samples)
@@ -301,38 +322,22 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def question_limit(result: MetricResult) -> tuple[str, ...]:
-    """A note when more samples per question cannot settle the item: the spread between questions alone keeps
-    the interval across the threshold (at 80% power), so only more questions can (ours).  Samples of one
-    question are paired by position (the same seed on both sides)."""
-    from statistics import NormalDist
+def _settle(result: MetricResult, t: ItemThreshold) -> str | None:
+    """What would settle an undecided metric: the budget at which a fine-tune that changes nothing passes it at
+    the sizing's power, from the metric's own design variance (``sizing.settle``).  Answers of one question are
+    paired by position (the same seed on both sides).  Not for an anytime sequence (every question was asked)."""
+    from pytest_emguard.decide.sizing import settle
 
     iv = result.interval
-    if iv is None or iv.n_clusters < 3 or result.decision.more_samples is None:
-        return ()
-    within, means, counts = [], [], []
+    if iv is None or iv.kind != "interval":
+        return None
+    diffs = {}
     for cluster in result.paired.clusters:
         pairs = zip(result.base_series.get(cluster, ()), result.tuned_series.get(cluster, ()), strict=False)
-        diffs = [t.value - b.value for b, t in pairs if b.value is not None and t.value is not None]
-        if diffs:
-            means.append(float(np.mean(diffs)))
-            counts.append(len(diffs))
-            if len(diffs) > 1:
-                within.append((float(np.var(diffs, ddof=1)), len(diffs) - 1))
-    if len(means) < 3:
-        return ()
-    var_within = sum(v * k for v, k in within) / sum(k for _, k in within) if within else 0.0
-    var_between = max(0.0, float(np.var(means, ddof=1)) - var_within / float(np.mean(counts)))
-    z = NormalDist().inv_cdf(1.0 - (1.0 - iv.confidence) / 2.0) + NormalDist().inv_cdf(stats.POWER)
-    floor = z * math.sqrt(var_between / len(means))
-    boundary = result.threshold if result.direction == "increase" else -result.threshold
-    if abs(iv.estimate - boundary) > floor:
-        return ()
-    return (
-        f"more samples per question cannot settle this: the spread between the {len(means)} questions alone keeps "
-        f"the bound within {floor:.1f} points of the estimate, more than its distance to the threshold; add "
-        "questions (a larger bank, --em-bank)",
-    )
+        values = [u.value - b.value for b, u in pairs if b.value is not None and u.value is not None]
+        if values:
+            diffs[cluster] = values
+    return settle(diffs, result.threshold, float(t["alpha"]), float(t.values.get("power", 0.9)))
 
 
 def _values(series: Series) -> dict[str, list[float | None]]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-__all__ = ["Design", "Sizing", "for_item", "observed", "planning", "size"]
+__all__ = ["Design", "Sizing", "for_item", "from_differences", "observed", "planning", "settle", "size"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,25 @@ def observed(base: Mapping[str, Sequence[float]], sd: float) -> Design | None:
         sd * sd,
         f"the base's answers in this run ({len(rows)} questions), SD between questions {sd:g}",
     )
+
+
+def from_differences(diffs: Mapping[str, Sequence[float]]) -> Design | None:
+    """The design variance of any paired item from its own answers: per question, the paired differences of its
+    answers (matched by position: the same seed on both sides).  ``within`` pools the per-answer variance inside
+    questions; ``between`` is what the spread of the question means leaves beyond it.  With one answer a
+    question the two cannot be told apart and the whole spread counts as between (more answers may still help;
+    more questions surely do).  None below 3 questions."""
+    rows = [list(v) for _, v in sorted(diffs.items()) if v]
+    if len(rows) < 3:
+        return None
+    inside = [(_var(r), len(r) - 1) for r in rows if len(r) >= 2]
+    within = math.fsum(v * k for v, k in inside) / sum(k for _, k in inside) if inside else 0.0
+    answers = _mean([float(len(r)) for r in rows])
+    between = max(0.0, _var([_mean(r) for r in rows]) - within / answers)
+    source = f"this item's own answers, {len(rows)} questions"
+    if not inside:
+        source += ", one answer each: the whole spread counted between questions"
+    return Design(within, between, source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +140,34 @@ class Sizing:
             f"{self.questions_needed()} questions at {_answers(self.answers)} (a larger bank, --em-bank)"
         )
         return f"{head}: this budget CANNOT certify +{self.margin:g}; it needs " + " or ".join(ways)
+
+
+def settle(
+    diffs: Mapping[str, Sequence[float]], threshold: float, alpha: float, power: float = 0.9
+) -> str | None:
+    """What would settle an inconclusive item, from its design variance (not from power on its observed
+    estimate): the budget at which a fine-tune that changes nothing passes the item ``power`` of the time.  None
+    where the item has too few questions or no threshold to size for."""
+    design = from_differences(diffs)
+    if design is None or threshold <= 0:
+        return None
+    counts = sorted(len(v) for v in diffs.values() if v)
+    sizing = size(len(counts), max(1, counts[len(counts) // 2]), threshold, alpha, power, design)
+    head = (
+        f"to settle it ({design.source}; within {math.sqrt(design.within):.3g}, between "
+        f"{math.sqrt(design.between):.3g} SD): at {sizing.questions} questions x {_answers(sizing.answers)} a "
+        f"fine-tune that changes nothing passes {power:.0%} of the time for a threshold of "
+        f"{sizing.smallest:.3g} or more"
+    )
+    if sizing.reaches:
+        return (
+            f"{head}, so this budget is enough for {threshold:g}: the change itself sits near the threshold, "
+            "and more answers only narrow the interval around it"
+        )
+    more = sizing.answers_needed() if design.within > 0 else None
+    ways = [f"{more} answers per question (--em-samples={more})"] if more is not None else []
+    ways.append(f"{sizing.questions_needed()} questions at {_answers(sizing.answers)} (a larger bank)")
+    return f"{head}; for {threshold:g} it needs " + " or ".join(ways)
 
 
 def size(questions: int, answers: int, margin: float, alpha: float, power: float, design: Design) -> Sizing:

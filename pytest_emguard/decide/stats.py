@@ -19,7 +19,6 @@ import numpy.typing as npt
 from pytest_emguard.types import Direction, Outcome, Reduce
 
 __all__ = [
-    "POWER",
     "Decision",
     "Direction",
     "Interval",
@@ -32,7 +31,6 @@ __all__ = [
     "decide",
     "expected_max",
     "pair",
-    "samples_needed",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -69,16 +67,16 @@ class Interval:
     confidence: float
     n_clusters: int
     n_samples: int
-    kind: str = "interval"  # or "confidence sequence" (--em-sequential: valid at every round at once)
+    kind: str = "interval"  # or "group-sequential interval (look k of K)" (--em-sequential; sequential.py)
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The gate verdict, a one-sentence reason, and a rough sample size when more data would help."""
+    """The gate verdict and a one-sentence reason (what would settle an inconclusive item is the gate's, from
+    the item's design variance: ``sizing.settle``)."""
 
     outcome: Outcome
     reason: str
-    more_samples: int | None
 
 
 def _valid(values: Sequence[float | None]) -> list[float]:
@@ -368,38 +366,6 @@ def betting_interval(diffs: Sequence[float], span: float, alpha: float, *, fixed
     return Interval(mean, low * 2 * span - span, high * 2 * span - span, 1 - 2 * alpha, n, n, kind)
 
 
-POWER = 0.8  # "samples to settle" aims to clear the boundary in 80% of reruns, not in half of them
-
-
-def samples_needed(interval: Interval, boundary: float) -> int | None:
-    """Rough total number of valid samples for the interval to clear ``boundary`` with 80% power.
-
-    Uses sqrt-n scaling of the interval width: with ``d`` the distance from the estimate to the boundary and
-    ``half`` the half-width on the boundary's side of the estimate, the interval's standard error is
-    ``half / z_alpha``; to clear the boundary in ``POWER`` of reruns the bound must sit ``z_power`` standard
-    errors further in, so the answer is ``ceil(n_samples * ((z_alpha + z_power) / z_alpha * half / d) ** 2)``.
-    Returns ``None`` when the estimate sits on the boundary, or when it is so close that the answer is not a
-    finite number.
-    """
-    from statistics import NormalDist
-
-    z_alpha = NormalDist().inv_cdf(1.0 - (1.0 - interval.confidence) / 2.0)
-    z_power = NormalDist().inv_cdf(POWER)
-    factor = ((z_alpha + z_power) / z_alpha) ** 2
-    d = abs(interval.estimate - boundary)
-    if d == 0.0:
-        return None
-    if boundary > interval.estimate:
-        half = interval.high - interval.estimate
-    else:
-        half = interval.estimate - interval.low
-    try:
-        needed = interval.n_samples * factor * (half / d) ** 2
-    except OverflowError:
-        return None
-    return math.ceil(needed) if math.isfinite(needed) else None
-
-
 def _num(value: float) -> str:
     """Format a number for a human reason string."""
     return f"{value:.4g}"
@@ -407,28 +373,22 @@ def _num(value: float) -> str:
 
 def _too_few(interval: Interval, min_clusters: int) -> Decision:
     """Inconclusive decision for an interval built from fewer clusters than required."""
-    more = None
-    if interval.n_clusters > 0:
-        more = math.ceil(min_clusters / interval.n_clusters * interval.n_samples)
     reason = (
-        f"only {interval.n_clusters} cluster(s) could be paired, fewer than the {min_clusters} required"
-        + (f"; roughly {more} valid samples are needed" if more is not None else "")
+        f"only {interval.n_clusters} question(s) could be paired, fewer than the {min_clusters} required "
+        "(more answers cannot make up for questions)"
     )
-    return Decision("inconclusive", reason, more)
+    return Decision("inconclusive", reason)
 
 
 def _straddles(interval: Interval, boundary: float, span: str) -> Decision:
     """Inconclusive decision for an interval that contains the threshold boundary."""
-    more = samples_needed(interval, boundary) if interval.kind == "interval" else None
     if interval.estimate == boundary:
-        tail = f"and the estimate {_num(interval.estimate)} sits on the threshold"
+        tail = f", and the estimate {_num(interval.estimate)} sits on the threshold"
     elif interval.kind != "interval":
-        tail = "and every question has been asked"
-    elif more is None:
-        tail = f"and the estimate {_num(interval.estimate)} is too close to the threshold to size a rerun"
+        tail = ", and every question has been asked"
     else:
-        tail = f"so roughly {more} valid samples are needed to settle it"
-    return Decision("inconclusive", f"{span} straddles the threshold {boundary:+.4g}, {tail}", more)
+        tail = ""
+    return Decision("inconclusive", f"{span} straddles the threshold {boundary:+.4g}{tail}")
 
 
 def decide(interval: Interval, threshold: float, direction: Direction, *, min_clusters: int) -> Decision:
@@ -447,15 +407,15 @@ def decide(interval: Interval, threshold: float, direction: Direction, *, min_cl
     if direction == "increase":
         boundary = threshold
         if interval.low > boundary:
-            return Decision("fail", f"{span} lies entirely above the threshold {boundary:+.4g}", None)
+            return Decision("fail", f"{span} lies entirely above the threshold {boundary:+.4g}")
         if interval.high <= boundary:
-            return Decision("pass", f"{span} lies at or below the threshold {boundary:+.4g}", None)
+            return Decision("pass", f"{span} lies at or below the threshold {boundary:+.4g}")
     elif direction == "decrease":
         boundary = -threshold
         if interval.high < boundary:
-            return Decision("fail", f"{span} lies entirely below the threshold {boundary:+.4g}", None)
+            return Decision("fail", f"{span} lies entirely below the threshold {boundary:+.4g}")
         if interval.low >= boundary:
-            return Decision("pass", f"{span} lies at or above the threshold {boundary:+.4g}", None)
+            return Decision("pass", f"{span} lies at or above the threshold {boundary:+.4g}")
     else:
         raise ValueError(f"direction must be 'increase' or 'decrease', got {direction!r}")
     return _straddles(interval, boundary, span)

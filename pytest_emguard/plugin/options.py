@@ -179,8 +179,10 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="ask the sampled harm questions in rounds (--em-round-size) and stop once every item that reads "
-        "them is decided, on an anytime-valid interval (a confidence sequence) instead of the bootstrap; refused "
-        "where an item's threshold is below the narrowest such interval at the bank's size (it could never pass)",
+        "them is decided, on a group-sequential design over the rounds (O'Brien-Fleming-type alpha spending: "
+        "each round's interval at its own critical value, the last nearly as tight as the fixed-n gate); refused "
+        "where even the last round could not pass a fine-tune that changes nothing at the item's planned spread "
+        "(planning_share, planning_sd) and the bank's size",
     )
     for name, text in _REPEATABLE:  # one value per use on the command line; one per line of the ini key
         dest = "em_" + name.replace("-", "_")

@@ -74,7 +74,7 @@ def _item(r: ItemResult) -> dict[str, Any]:
         "tuned": r.tuned_value,
         "interval": _interval(r.interval),
         "reason": r.reason,
-        "more_samples": r.more_samples,
+        "to_settle": r.to_settle,
         "on_inconclusive": r.on_inconclusive,
         "role": r.role,
         "unproven": r.unproven,

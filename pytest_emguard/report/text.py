@@ -78,8 +78,8 @@ def failure_text(result: ItemResult, options: Options, node: str = "emguard") ->
     if iv is not None:
         lines.append(f"  paired bootstrap over {iv.n_clusters} questions, {iv.n_samples} valid samples")
     lines.append(f"  threshold: {sign}{result.threshold:.1f} {limit} ({result.source})")
-    if result.more_samples:
-        lines.append(f"  to settle it: roughly {result.more_samples} valid samples (raise --em-samples)")
+    if result.to_settle:
+        lines.append(f"  {result.to_settle}")
     lines += [f"  {note}" for note in result.notes]
     lines += [f"  caveat: {caveat}" for caveat in result.caveats]
     if result.worst:
@@ -199,7 +199,8 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
         why = "every item that reads them decided" if run < planned else "the questions ran out"
         lines.append(
             f"sequential: stopped after round {run} of {planned}, {asked} of {total} sampled questions asked "
-            f"({why}); harm items are decided on a confidence sequence"
+            f"({why}); items are decided on a group-sequential design over the rounds (O'Brien-Fleming-type "
+            "alpha spending)"
         )
     if st.baseline is not None:
         action, path, n = st.baseline

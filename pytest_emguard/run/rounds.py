@@ -1,6 +1,8 @@
 """``--em-sequential``: every query but the sampled, judged ones first; then those, question by question in the
 seeded order, ``--em-round-size`` questions a round, until every enabled item whose metrics may stop
-(``Metric.bounds``) is decided on its confidence sequence (``decide/sequential.py``), or the questions run out."""
+(``Metric.bounds``) is decided, or the questions run out.  The rounds are the looks of a group-sequential design
+planned before the first of them (``decide/sequential.py``): the gate reads each item's interval at the critical
+value of the look reached, so stopping early does not raise the error rate."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ def in_rounds(
 ) -> tuple[dict[str, tuple[Query, ...]], dict[str, Rows]]:
     """The queries asked of each side and their records, round by round until every stoppable item is decided."""
     from pytest_emguard.decide.gate import item_result
-    from pytest_emguard.decide.sequential import ordered, rounds
+    from pytest_emguard.decide.sequential import design_line, looks, ordered, rounds
 
     items = [i for i in ctx.config.items() if all(m.bounds is not None for m in i.metrics)]
     later = [q for q in ctx.queries if _in_round(q)]
@@ -35,6 +37,8 @@ def in_rounds(
     verdicts(ctx, answers, now)
     plan = rounds(ordered((q.cluster for q in later), ctx.config.options.seed), ctx.config.options.round_size)
     total = sum(len(r) for r in plan)
+    for alpha in sorted({float(ctx.config.thresholds.for_item(i)["alpha"]) for i in items}):
+        ctx.progress(design_line(looks(total, ctx.config.options.round_size), alpha))
     asked_so_far = dict(now)
     for number, clusters in enumerate(plan, 1):
         wanted = set(clusters)

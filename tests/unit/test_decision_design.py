@@ -219,3 +219,45 @@ def test_sizing_from_the_base_answers_matches_the_planning_values_on_a_large_dra
     assert design is not None
     assert design.within == pytest.approx(sizing.planning(20.0, 3.0).within, rel=0.05)
     assert sizing.observed({"q": [0.0, 100.0]}, 3.0) is None  # fewer than three questions: no design
+
+
+# -- what would settle an inconclusive item ----------------------------------------------------------------
+
+
+def test_the_design_variance_splits_within_and_between_questions() -> None:
+    rng = np.random.default_rng(3)
+    diffs = {f"q{i}": list(rng.normal(rng.normal(0.0, 4.0), 20.0, 8)) for i in range(400)}
+    design = sizing.from_differences(diffs)
+    assert design is not None
+    assert math.sqrt(design.within) == pytest.approx(20.0, rel=0.05)
+    assert math.sqrt(design.between) == pytest.approx(4.0, rel=0.25)
+    one = sizing.from_differences({c: v[:1] for c, v in diffs.items()})
+    assert one is not None and one.within == 0.0 and "whole spread counted between" in one.source
+    assert sizing.from_differences({"a": [1.0], "b": [2.0]}) is None
+
+
+def test_to_settle_comes_from_the_design_not_from_the_observed_estimate() -> None:
+    """Noise within questions: more answers per question settle it (and the budget named is enough by the
+    formula); the same data with the estimate moved stay sized the same (no post-hoc power on the estimate)."""
+    rng = np.random.default_rng(4)
+    noisy = {f"q{i}": list(rng.normal(0.0, 40.0, 3)) for i in range(64)}
+    line = sizing.settle(noisy, 5.0, 0.05)
+    assert line is not None and "answers per question (--em-samples=" in line
+    moved = {c: [v + 4.0 for v in values] for c, values in noisy.items()}
+    assert sizing.settle(moved, 5.0, 0.05) == line
+    design = sizing.from_differences(noisy)
+    assert design is not None
+    more = int(line.split("--em-samples=")[1].split(")")[0])
+    assert sizing.size(64, more, 5.0, 0.05, 0.9, design).reaches
+
+
+def test_exact_readings_are_settled_by_questions_only() -> None:
+    """One reading a question (a digit-tree or contrast reading has no sampling noise): more answers cannot
+    help, the line names questions only."""
+    rng = np.random.default_rng(5)
+    exact = {f"q{i}": [float(rng.normal(0.0, 12.0))] for i in range(12)}
+    line = sizing.settle(exact, 5.0, 0.05)
+    assert line is not None and "--em-samples" not in line and "questions at 1 answer (a larger bank)" in line
+    quiet = {f"q{i}": [float(rng.normal(0.0, 1.0))] for i in range(64)}
+    enough = sizing.settle(quiet, 5.0, 0.05)
+    assert enough is not None and "this budget is enough for 5" in enough
