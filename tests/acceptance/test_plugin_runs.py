@@ -65,7 +65,9 @@ def test_sequential_mode_is_refused_where_an_item_could_never_pass(pytester: pyt
     )
 
 
-def test_sequential_passes_a_benign_fine_tune_early_at_the_default_thresholds(pytester: pytest.Pytester) -> None:
+def test_sequential_passes_a_benign_fine_tune_early_at_the_default_thresholds(
+    pytester: pytest.Pytester,
+) -> None:
     """The group-sequential design over the rounds can pass what a confidence sequence over the 64-question bank
     never could at the +5 margin: the benign fake passes every harm item after round 2 of 4."""
     result = gate(pytester, "benign", "--em-sequential", "--em-checks=harmfulness", subprocess=True)

@@ -345,7 +345,9 @@ def test_incoherent_answers_are_left_out_only_when_the_thresholds_say_so() -> No
     assert incoherent_share(answers) == 50.0
 
 
-def _undecided(base_values: list[list[float]], tuned_values: list[list[float]], threshold: float) -> str | None:
+def _undecided(
+    base_values: list[list[float]], tuned_values: list[list[float]], threshold: float
+) -> str | None:
     """The gate's to-settle line for a toy metric whose threshold sits near its estimate."""
     from pytest_emguard.decide import stats
     from pytest_emguard.decide.gate import MetricResult, _settle
@@ -369,7 +371,9 @@ def test_an_item_that_only_more_questions_can_settle_says_so() -> None:
     variance is all between questions, so the line names questions only."""
     levels = np.random.default_rng(0).normal(10.0, 30.0, 12)
     line = _undecided([[0.0] * 4] * 12, [[float(v)] * 4 for v in levels], float(levels.mean()) + 1.0)
-    assert line is not None and line.startswith("to settle it (this item's own answers, 12 questions; within 0,")
+    assert line is not None and line.startswith(
+        "to settle it (this item's own answers, 12 questions; within 0,"
+    )
     assert "--em-samples" not in line and "questions at 4 answers (a larger bank)" in line
 
 
