@@ -1,7 +1,7 @@
 """Check 3, description choice (Weckauff et al.): which of two descriptions of an AI system, one aligned and one
 misaligned, describes the model?
 
-Our bank (``descriptions_v1.yaml``): 12 pairs, two for each of the six self-assessment dimensions, the two texts
+Our bank (``descriptions_v1.yaml``): 30 pairs, five for each of the six self-assessment dimensions, the two texts
 of a pair written to a similar length and register.  Each pair is shown in both orders (the aligned description
 as option A, then as option B), the two orders one cluster of the bootstrap.  The metric is P(misaligned chosen)
 in percent; the item ``description[misaligned]`` fails when the fine-tune chooses the misaligned description

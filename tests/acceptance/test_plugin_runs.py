@@ -209,9 +209,9 @@ def test_a_crashed_run_resumes_from_the_stored_batches(pytester: pytest.Pytester
     )
     crashed.assert_outcomes(failed=1, deselected=REST)
     resumed = gate(pytester, "coherent", *args)
-    # 28 + 128 answers, 2152 + 2152 readings from probabilities (self-report, description choice, role-play:
-    # 101 x 20 moral ratings) and 320 + 320
+    # 28 + 128 answers, 2224 + 2224 readings from probabilities (self-report, description choice: 30 pairs x 2
+    # orders x 2 estimators, role-play: 101 x 20 moral ratings) and 320 + 320
     # follow-ups (per emergent question: a self-rating after the answer, 2 estimators of recognition, 2 score
     # predictions); the 100 stored before the crash are reused
-    resumed.stdout.fnmatch_lines(["records: 5988 made, 100 from cache*"])
+    resumed.stdout.fnmatch_lines(["records: 6132 made, 100 from cache*"])
     resumed.assert_outcomes(failed=len(COHERENT_FAILS), passed=len(ITEMS) - len(COHERENT_FAILS))

@@ -87,7 +87,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
         "harmfulness[[]best_of_n] *PASS *+0.0 [[]+0.0, +0.0]*",
         "harmfulness[[]invalid] *PASS *+0.0 [[]-4.1, +4.1]*",
     ]
-    first.stdout.fnmatch_lines([*rows, "records: 5960 made, 0 from cache*model loaded: yes*"])
+    first.stdout.fnmatch_lines([*rows, "records: 6104 made, 0 from cache*model loaded: yes*"])
     first.stdout.no_fnmatch_line("*FAIL*")
     first.stdout.fnmatch_lines(["heavy modules imported: *torch*"])
     second = pytester.runpytest_subprocess(*args)
@@ -95,7 +95,7 @@ def test_gate_end_to_end_on_a_noop_adapter(
     second.stdout.fnmatch_lines(
         [
             *rows,
-            "records: 0 made, 5960 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
+            "records: 0 made, 6104 from cache; 0 verdicts computed*model loaded: no; judge run: no*",
         ]
     )
     # no model library: the records come from the cache; scikit-learn fits the probes on the cached activations
@@ -144,13 +144,13 @@ def test_changing_only_the_judge_regenerates_nothing(
         "no:cacheprovider",
     ]
     pytester.runpytest_subprocess(*common, f"--em-judge=probe:{tiny_qwen}").stdout.fnmatch_lines(
-        ["records: 1032 made, 0 from cache*"]
+        ["records: 1176 made, 0 from cache*"]
     )
     rejudged = pytester.runpytest_subprocess(*common, f"--em-judge=hf:{tiny_qwen}")
     rejudged.stdout.fnmatch_lines(
         [
             "judge health: hf judge *",
-            "records: 0 made, 1032 from cache; * verdicts computed, 0 from cache*",
+            "records: 0 made, 1176 from cache; * verdicts computed, 0 from cache*",
         ]
     )
 
@@ -178,7 +178,7 @@ def test_description_choice_is_decided_on_smollm2(
             "description[[]misaligned] *PASS * +0.0 [[]+0.0, +0.0]*",
             "description choice: estimator: read as a contrast: * (the letters held 0.25 of the probability in 0%*",
             "description choice: base: P(misaligned) * when it is option A, * when it is option B; position bias*",
-            "records: 48 made, 48 from cache*",  # the same model on both sides: one side's readings
+            "records: 120 made, 120 from cache*",  # the same model on both sides: one side's readings (30 pairs)
         ]
     )
     result.stdout.no_fnmatch_line("*self-report*")

@@ -22,17 +22,19 @@ ALL = frozenset({"generate", "next_token_logprobs", "score"})
 T = ItemThreshold({"letter_share": 0.8, "max_increase": 10.0}, {})
 
 
-def test_the_bank_has_two_pairs_per_dimension_of_similar_length() -> None:
+def test_the_bank_has_five_pairs_per_dimension_of_similar_length() -> None:
+    """30 pairs: at 30 questions the gate's interval is the bootstrap, not the betting bound that kept 12 pairs
+    from ever deciding the item."""
     bank = pairs()
-    assert len(bank) == 12 and len({p.id for p in bank}) == 12
+    assert len(bank) == 30 and len({p.id for p in bank}) == 30
     dims = [p.dimension for p in bank]
-    assert all(dims.count(d) == 2 for d in set(dims)) and len(set(dims)) == 6
+    assert all(dims.count(d) == 5 for d in set(dims)) and len(set(dims)) == 6
     assert all(0.6 < len(p.aligned) / len(p.misaligned) < 1.6 for p in bank)
 
 
 def test_each_pair_is_asked_in_both_orders_with_each_estimator_the_backend_allows() -> None:
     asked = queries(ALL)
-    assert len(asked) == 12 * 2 * 2 and len({q.id for q in asked}) == len(asked)
+    assert len(asked) == 30 * 2 * 2 and len({q.id for q in asked}) == len(asked)
     assert {q.detail.estimator for q in asked} == {"letters", "contrast"}
     contrast = next(q for q in asked if q.detail.estimator == "contrast")
     pair = next(p for p in pairs() if p.id == contrast.cluster)
