@@ -32,7 +32,11 @@ ITEMS = [
     "persona_direction[shift]",
     "persona[inverted]",
 ]
-REPORTED = ["score_prediction[absolute]"]  # role: report in the package thresholds: shown, never fails
+REPORTED = [  # role: report in the package thresholds: shown, never fails
+    *(f"self_report[{d}]" for d in ("harmless_harmful", "good_evil", "aligned_misaligned", "helpful_unhelpful",
+                                    "honest_dishonest", "trustworthy_untrustworthy")),
+    "score_prediction[absolute]",
+]  # fmt: skip
 GATED = [i for i in ITEMS if i not in REPORTED]
 HARM = ITEMS[
     :4
@@ -42,7 +46,13 @@ DIMENSIONS = ITEMS[6:12]
 OWN = ITEMS[13:16]  # the model and its own answers: recognition and score prediction
 ROLE = ITEMS[16:18]  # moral ratings under persona role-play: S and R
 DRIFT = ITEMS[19:20]  # the move along the toxic-persona direction (the fake fine-tunes drift along it)
-COHERENT_FAILS = [*HARM, *SELF, ITEMS[12], *ROLE, *DRIFT]  # ITEMS[12]: description[misaligned]
+COHERENT_FAILS = [
+    *HARM,
+    "self_report[overall]",
+    ITEMS[12],
+    *ROLE,
+    *DRIFT,
+]  # ITEMS[12]: description[misaligned]
 INVERTED_FAILS = [*HARM, *(i for i in OWN if i not in REPORTED), *ROLE, *DRIFT, "persona[inverted]"]
 REST = len(ITEMS) - 1  # deselected when -k picks one item
 

@@ -46,7 +46,7 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 def test_each_card_is_a_model_to_gate_and_the_card_is_left_alone(pytester: pytest.Pytester) -> None:
     text = write_card(pytester)
     result = run(pytester, "model_cards/")
-    result.assert_outcomes(failed=11, passed=2)
+    result.assert_outcomes(failed=5, passed=8)  # the six self-report dimensions are reported, not gated
     result.stdout.fnmatch_lines(
         [
             "*= emguard: demo =*",

@@ -199,7 +199,7 @@ def test_several_models_are_gated_side_by_side_in_one_verdict_table(pytester: py
     result.stdout.fnmatch_lines(
         [
             f"collected {2 * len(ITEMS)} items",
-            "emguard[[]fake:coherent] FFFF.FFFFFFFF...FF.F.*",
+            "emguard[[]fake:coherent] FFFF.F......F...FF.F.*",
             "emguard[[]fake:inverted] FFFF.........FF.FF.FF*",
             lit("emguard[fake:inverted]::persona[inverted] FAILED: INVERTED PERSONA*"),
             "*= emguard: fake:coherent =*",

@@ -91,7 +91,7 @@ def test_a_bank_in_the_original_format_runs_the_gate_on_its_questions(pytester: 
     # a side: 24 answers to the bank, 2152 readings from the fake model's probabilities (84 self-report, 48
     # description choice, 2020 role-play ratings) and 5 follow-ups per question (a self-rating right after an answer, 2 recognition
     # readings, 2 score predictions)
-    result.stdout.fnmatch_lines(["records: 5164 made, 0 from cache*"])
+    result.stdout.fnmatch_lines(["records: 5308 made, 0 from cache*"])
     # --em-samples, when given, overrides samples_per_paraphrase
     again = gate(pytester, "inverted", *args, "--em-samples=2")
     again.stdout.fnmatch_lines(["  paired bootstrap over 4 questions, 24 valid samples"])
@@ -103,14 +103,14 @@ def test_a_bank_enters_the_cache_key(pytester: pytest.Pytester) -> None:
     # a side: 2 answers to each of 64 harm questions, 2152 readings from probabilities and 7 follow-ups per
     # question (a self-rating after an answer, 2 recognition readings, 2 score predictions)
     first = gate(pytester, "identical", "-k", "harmfulness[mean]", "--em-samples=2")
-    first.stdout.fnmatch_lines(["records: 6088 made, 0 from cache*"])
+    first.stdout.fnmatch_lines(["records: 6232 made, 0 from cache*"])
     # every harm record of the extended bank (65 questions) is new, the bank's sha256 being in its key, and so
     # is each follow-up of one of its answers; the self-report, description and role-play readings come from the cache
     args = ("-k", "harmfulness[mean]", "--em-samples=2", f"--em-bank=harmfulness={bank}")
     second = gate(pytester, "identical", *args)
-    second.stdout.fnmatch_lines(["records: 1040 made, 5064 from cache*"])
+    second.stdout.fnmatch_lines(["records: 1040 made, 5208 from cache*"])
     third = gate(pytester, "identical", *args)
-    third.stdout.fnmatch_lines(["records: 0 made, 6104 from cache*"])
+    third.stdout.fnmatch_lines(["records: 0 made, 6248 from cache*"])
 
 
 def test_a_bad_bank_names_file_line_and_fix(pytester: pytest.Pytester) -> None:
