@@ -26,7 +26,7 @@ MACHINERY = (  # the checks of the table below; the others add readings, not mac
     "version: 1\nroleplay: {susceptibility: {enabled: false}, robustness: {enabled: false}}\n"
     "probes: {behaviour: {enabled: false}}\npersona_direction: {shift: {enabled: false}}\n"
     "recognition: {own: {enabled: false}}\n"
-    "score_prediction: {signed: {enabled: false}, absolute: {enabled: false}}\n"
+    "score_prediction: {calibration: {enabled: false}, absolute: {enabled: false}}\n"
 )
 
 
