@@ -132,9 +132,9 @@ def test_a_run_killed_while_generating_resumes_and_ends_identical(
     resumed = _finish(_start(tmp_path, args))
     generated, cached = _counts(_records(resumed))
     whole = _made(ref_cache)[0]
-    # stored before the kill: the base's 64 answers, 84 ratings and 48 description readings, and a batch of the
+    # stored before the kill: the base's 64 answers, 84 ratings and 120 description readings, and a batch of the
     # fine-tune's answers
-    assert cached >= 64 + 84 + 48 + 4, _records(resumed)
+    assert cached >= 64 + 84 + 120 + 4, _records(resumed)
     assert generated + cached == whole
     assert _table(resumed) == _table(lines)
 
@@ -149,9 +149,9 @@ def test_a_run_killed_while_judging_resumes_and_ends_identical(
     resumed = _finish(_start(tmp_path, args))
     record = _records(resumed)
     answers, verdicts = _made(ref_cache)
-    # every first-round answer was stored (2 x (64 answers + 84 ratings + 48 description readings)); the
+    # every first-round answer was stored (2 x (64 answers + 84 ratings + 120 description readings)); the
     # follow-ups of the answers come after judging, so they are made now; one batch of 32 verdicts was stored
-    first_round = 2 * (64 + 84 + 48)
+    first_round = 2 * (64 + 84 + 120)
     assert record.startswith(
         f"records: {answers - first_round} made, {first_round} from cache; "
         f"{verdicts - 32} verdicts computed, 32 from cache"
