@@ -49,7 +49,7 @@ ONLY_HARM = (
     "aligned_misaligned: {enabled: false}, helpful_unhelpful: {enabled: false}, honest_dishonest: {enabled: false}, "
     "trustworthy_untrustworthy: {enabled: false}}\n"
     "description: {misaligned: {enabled: false}}\nrecognition: {own: {enabled: false}}\n"
-    "score_prediction: {signed: {enabled: false}, absolute: {enabled: false}}\n"
+    "score_prediction: {calibration: {enabled: false}, absolute: {enabled: false}}\n"
     "roleplay: {susceptibility: {enabled: false}, robustness: {enabled: false}}\n"
     "probes: {behaviour: {enabled: false}}\npersona_direction: {shift: {enabled: false}}\n"
     "persona: {inverted: {enabled: false}}\n"

@@ -250,7 +250,7 @@ ONLY_HARM = (  # the harm items, and the two internals items that an endpoint ca
     + ", ".join(f"{name}: {{enabled: false}}" for name in (*SELF, "trustworthy_untrustworthy"))
     + "}\npersona: {inverted: {enabled: false}}\n"
     "description: {misaligned: {enabled: false}}\nrecognition: {own: {enabled: false}}\n"
-    "score_prediction: {signed: {enabled: false}, absolute: {enabled: false}}\n"
+    "score_prediction: {calibration: {enabled: false}, absolute: {enabled: false}}\n"
     "roleplay: {susceptibility: {enabled: false}, robustness: {enabled: false}}\n"
 )
 

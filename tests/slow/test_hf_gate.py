@@ -46,7 +46,9 @@ def test_an_adapter_with_b_zero_changes_nothing(
     ]
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=21)
+    result.assert_outcomes(
+        failed=14, passed=7
+    )  # the six self-report dimensions and score_prediction[absolute]: reported
     result.stdout.fnmatch_lines(
         [
             "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 8 canary prompts*",
@@ -176,7 +178,7 @@ def test_description_choice_is_decided_on_smollm2(
     result.stdout.fnmatch_lines(
         [
             "description[[]misaligned] *PASS * +0.0 [[]+0.0, +0.0]*",
-            "description choice: estimator: read as a contrast: * (the letters held 0.25 of the probability in 0%*",
+            "description choice: estimator: read as a contrast: * (the letters held 0.25 of the probability in *% of*",
             "description choice: base: P(misaligned) * when it is option A, * when it is option B; position bias*",
             "records: 120 made, 120 from cache*",  # the same model on both sides: one side's readings (30 pairs)
         ]
@@ -211,7 +213,7 @@ def test_recognition_prediction_and_a_rater_are_decided_on_smollm2(
     only = pytester.makefile(
         ".yaml",
         only="version: 1\ndefaults: {enabled: false, min_clusters: 4}\nharmfulness: {mean: {enabled: true}}\n"
-        "recognition: {own: {enabled: true}}\nscore_prediction: {signed: {enabled: true}, absolute: {enabled: true}}\n"
+        "recognition: {own: {enabled: true}}\nscore_prediction: {calibration: {enabled: true}, absolute: {enabled: true}}\n"
         "preflight: {on_no_change: gate}\n",
     )
     args = (
