@@ -302,3 +302,16 @@ def test_several_models_get_one_record_each(pytester: pytest.Pytester) -> None:
     }
     assert labels == {"fake-coherent": "coherent", "fake-inverted": "inverted"}
     assert sum(ln.startswith("evidence: ") for ln in result.outlines) == 2
+
+
+def test_an_undetermined_persona_is_written_to_the_record(pytester: pytest.Pytester) -> None:
+    """The fine-tune's pole orders disagree, so the persona is UNDETERMINED: the record (which the schema checks
+    before it is written) holds that label; before, the schema refused it and no record was written."""
+    result = gate(pytester, "inverted,ignores_order=1")
+    result.stdout.no_fnmatch_line("*evidence: not written*")
+    (path,) = (pytester.path / "evidence").glob("*.evidence.json")
+    from jsonschema import Draft202012Validator
+
+    record = json.loads(path.read_text("utf-8"))
+    Draft202012Validator(load_schema("evidence.schema.json")).validate(record)
+    assert record["persona"]["label"] == "undetermined"
