@@ -21,7 +21,7 @@ Then each item's *role* (its thresholds block, ``role``) says how it takes part 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -257,14 +257,8 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
         order = ordered(sampled, ev.config.options.seed)
         asked = {q.cluster for q in ev.answers["tuned"].queries}
         diffs = dict(zip(paired.clusters, paired.diffs.tolist(), strict=True))
-        answered = {  # answers paired by position, for the binomial floor of a rate at each look's level
-            c: [
-                (b.value, u.value)
-                for b, u in zip(base.get(c, ()), tuned.get(c, ()), strict=False)
-                if b.value is not None and u.value is not None and metric.reduce == "mean"
-            ]
-            for c in paired.clusters
-        }
+        # answers paired by position, for the binomial floor of a rate at each look's level
+        answered = _by_position(base, tuned, paired.clusters if metric.reduce == "mean" else ())
         edge, least = float(t[metric.threshold_key]), int(t["min_clusters"])
         interval = group_sequential(
             [(c, diffs.get(c)) for c in order if c in asked],
@@ -275,7 +269,7 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
                 stats.decide(iv, edge, metric.direction, min_clusters=least).outcome != "inconclusive"
             ),
             floor=lambda cs, level: stats.binary_floor(
-                [p for c in cs for p in answered[c]], low, high, alpha=level
+                [p for c in cs for p in answered.get(c, ())], low, high, alpha=level
             ),
         )
         interval = dataclasses.replace(interval, n_samples=paired.n_samples)
@@ -283,12 +277,7 @@ def _metric(ev: Evaluation, item: Item, metric: Metric, t: ItemThreshold) -> Met
         rng = np.random.default_rng(derive_seed(ev.config.options.seed, "bootstrap", label))
         floor = 0.0
         if metric.bounds is not None and metric.reduce == "mean":
-            pairs = [  # answers of one question paired by position: the same seed on both sides
-                (b.value, u.value)
-                for c in paired.clusters
-                for b, u in zip(base.get(c, ()), tuned.get(c, ()), strict=False)
-                if b.value is not None and u.value is not None
-            ]
+            pairs = [p for ps in _by_position(base, tuned, paired.clusters).values() for p in ps]
             floor = stats.binary_floor(pairs, *metric.bounds, alpha=float(t["alpha"]))
         bound = None if metric.bounds is None else metric.bounds[1] - metric.bounds[0]
         interval = stats.bootstrap(
@@ -331,13 +320,23 @@ def _settle(result: MetricResult, t: ItemThreshold) -> str | None:
     iv = result.interval
     if iv is None or iv.kind != "interval":
         return None
-    diffs = {}
-    for cluster in result.paired.clusters:
-        pairs = zip(result.base_series.get(cluster, ()), result.tuned_series.get(cluster, ()), strict=False)
-        values = [u.value - b.value for b, u in pairs if b.value is not None and u.value is not None]
-        if values:
-            diffs[cluster] = values
+    pairs = _by_position(result.base_series, result.tuned_series, result.paired.clusters)
+    diffs = {c: [u - b for b, u in ps] for c, ps in pairs.items() if ps}
     return settle(diffs, result.threshold, float(t["alpha"]), float(t.values.get("power", 0.9)))
+
+
+def _by_position(
+    base: Series, tuned: Series, clusters: Sequence[str]
+) -> dict[str, list[tuple[float, float]]]:
+    """Per question, its answers paired by position (the same seed on both sides), where both are valid."""
+    return {
+        c: [
+            (b.value, u.value)
+            for b, u in zip(base.get(c, ()), tuned.get(c, ()), strict=False)
+            if b.value is not None and u.value is not None
+        ]
+        for c in clusters
+    }
 
 
 def _values(series: Series) -> dict[str, list[float | None]]:
