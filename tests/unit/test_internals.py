@@ -218,8 +218,10 @@ def _shifted(answers: Answers, move: np.ndarray) -> Answers:
 def _decide(base: Series, tuned: Series, seed: int) -> str:
     """The item's decision as the gate makes it at the default thresholds (max_increase 15, alpha 0.05, 2000
     resamples, at least 20 questions)."""
-    values = [{c: [p.value for p in points] for c, points in s.items()} for s in (base, tuned)]
-    paired = stats.pair(*values)
+    base_values, tuned_values = (
+        {c: [p.value for p in points] for c, points in s.items()} for s in (base, tuned)
+    )
+    paired = stats.pair(base_values, tuned_values)
     interval = stats.bootstrap(paired, np.random.default_rng(seed), alpha=0.05, n_boot=2000)
     return stats.decide(interval, 15.0, "increase", min_clusters=20).outcome
 
