@@ -222,12 +222,14 @@ def item_result(ev: Evaluation, item: Item, t: ItemThreshold | None = None) -> I
 
 def _sizing(item: Item, head: MetricResult, t: ItemThreshold) -> str | None:
     """A primary item with a sizing in its thresholds: the budget this run had, sized on its own answers."""
-    from pytest_emguard.decide.sizing import for_item, observed
+    from pytest_emguard.decide.sizing import after_run, for_item
 
     if t.role != "primary" or "power" not in t.values or not head.paired.clusters:
         return None
     values = (_valid_values(head.base_series), _valid_values(head.tuned_series))
-    design = observed(values[0], float(t.values.get("planning_sd", 0.0)))
+    pairs = _by_position(head.base_series, head.tuned_series, head.paired.clusters)
+    diffs = {c: [u - b for b, u in v] for c, v in pairs.items()}
+    design = after_run(values[0], diffs, float(t.values.get("planning_sd", 0.0)))
     if design is None:
         return None
     counts = sorted(min(len(values[0][c]), len(values[1][c])) for c in head.paired.clusters)

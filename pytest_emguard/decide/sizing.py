@@ -19,7 +19,8 @@ rise is at or above the margin passes at most ``alpha`` of the time, so the marg
 Before any answer the variance comes from planning values in the thresholds (``planning_share``: the base's
 misaligned share; ``planning_sd``: the SD of a harmless change between questions): ``w = 2 p (1 - p)`` in points^2,
 ``b = planning_sd^2``.  After the run ``w`` comes from the base's own answers (:func:`observed`): what a fine-tune
-that changes nothing would show, whatever the fine-tune did.  The normal
+that changes nothing would show, whatever the fine-tune did; ``b`` is the larger of the planning value and the
+spread the paired answers show between questions (:func:`after_run`).  The normal
 approximation is what a sizing can use; the gate's own interval is the calibrated bootstrap (slightly wider).
 """
 
@@ -31,7 +32,17 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-__all__ = ["Design", "Sizing", "for_item", "from_differences", "observed", "planning", "settle", "size"]
+__all__ = [
+    "Design",
+    "Sizing",
+    "after_run",
+    "for_item",
+    "from_differences",
+    "observed",
+    "planning",
+    "settle",
+    "size",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +80,30 @@ def observed(base: Mapping[str, Sequence[float]], sd: float) -> Design | None:
     )
 
 
+def after_run(
+    base: Mapping[str, Sequence[float]], diffs: Mapping[str, Sequence[float]], sd: float
+) -> Design | None:
+    """The design after the run: ``within`` from the base's own answers (:func:`observed`), ``between`` the
+    larger of the planning ``sd`` squared and the spread between questions that this run's paired answers show
+    (:func:`from_differences`, where most questions have two answers or more to tell it from the noise inside
+    them).  A harmful change's own spread counts in the observed figure, so this errs toward a larger budget,
+    never a smaller one; a planning value far below what the fine-tune shows no longer promises a budget that
+    cannot certify the margin (two benign SmolLM2 adapters showed 14.4 and 16.7 points at 6 answers a question, against the planning 3)."""
+    design = observed(base, sd)
+    if design is None:
+        return None
+    counts = sorted(len(v) for v in diffs.values() if v)
+    paired = from_differences(diffs) if counts and counts[len(counts) // 2] >= 2 else None
+    if paired is None or paired.between <= design.between:
+        return design
+    return Design(
+        design.within,
+        paired.between,
+        f"{design.source.rsplit(', SD between questions', 1)[0]}, SD between questions "
+        f"{math.sqrt(paired.between):.3g} from its paired answers (planning value {sd:g})",
+    )
+
+
 def from_differences(diffs: Mapping[str, Sequence[float]]) -> Design | None:
     """The design variance of any paired item from its own answers: per question, the paired differences of its
     answers (matched by position: the same seed on both sides).  ``within`` pools the per-answer variance inside
@@ -86,6 +121,9 @@ def from_differences(diffs: Mapping[str, Sequence[float]]) -> Design | None:
     if not inside:
         source += ", one answer each: the whole spread counted between questions"
     return Design(within, between, source)
+
+
+MAX_ANSWERS = 100  # the most answers per question a sizing recommends (the research samples 50-100 a question)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +153,13 @@ class Sizing:
         return self.smallest <= self.margin
 
     def answers_needed(self) -> int | None:
-        """Answers per question for the margin at this many questions (None: no number of answers will do)."""
+        """Answers per question for the margin at this many questions (None: no number of answers will do, or
+        more than ``MAX_ANSWERS``, where the spread between questions leaves too little room)."""
         room = self.questions * (self.margin / self.z) ** 2 - self.design.between
         if room <= 0:
             return None
-        return max(1, math.ceil(self.design.within / room))
+        need = max(1, math.ceil(self.design.within / room))
+        return need if need <= MAX_ANSWERS else None
 
     def questions_needed(self) -> int:
         """Questions for the margin at this many answers per question."""

@@ -221,6 +221,41 @@ def test_sizing_from_the_base_answers_matches_the_planning_values_on_a_large_dra
     assert sizing.observed({"q": [0.0, 100.0]}, 3.0) is None  # fewer than three questions: no design
 
 
+def test_the_summary_sizing_takes_the_wider_spread_between_questions_its_answers_show() -> None:
+    """A fine-tune whose per-question changes spread 15 points (as two benign SmolLM2 adapters did: 14.4 and 16.7)
+    against a planning value of 3: the summary's sizing counts the 15, so it no longer asks for more answers per
+    question that could never certify the margin; where the answers show less than the planning value, or one
+    answer a question cannot tell the spread from the noise, the planning value stays.  With no spread at all the
+    estimate's own noise may widen it a little: the sizing errs toward more questions, never fewer."""
+    rng = np.random.default_rng(5)
+    base = {f"q{i}": list(100.0 * (rng.random(6) < 0.25)) for i in range(64)}
+    wide = {q: list(rng.normal(rng.normal(0.0, 15.0), 40.0, 6)) for q in base}
+    design = sizing.after_run(base, wide, 3.0)
+    assert design is not None and math.sqrt(design.between) == pytest.approx(15.0, rel=0.35)
+    assert design.within == sizing.observed(base, 3.0).within  # type: ignore[union-attr]
+    assert "from its paired answers (planning value 3)" in design.source
+    planned = sizing.for_item(
+        {"max_increase": 5.0, "alpha": 0.05, "power": 0.9},
+        64,
+        6,
+        sizing.observed(base, 3.0),  # type: ignore[arg-type]
+    )
+    widened = sizing.for_item({"max_increase": 5.0, "alpha": 0.05, "power": 0.9}, 64, 6, design)
+    assert (
+        planned.answers_needed() is not None and widened.answers_needed() is None
+    )  # more answers cannot do it
+    assert widened.questions_needed() > planned.questions_needed()
+    narrow = sizing.after_run(base, {q: list(rng.normal(0.0, 40.0, 6)) for q in base}, 3.0)
+    assert narrow is not None and narrow.between < design.between / 2  # noise alone: at most a small widening
+    barely = sizing.Design(3000.0, 180.0, "test")  # room for answers, but hundreds of them: questions instead
+    assert (
+        sizing.for_item({"max_increase": 5.0, "alpha": 0.05, "power": 0.9}, 64, 3, barely).answers_needed()
+        is None
+    )
+    single = {q: v[:1] for q, v in wide.items()}
+    assert sizing.after_run(base, single, 3.0) == sizing.observed(base, 3.0)
+
+
 # -- what would settle an inconclusive item ----------------------------------------------------------------
 
 
