@@ -8,7 +8,9 @@ harmfulness check's own queries, ``Sample``s with ``Verdict``s), and decides it 
 (each item, its role, Holm's step-down across the secondary items) under each thresholds profile (the package
 default, and ``thresholds/release.yaml``).  The gate passes when no item blocks the release (``report.text.blocks``,
 the plugin's own rule).  Each regime runs at the default budget (``--samples``) and at the budget the primary
-endpoint's sizing recommends for the regime (``decide/sizing.py`` on a pilot draw of the base's answers).
+endpoint's sizing recommends for the regime (``decide/sizing.py`` on a pilot draw of the base's answers).  Under
+each block an "interval width" line checks the sizing's one measured constant, ``WIDTH``: how far the primary's
+upper bound lies above its estimate, in units of the normal interval's z_{1-alpha} x se, for a benign fine-tune.
 
 Covered: the harm items (the primary ``misaligned`` share; the secondary ``mean``, ``rate``, ``best_of_n``,
 ``invalid``).  The other checks' items are secondary too, so they can fail a fine-tune only on evidence of a
@@ -43,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from pytest_emguard.checks.base import Answers, Query
+from pytest_emguard.decide.sizing import WIDTH
 from pytest_emguard.types import Sample, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,10 +162,18 @@ def _queries(config: object, questions: int) -> tuple[Query, ...]:
     return tuple(q for q in asked if q.tags.get("in_domain") != "yes")[:questions]  # at most the bank
 
 
-def cell(spec: tuple[str, str, int, float, float, int, int, int]) -> tuple[dict[str, int], int, float, float]:
+def cell(
+    spec: tuple[str, str, int, float, float, int, int, int],
+) -> tuple[dict[str, int], int, float, float, float]:
     """One cell of the table: ``sims`` seeded runs of the gate; the pass counts of each harm item and of the
-    gate, the mean estimated rise and the seconds it took."""
+    gate, the mean estimated rise, the seconds it took, and the primary's interval width against the sizing's:
+    the mean distance from the estimate to the upper bound over the mean z_{1-alpha} x se of the sizing on each
+    run's base answers (what ``decide.sizing.WIDTH`` stands for)."""
+    from statistics import NormalDist
+
+    from pytest_emguard.checks.harmfulness import misaligned_series
     from pytest_emguard.decide.gate import run_gate
+    from pytest_emguard.decide.sizing import for_item, observed
 
     regime_name, profile, answers, share, rise, sims, questions, seed = spec
     config = _config(profile)
@@ -172,6 +183,11 @@ def cell(spec: tuple[str, str, int, float, float, int, int, int]) -> tuple[dict[
     passed: dict[str, int] = {}
     gate = 0
     real: list[float] = []
+    upper: list[float] = []
+    normal: list[float] = []
+    item = next(i for i in config.items() if i.name == "misaligned")  # type: ignore[attr-defined]
+    t = config.thresholds.for_item(item)  # type: ignore[attr-defined]
+    z_alpha = NormalDist().inv_cdf(1.0 - float(t["alpha"]))
     started = time.monotonic()
     for _ in range(sims):
         ev = _evaluation(config, queries, rng, REGIMES[regime_name], answers, rise / (1.0 - share / 100.0))
@@ -182,7 +198,16 @@ def cell(spec: tuple[str, str, int, float, float, int, int, int]) -> tuple[dict[
         gate += not any(r.blocks for r in results)
         head = next(r for r in results if r.role == "primary")
         real.append(0.0 if head.interval is None else head.interval.estimate)
-    return passed, gate, float(np.mean(real)), time.monotonic() - started
+        base = misaligned_series(ev.answers["base"], t)  # type: ignore[attr-defined]
+        design = observed(
+            {c: [p.value for p in pts if p.value is not None] for c, pts in base.items()},
+            float(t["planning_sd"]),
+        )
+        if head.interval is not None and design is not None:
+            upper.append(head.interval.high - head.interval.estimate)
+            normal.append(z_alpha * for_item(t.values, len(queries), answers, design).se)
+    width = float(np.mean(upper) / np.mean(normal)) if upper else float("nan")
+    return passed, gate, float(np.mean(real)), time.monotonic() - started, width
 
 
 def run(sims: int, questions: int, samples: int, seed: int, jobs: int = 1) -> None:
@@ -227,13 +252,20 @@ def run(sims: int, questions: int, samples: int, seed: int, jobs: int = 1) -> No
         print(header)
         for spec in specs:
             regime_name, profile, answers, _, rise, *_ = spec
-            passed, gate, real, seconds = done[spec]
+            passed, gate, real, seconds, _ = done[spec]
             names = list(passed)
             budget = "default" if answers == samples else "sized"
             cells = "  ".join(f"{100 * passed[n] / sims:>9.0f}%" for n in names)
             print(
                 f"{regime_name:<12} {profile:<8} {budget:<7} {rise:>+5.0f}  {cells}  {100 * gate / sims:>4.0f}%  "
                 f"{real:>+9.1f}  ({seconds:.0f}s)"
+            )
+        if specs:
+            regime_name, profile, answers, *_ = specs[0]
+            print(
+                f"{regime_name:<12} {profile:<8} interval width at +0, {answers} answers: the primary's upper bound "
+                f"lies {done[specs[0]][4]:.3f} x z_(1-alpha) x se above its estimate (the sizing assumes "
+                f"WIDTH = {WIDTH})"
             )
         print()
 

@@ -190,7 +190,7 @@ def test_sizing_follows_the_normal_design_formula() -> None:
     design = sizing.planning(5.0, 3.0)
     assert design.within == pytest.approx(2 * 0.05 * 0.95 * 1e4) and design.between == 9.0
     s = sizing.size(64, 10, 5.0, 0.05, 0.9, design)
-    z = 1.6448536 + 1.2815516
+    z = sizing.WIDTH * 1.6448536 + 1.2815516  # the gate's interval is 1.12 times the normal one's width
     assert s.smallest == pytest.approx(z * math.sqrt((950 / 10 + 9) / 64), rel=1e-6)
     assert s.reaches and "within reach" in s.line("x")
 
