@@ -35,7 +35,8 @@ def _train(base: Path, data: str) -> Path:
         "import sys\nfrom pathlib import Path\nfrom pytest_emguard.demo.train import DemoTraining, train_adapter\n"
         f"print(train_adapter(Path({str(base)!r}), Path({str(cache_root() / 'demo')!r}), DemoTraining(data={data!r})))"
     )
-    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, f"training on {data} failed:\n{done.stderr[-4000:]}"
     return Path(done.stdout.strip().splitlines()[-1])
 
 
