@@ -53,9 +53,22 @@ class Cache:
             gitignore.write_text("# created by pytest-emguard\n*\n")
         path = directory / "records.sqlite3"
         conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=60000")
-        conn.executescript(_SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            conn.close()
+            from pytest_emguard.errors import ConfigError
+
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                str(path),
+                f"the cache's record store is damaged (sqlite: {first})",
+                f"move it aside (mv {path} {path}.damaged) and run again: the records are made anew",
+            ) from None
         return cls(conn, path)
 
     def close(self) -> None:

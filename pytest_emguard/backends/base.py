@@ -238,9 +238,11 @@ def _check_weights(directory: Path, *, adapter: bool = False) -> None:
 
 def _check_adapter_weights(adapter: Path, base: str | None) -> None:
     """The adapter's and the base's headers, and every LoRA tensor against the base module it adapts."""
-    from pytest_emguard.config.weights import check_adapter_fits, headers
+    from pytest_emguard.config.weights import check_adapter_fits, check_finite, headers
 
     tensors = headers(weight_files(adapter, adapter=True))
+    for file in weight_files(adapter, adapter=True):
+        check_finite(file)
     if base is None or not Path(base).is_dir():
         return
     config = _read_json(adapter / "adapter_config.json")

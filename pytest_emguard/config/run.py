@@ -303,6 +303,28 @@ def _check_cache_dir(value: str) -> None:
         raise ConfigError(
             "--em-cache-dir", f"{existing} is not writable", "pass a directory you may write to"
         )
+    _check_store(path / "records.sqlite3")
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_store(store: Path) -> None:
+    """The cache's record store, where one exists, is an sqlite database: its first 16 bytes are sqlite's
+    header (an empty file is a new database).  Read only; a store that is not one is never written to."""
+    try:
+        with store.open("rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(str(store), f"cannot be read ({exc.strerror})", "check its permissions") from exc
+    if head and head != _SQLITE_MAGIC:
+        raise ConfigError(
+            str(store),
+            "the cache's record store is not an sqlite database (damaged, or another file in its place)",
+            f"move it aside (mv {store} {store}.damaged) and run again: the records are made anew",
+        )
 
 
 def _domain(options: Options, model: ModelSpec) -> tuple[str, str] | None:

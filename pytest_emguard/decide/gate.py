@@ -154,8 +154,9 @@ def _unchanged(ev: Evaluation, item: Item, pre: PreflightResult) -> ItemResult:
     reason = "THE ADAPTER CHANGES NOTHING: " + pre.line().removeprefix(
         "preflight: the adapter changes nothing: "
     )
+    describe = head.describe.format(**t.values, samples=ev.config.options.n_samples)
     return ItemResult(
-        item.id, outcome, head.describe, head.direction, float(t[head.threshold_key]),
+        item.id, outcome, describe, head.direction, float(t[head.threshold_key]),
         t.source(head.threshold_key), None, None, None, reason, None,
         "skip" if pre.on_no_change == "skip" else t.on_inconclusive,
         role=t.role,

@@ -75,6 +75,34 @@ def test_damaged_weights_name_the_file(
     )
 
 
+def test_an_adapter_with_nan_weights_is_refused_as_such(
+    pytester: pytest.Pytester, tiny_adapter: Path
+) -> None:
+    """A float16 overflow in training leaves NaN and inf in the weights; the preflight would read such an adapter
+    as one that changes nothing (KL 0).  The door reads the adapter's values and names the tensors."""
+    import json
+    import struct
+
+    adapter = _copy(tiny_adapter, pytester.path / "adapter")
+    weights = adapter / "adapter_model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + size])
+    name = sorted(k for k in header if k.endswith("lora_B.weight"))[0]
+    assert header[name]["dtype"] == "F32"
+    start = 8 + size + header[name]["data_offsets"][0]
+    raw[start : start + 8] = struct.pack("<ff", float("nan"), float("inf"))
+    weights.write_bytes(bytes(raw))
+    result = _door(pytester, f"--em-model={adapter}")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: {weights}: holds 2 NaN or infinite values in 1 of its 28 floating-point "
+            f"tensors: {name} (2)",
+            "  fix: the training diverged or overflowed (float16?): retrain, or save again from a checkpoint*",
+        ]
+    )
+
+
 def test_damaged_base_weights_are_stopped_too(
     pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path
 ) -> None:
@@ -151,6 +179,26 @@ def test_a_cache_dir_that_is_a_file_is_stopped_at_the_door(pytester: pytest.Pyte
     inside.stderr.fnmatch_lines(
         [f"ERROR: pytest-emguard: --em-cache-dir: {taken} is a file, so {taken}/c cannot be created"]
     )
+
+
+def test_a_cache_store_that_is_not_a_database_is_named_and_never_written(pytester: pytest.Pytester) -> None:
+    cache = pytester.mkdir("cache")
+    store = cache / "records.sqlite3"
+    store.write_bytes(b"this is not an sqlite database\n" * 64)
+    result = pytester.runpytest_subprocess(
+        "--em-model=fake:identical", "--em-judge=fake:", f"--em-cache-dir={cache}", "-p", "no:cacheprovider"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, "\n".join(result.outlines + result.errlines)
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: {store}: the cache's record store is not an sqlite database (damaged, or "
+            "another file in its place)",
+            f"  fix: move it aside (mv {store} {store}.damaged) and run again: the records are made anew",
+        ]
+    )
+    assert len(result.outlines + result.errlines) < 12
+    assert store.read_bytes() == b"this is not an sqlite database\n" * 64
+    assert sorted(p.name for p in cache.iterdir()) == ["records.sqlite3"]
 
 
 @pytest.mark.parametrize("option", ["model", "judge", "base", "cache-dir", "thresholds", "samples", "domain"])

@@ -203,3 +203,17 @@ def test_exclusive_releases_on_error(tmp_path: Path) -> None:
 def test_kind_is_not_a_field_name() -> None:
     with pytest.raises(ValueError, match="reserved"):
         cache_key("answer", {"kind": "verdict"})
+
+
+def test_a_damaged_store_is_named_with_the_fix_and_left_as_it_was(tmp_path: Path) -> None:
+    """sqlite's header, then garbage: the door's header check passes it, so opening it must name it."""
+    from pytest_emguard.errors import ConfigError
+
+    store = tmp_path / "records.sqlite3"
+    damaged = b"SQLite format 3\x00" + bytes(range(256)) * 16
+    store.write_bytes(damaged)
+    with pytest.raises(ConfigError) as err:
+        Cache.open(tmp_path)
+    assert err.value.where == str(store) and "record store is damaged (sqlite: " in err.value.problem
+    assert f"mv {store} {store}.damaged" in err.value.fix
+    assert store.read_bytes() == damaged
