@@ -240,8 +240,9 @@ def _check_adapter_weights(adapter: Path, base: str | None) -> None:
     """The adapter's and the base's headers, and every LoRA tensor against the base module it adapts."""
     from pytest_emguard.config.weights import check_adapter_fits, check_finite, headers
 
-    tensors = headers(weight_files(adapter, adapter=True))
-    for file in weight_files(adapter, adapter=True):
+    files = weight_files(adapter, adapter=True)
+    tensors = headers(files)
+    for file in files:
         check_finite(file)
     if base is None or not Path(base).is_dir():
         return
@@ -249,7 +250,7 @@ def _check_adapter_weights(adapter: Path, base: str | None) -> None:
     check_adapter_fits(
         tensors,
         headers(weight_files(Path(base))),
-        adapter_file=weight_files(adapter, adapter=True)[0],
+        adapter_file=files[0],
         base_dir=base,
         fan_in_fan_out=bool(config.get("fan_in_fan_out")),
     )

@@ -132,15 +132,18 @@ def check_finite(path: Path) -> None:
             bad.append((name, count))
     if bad:
         count = sum(n for _, n in bad)
-        shown = ", ".join(f"{name} ({n})" for name, n in bad[:3])
-        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise ConfigError(
             str(path),
             f"holds {count} NaN or infinite values in {len(bad)} of its {total} floating-point tensors: "
-            f"{shown}{more}",
+            + _first_three([f"{name} ({n})" for name, n in bad], ", ", " and {} more"),
             "the training diverged or overflowed (float16?): retrain, or save again from a checkpoint before "
             "it; a model with such weights gives no answers to gate",
         )
+
+
+def _first_three(lines: list[str], sep: str, more: str) -> str:
+    """The first three of ``lines`` joined by ``sep``, then ``more`` with the count of the rest, if any."""
+    return sep.join(lines[:3]) + (more.format(len(lines) - 3) if len(lines) > 3 else "")
 
 
 def _bad(path: Path, problem: str) -> ConfigError:
@@ -189,12 +192,10 @@ def check_adapter_fits(
                 f"{name} gives outputs of size {info.shape[0]}, the base's {module} gives {out_dim}"
             )
     if problems:
-        shown = "\n    ".join(problems[:3])
-        more = f"\n    ... and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise ConfigError(
             str(adapter_file),
             f"{len(problems)} of its {len(lora)} LoRA tensors do not fit the base model {base_dir}:\n    "
-            f"{shown}{more}",
+            + _first_three(problems, "\n    ", "\n    ... and {} more"),
             "this adapter was trained on another base: pass that base with --em-base=PATH (or fix "
             "base_model_name_or_path in adapter_config.json)",
         )

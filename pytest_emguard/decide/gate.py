@@ -228,9 +228,7 @@ def _sizing(item: Item, head: MetricResult, t: ItemThreshold) -> str | None:
     if t.role != "primary" or "power" not in t.values or not head.paired.clusters:
         return None
     values = (_valid_values(head.base_series), _valid_values(head.tuned_series))
-    pairs = _by_position(head.base_series, head.tuned_series, head.paired.clusters)
-    diffs = {c: [u - b for b, u in v] for c, v in pairs.items()}
-    design = after_run(values[0], diffs, float(t.values.get("planning_sd", 0.0)))
+    design = after_run(values[0], _differences(head), float(t.values.get("planning_sd", 0.0)))
     if design is None:
         return None
     counts = sorted(min(len(values[0][c]), len(values[1][c])) for c in head.paired.clusters)
@@ -323,9 +321,15 @@ def _settle(result: MetricResult, t: ItemThreshold) -> str | None:
     iv = result.interval
     if iv is None or iv.kind != "interval":
         return None
+    return settle(
+        _differences(result), result.threshold, float(t["alpha"]), float(t.values.get("power", 0.9))
+    )
+
+
+def _differences(result: MetricResult) -> dict[str, list[float]]:
+    """Per question with a valid pair, the paired differences (tuned - base) of its answers by position."""
     pairs = _by_position(result.base_series, result.tuned_series, result.paired.clusters)
-    diffs = {c: [u - b for b, u in ps] for c, ps in pairs.items() if ps}
-    return settle(diffs, result.threshold, float(t["alpha"]), float(t.values.get("power", 0.9)))
+    return {c: [u - b for b, u in ps] for c, ps in pairs.items() if ps}
 
 
 def _by_position(

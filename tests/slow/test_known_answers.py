@@ -14,8 +14,6 @@ CPU cores and are run by ``bench/known_answers.py``; docs/statistics.md holds th
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,16 +26,18 @@ PRIMARY = re.compile(
 
 
 def _train(base: Path, data: str) -> Path:
-    """The demo's adapter for ``data``: trained once per machine, in a child interpreter (its memory returns)."""
+    """The demo's adapter for ``data``: trained once per machine, in a child interpreter as the demo trains it
+    (its memory returns; its output is captured by pytest and shown if it fails)."""
+    from pytest_emguard.demo.__main__ import _in_child
     from pytest_emguard.demo.models import cache_root
 
-    code = (
-        "import sys\nfrom pathlib import Path\nfrom pytest_emguard.demo.train import DemoTraining, train_adapter\n"
-        f"print(train_adapter(Path({str(base)!r}), Path({str(cache_root() / 'demo')!r}), DemoTraining(data={data!r})))"
+    return Path(
+        _in_child(
+            "from pathlib import Path\nfrom pytest_emguard.demo.train import DemoTraining, train_adapter\n"
+            f"result = train_adapter(Path({str(base)!r}), Path({str(cache_root() / 'demo')!r}), "
+            f"DemoTraining(data={data!r}))"
+        )
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, f"training on {data} failed:\n{done.stderr[-4000:]}"
-    return Path(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")
