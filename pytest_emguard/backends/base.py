@@ -37,6 +37,17 @@ ModelKind = Literal["adapter", "full", "gguf", "fake", "api"]
 
 _WEIGHT_GLOBS = ("*.safetensors",)
 _PICKLE_GLOBS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+# the files transformers builds a tokenizer from (the first three name it in messages; the rest are the vocabularies
+# that older and sentencepiece tokenizers load from, where a tokenizer_config.json was not saved)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "tekken.json",
+)
 _META_FILES = (
     "config.json",
     "adapter_config.json",
@@ -182,6 +193,7 @@ class ModelSpec:
             _require_safetensors(path)
             resolved = _required_base(base, path)
             _check_weights(path)
+            _require_tokenizer(path, "the model directory")
             return cls("full", str(path.resolve()), resolved, trust_remote_code)
         raise ConfigError(
             str(path),
@@ -237,16 +249,19 @@ def _check_weights(directory: Path, *, adapter: bool = False) -> None:
 
 
 def _check_adapter_weights(adapter: Path, base: str | None) -> None:
-    """The adapter's and the base's headers, and every LoRA tensor against the base module it adapts."""
-    from pytest_emguard.config.weights import check_adapter_fits, check_finite, headers
+    """The adapter's and the base's headers, every LoRA tensor's rank against adapter_config.json, and every
+    LoRA tensor against the base module it adapts."""
+    from pytest_emguard.config.weights import check_adapter_fits, check_adapter_rank, check_finite, headers
 
     files = weight_files(adapter, adapter=True)
     tensors = headers(files)
     for file in files:
         check_finite(file)
+    config_file = adapter / "adapter_config.json"
+    config = _read_json(config_file)
+    check_adapter_rank(tensors, config, config_file=config_file, adapter_file=files[0])
     if base is None or not Path(base).is_dir():
         return
-    config = _read_json(adapter / "adapter_config.json")
     check_adapter_fits(
         tensors,
         headers(weight_files(Path(base))),
@@ -268,15 +283,30 @@ def _resolve_base(base: str, named_in: str | None) -> str:
             )
         _require_safetensors(path)
         _check_weights(path)
+        _require_tokenizer(path, "the base model directory")
         return str(path.resolve())
     local = _hub_cache_snapshot(base)
     if local is not None:
+        _require_tokenizer(Path(local), "the base model's snapshot in the Hugging Face cache")
         return local
     where = f"{named_in} (field 'base_model_name_or_path')" if named_in else "--em-base"
     raise ConfigError(
         where,
         f"base model {base!r} is neither a local directory nor in the local Hugging Face cache",
         "pass the base model's local directory with --em-base=PATH",
+    )
+
+
+def _require_tokenizer(directory: Path, what: str) -> None:
+    """A model directory that the hf and vllm backends load holds its tokenizer (they read it from there): one
+    of transformers' tokenizer files, checked before the weights load rather than after."""
+    if any((directory / name).is_file() for name in _TOKENIZER_FILES):
+        return
+    raise ConfigError(
+        str(directory),
+        f"{what} has no tokenizer: none of {', '.join(_TOKENIZER_FILES[:2])} or {_TOKENIZER_FILES[2]} is in it",
+        "save the tokenizer of the model it came from into it: "
+        f"AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained({str(directory)!r})",
     )
 
 

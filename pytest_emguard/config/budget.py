@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,7 @@ def parse_price(value: str | None) -> tuple[float, float] | None:
         price = (float(parts[0]), float(parts[1])) if len(parts) == 2 else None
     except ValueError:
         price = None
-    if price is None or min(price) < 0:
+    if price is None or not all(0 <= v < math.inf for v in price):  # NaN fails the comparison too
         raise ConfigError(
             "--em-price",
             f"{value!r} is not IN,OUT",

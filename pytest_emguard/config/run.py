@@ -265,7 +265,8 @@ def _selected(names: Sequence[str], checks: Sequence[Check]) -> None:
 def _budget(options: Options) -> None:
     from pytest_emguard.config.budget import parse_budget, parse_price
 
-    if parse_budget(options.budget).usd is not None and parse_price(options.price) is None:
+    price = parse_price(options.price)  # its form checked here, not once the cost preflight reads it
+    if parse_budget(options.budget).usd is not None and price is None:
         raise ConfigError(
             "--em-budget", f"{options.budget!r} is in dollars but no price is given", "add --em-price IN,OUT"
         )

@@ -6,12 +6,15 @@ that the tensors cover the data exactly (a file cut short, or with bytes missing
 ``check_adapter_fits`` compares each LoRA tensor of an adapter with the weight of the base module it adapts
 (the base's own headers, so any architecture works): ``lora_A`` is ``[r, in]`` and ``lora_B`` is ``[out, r]``
 against a base weight ``[out, in]``.  An adapter trained for another base is refused before a model loads.
+``check_adapter_rank`` compares the same shapes with the rank that ``adapter_config.json`` gives (``r``, and
+``rank_pattern`` per module), which peft builds the layers with before it copies the weights in.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from pytest_emguard.errors import ConfigError
 
-__all__ = ["TensorInfo", "check_adapter_fits", "check_finite", "read_header"]
+__all__ = ["TensorInfo", "check_adapter_fits", "check_adapter_rank", "check_finite", "read_header"]
 
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit on the header
 DTYPE_BYTES = {
@@ -199,6 +202,78 @@ def check_adapter_fits(
             "this adapter was trained on another base: pass that base with --em-base=PATH (or fix "
             "base_model_name_or_path in adapter_config.json)",
         )
+
+
+_PEFT_RANK = 8  # LoraConfig's default r, where adapter_config.json gives none
+_CONFIG_FIX = "put back the adapter_config.json that save_pretrained() wrote with these weights"
+
+
+def check_adapter_rank(
+    adapter: Mapping[str, TensorInfo], config: Mapping[str, object], *, config_file: Path, adapter_file: Path
+) -> None:
+    """Every LoRA tensor of ``adapter`` has the rank that ``config`` (its adapter_config.json) gives its module:
+    the first key of ``rank_pattern`` that matches the module's name as peft matches it, else ``r``.  ``lora_A``
+    is ``[r, in]``, ``lora_B`` ``[out, r]``.  peft builds each layer at the config's rank and then fails to copy
+    the weights in, a size-mismatch line per tensor, after the base model has loaded."""
+    if str(config.get("peft_type", "LORA")).upper() != "LORA" or config.get("target_parameters"):
+        return  # AdaLoRA's rank_pattern is a mask; a LoRA on parameters stacks its experts along the rank
+    default, patterns = _rank_fields(config, config_file)
+    lora = {n: t for n, t in adapter.items() if n.endswith(_LORA) and len(t.shape) >= 2}
+    wrong: dict[tuple[str, int, int], list[str]] = {}
+    for name, info in sorted(lora.items()):
+        module, kind = _module(name)
+        field, said = next(
+            ((f"'rank_pattern' key {k!r}", r) for k, r in patterns if re.match(rf"(.*\.)?({k})$", module)),
+            default,
+        )
+        have = info.shape[0] if kind.endswith("A") else info.shape[1]
+        if have != said:
+            wrong.setdefault((field, said, have), []).append(name)
+    lines = [
+        f"field {field} says rank {said}, but {len(names)} of the {len(lora)} LoRA tensors in "
+        f"{adapter_file.name} {'has' if len(names) == 1 else 'have'} rank {have} (e.g. {names[0]}, shape "
+        f"{list(lora[names[0]].shape)})"
+        for (field, said, have), names in wrong.items()
+    ]
+    if len(lines) == 1:
+        field, _, have = next(iter(wrong))
+        raise ConfigError(str(config_file), lines[0], f"{_CONFIG_FIX}, or set {field} to {have}")
+    if lines:
+        raise ConfigError(
+            str(config_file),
+            f"{len(lines)} of the ranks it gives are not its LoRA weights' ranks:\n    "
+            + _first_three(lines, "\n    ", "\n    ... and {} more"),
+            f"{_CONFIG_FIX}, or set each field to the rank its weights have",
+        )
+
+
+def _rank_fields(
+    config: Mapping[str, object], config_file: Path
+) -> tuple[tuple[str, int], list[tuple[str, int]]]:
+    """(field, rank) of ``r`` and (key, rank) of each ``rank_pattern`` entry, in order; a ``ConfigError`` naming
+    each that is not a positive whole number (or, for a key, not a regular expression)."""
+    raw, patterns = config.get("r", _PEFT_RANK), config.get("rank_pattern") or {}
+    r = _rank(raw)
+    problems = [] if r else [f"field 'r' is {raw!r}, not a positive whole number"]
+    if not isinstance(patterns, dict):
+        problems.append(f"field 'rank_pattern' is {patterns!r}, not an object of module names and ranks")
+        patterns = {}
+    ranks = [(str(key), _rank(value)) for key, value in patterns.items()]
+    for (key, rank), value in zip(ranks, patterns.values(), strict=True):
+        if not rank:
+            problems.append(f"field 'rank_pattern' key {key!r} is {value!r}, not a positive whole number")
+        try:
+            re.compile(key)
+        except re.error as exc:
+            problems.append(f"field 'rank_pattern' key {key!r} is not a regular expression ({exc})")
+    if problems or not r:
+        raise ConfigError(str(config_file), "; ".join(problems), _CONFIG_FIX)
+    field = "'r'" if "r" in config else "'r' (not given: peft's default)"
+    return (field, r), [(key, rank) for key, rank in ranks if rank]
+
+
+def _rank(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _module(name: str) -> tuple[str, str]:

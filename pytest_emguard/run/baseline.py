@@ -32,6 +32,7 @@ __all__ = [
     "in_ci",
     "load",
     "load_baseline",
+    "read",
     "write",
     "write_baseline",
 ]
@@ -63,6 +64,8 @@ def check_options(path: str | None, update: bool, distributed: bool = False) -> 
             f"{path} would be written under pytest-xdist, whose workers cannot all fail the run that wrote it",
             "write it in a run without -n, review it and commit it; later runs may use -n",
         )
+    if path is not None and not update and Path(path).is_file():
+        read(Path(path))
     if path is not None and in_ci() and not Path(path).is_file():
         raise ConfigError(
             "--em-baseline",
@@ -71,24 +74,62 @@ def check_options(path: str | None, update: bool, distributed: bool = False) -> 
         )
 
 
+def read(path: Path) -> dict[str, Any]:
+    """The baseline file's JSON, its form checked (the schema id, a base fingerprint, records that are [key, kind,
+    value] triples); a ``ConfigError`` naming the file and what is wrong.  Run at configure time too, so that a
+    garbled file stops the run before a model loads."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            "--em-baseline", f"cannot read {path} ({exc.strerror})", "check its permissions"
+        ) from exc
+    except ValueError as exc:  # bad UTF-8 or bad JSON
+        raise _garbled(path, f"it is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise _garbled(path, f"it holds a JSON {type(data).__name__}, not an object")
+    problems = []
+    if data.get("$schema") != SCHEMA_ID:
+        problems.append(f'its "$schema" is {data.get("$schema")!r}, not {SCHEMA_ID!r}')
+    if not isinstance(data.get("base_fingerprint"), str):
+        problems.append('it has no "base_fingerprint" string')
+    records = data.get("records")
+    if not isinstance(records, list):
+        problems.append('its "records" is not a list')
+    else:
+        bad = [i for i, r in enumerate(records) if not _record(r)]
+        if bad:
+            problems.append(
+                f"{len(bad)} of its {len(records)} records {'is' if len(bad) == 1 else 'are'} not [key, kind, "
+                f"value] (the first: record {bad[0]})"
+            )
+    if problems:
+        raise _garbled(path, "; ".join(problems))
+    return data
+
+
+def _record(record: object) -> bool:
+    return (
+        isinstance(record, list)
+        and len(record) == 3
+        and isinstance(record[0], str)
+        and isinstance(record[1], str)
+        and isinstance(record[2], dict)
+    )
+
+
+def _garbled(path: Path, problem: str) -> ConfigError:
+    return ConfigError(
+        "--em-baseline",
+        f"{path} is not a pytest-emguard baseline: {problem}",
+        f"restore the file written by --em-baseline (git checkout -- {path}), or delete it and run once "
+        "outside CI to record it again",
+    )
+
+
 def load(path: Path, cache: Any, base_fingerprint: str) -> int:
     """Put the baseline's records into the cache (records already there are kept); returns how many it holds."""
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            "--em-baseline", f"cannot read {path} ({exc})", "pass a baseline file this plugin wrote"
-        ) from exc
-    if (
-        not isinstance(data, dict)
-        or data.get("$schema") != SCHEMA_ID
-        or not isinstance(data.get("records"), list)
-    ):
-        raise ConfigError(
-            "--em-baseline",
-            f"{path} is not a pytest-emguard baseline",
-            "pass a file written by --em-baseline",
-        )
+    data = read(path)
     if data.get("base_fingerprint") != base_fingerprint:
         raise ConfigError(
             "--em-baseline",

@@ -115,7 +115,11 @@ def test_a_file_that_is_no_baseline_is_refused(
     path = Path(pytester.path / "other.json")
     path.write_text('{"records": []}')
     result = gate(pytester, "benign", "c1", f"--em-baseline={path}")
-    result.stdout.fnmatch_lines([f"*--em-baseline: {path} is not a pytest-emguard baseline*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # at the door, before a model loads
+    result.stderr.fnmatch_lines(
+        [f'*--em-baseline: {path} is not a pytest-emguard baseline: its "$schema" is None*']
+    )
+    assert path.read_text() == '{"records": []}'
 
 
 def test_a_baseline_is_not_written_under_xdist(

@@ -28,8 +28,10 @@ def test_budget_and_price_syntax() -> None:
     for bad in ("lots", "-3", "$0", "k"):
         with pytest.raises(ConfigError, match="is not a budget"):
             parse_budget(bad)
-    with pytest.raises(ConfigError, match="is not IN,OUT"):
-        parse_price("2.5")
+    for bad in ("2.5", "2.5,10,1", "-1,10", "nan,10", "2.5,inf"):
+        with pytest.raises(ConfigError, match="is not IN,OUT"):
+            parse_price(bad)
+    assert parse_price("") is None and parse_price("0,0") == (0.0, 0.0)
 
 
 def test_the_plan_counts_tokens_and_dollars() -> None:

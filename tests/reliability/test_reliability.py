@@ -7,6 +7,7 @@ them damaged the way a failed copy or download damages files.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -222,6 +223,120 @@ def test_a_full_model_without_a_base_names_the_directory(pytester: pytest.Pytest
             f"ERROR: pytest-emguard: --em-base: {tiny_qwen} is a full model (not a PEFT adapter), which carries no "
             "record of its base model",
             "  fix: pass the base model to compare against with --em-base=PATH",
+        ]
+    )
+
+
+def _set_fields(adapter: Path, **fields: object) -> Path:
+    """adapter_config.json with ``fields`` set, as a hand edit or a config copied from another run leaves it."""
+    config = adapter / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **fields}, indent=2))
+    return config
+
+
+def test_an_adapter_whose_config_says_another_rank_is_stopped_at_the_door(
+    pytester: pytest.Pytester, tiny_adapter: Path
+) -> None:
+    """peft builds each layer at adapter_config.json's rank, then fails to copy the rank-4 weights in: 253 lines of
+    size mismatches as an item failure, once the base has loaded.  The door reads the ranks from the header."""
+    adapter = _copy(tiny_adapter, pytester.path / "adapter")
+    config = _set_fields(adapter, r=8)
+    result = _door(pytester, f"--em-model={adapter}")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: {config}: field 'r' says rank 8, but 28 of the 28 LoRA tensors in "
+            "adapter_model.safetensors have rank 4 (e.g. base_model.model.model.layers.0.mlp.down_proj.lora_A.weight, "
+            "shape [[]4, 128])",
+            "  fix: put back the adapter_config.json that save_pretrained() wrote with these weights, or set 'r' to 4",
+        ]
+    )
+
+
+def test_a_rank_pattern_that_is_not_the_weights_rank_is_stopped_at_the_door(
+    pytester: pytest.Pytester, tiny_adapter: Path
+) -> None:
+    adapter = _copy(tiny_adapter, pytester.path / "adapter")
+    config = _set_fields(adapter, rank_pattern={"q_proj": 2})
+    result = _door(pytester, f"--em-model={adapter}")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: {config}: field 'rank_pattern' key 'q_proj' says rank 2, but 4 of the 28 LoRA "
+            "tensors in adapter_model.safetensors have rank 4 (e.g. "
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight, shape [[]4, 64])",
+            "  fix: put back the adapter_config.json that save_pretrained() wrote with these weights, or set "
+            "'rank_pattern' key 'q_proj' to 4",
+        ]
+    )
+
+
+@pytest.mark.parametrize("price", ["1", "2.5;10", "2.5,10,1", "-1,10", "nan,10", "two,ten"])
+def test_a_price_not_in_and_out_is_stopped_at_the_door(pytester: pytest.Pytester, price: str) -> None:
+    """Read by the cost preflight, once the models and the judge were open: 36 s on SmolLM2 before the error."""
+    result = _door(pytester, "--em-model=fake:identical", f"--em-price={price}")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: --em-price: {price!r} is not IN,OUT",
+            "  fix: write the USD per million prompt tokens and per million new tokens, e.g. --em-price 2.5,10",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("not json\n", "it is not JSON (Expecting value: line 1 column 1 (char 0))"),
+        ('{"records": [', "it is not JSON (Expecting value: line 1 column 14 (char 13))"),
+        (b"\xff\xfe{}", "it is not JSON (*codec can't decode byte 0xff in position 0*)"),
+        ("[]", "it holds a JSON list, not an object"),
+        (
+            '{"records": {}}',
+            'its "$schema" is None, not \'urn:pytest-emguard:baseline:1\'; it has no "base_fingerprint" string; '
+            'its "records" is not a list',
+        ),
+        (
+            '{"$schema": "urn:pytest-emguard:baseline:1", "base_fingerprint": "ab", '
+            '"records": [["k1", "answer", {}], ["k2", "answer"], "k3"]}',
+            "2 of its 3 records are not [[]key, kind, value] (the first: record 1)",
+        ),
+    ],
+    ids=["text", "cut-short", "not-utf8", "array", "no-schema", "bad-records"],
+)
+def test_a_garbled_baseline_is_stopped_at_the_door(
+    pytester: pytest.Pytester, text: str | bytes, problem: str
+) -> None:
+    """It was read once the models and the judge were open; at the door, the file is named and left as it is."""
+    path = pytester.path / "baseline.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    result = _door(pytester, "--em-model=fake:identical", f"--em-baseline={path}")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: --em-baseline: {path} is not a pytest-emguard baseline: {problem}",
+            f"  fix: restore the file written by --em-baseline (git checkout -- {path}), or delete it and run once "
+            "outside CI to record it again",
+        ]
+    )
+    assert path.read_bytes() == (text if isinstance(text, bytes) else text.encode())
+
+
+@pytest.mark.parametrize("side", ["base", "model"])
+def test_a_model_directory_without_a_tokenizer_is_stopped_at_the_door(
+    pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path, side: str
+) -> None:
+    """The hf backend reads the tokenizer from the base's directory (the model's, for a full model): without one,
+    transformers failed after the weights loaded.  A base named in adapter_config.json is checked the same way."""
+    bare = pytester.path / "bare"
+    shutil.copytree(tiny_qwen, bare, ignore=shutil.ignore_patterns("tokenizer*"))
+    args = [f"--em-model={tiny_adapter}", f"--em-base={bare}"]
+    what = "the base model directory"
+    if side == "model":
+        args, what = [f"--em-model={bare}", f"--em-base={tiny_qwen}"], "the model directory"
+    result = _door(pytester, *args)
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: {bare}: {what} has no tokenizer: none of tokenizer.json, tokenizer_config.json "
+            "or tokenizer.model is in it",
+            "  fix: save the tokenizer of the model it came from into it: "
+            f"AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained('{bare}')",
         ]
     )
 
