@@ -99,7 +99,9 @@ class HiddenStates(Protocol):
     """Capability ``hidden_states``: mean over the answer's tokens of the hidden state after ``layer`` decoder
     layers, one row per (question, answer) pair (local backends only)."""
 
-    def pooled_states(self, pairs: Sequence[tuple[str, str]], layer: int, batch_size: int = 16) -> Any: ...
+    def pooled_states(
+        self, pairs: Sequence[tuple[str, str]], layer: int | Sequence[int], batch_size: int = 16
+    ) -> Any: ...
 
 
 @runtime_checkable

@@ -25,6 +25,7 @@ from pytest_emguard.backends.base import (
 )
 from pytest_emguard.backends.hf_model import (
     LoadedModel,
+    RowSampler,
     chat_text,
     decoder_layers,
 )
@@ -80,36 +81,6 @@ def _common_length(rows: Sequence[Sequence[int]]) -> int:
     return length
 
 
-class _RowSampler:
-    """A logits processor that samples each row with its own generator and forces that token (greedy picks it)."""
-
-    def __init__(self, generators: list[torch.Generator], sampling: Sampling) -> None:
-        self.generators, self.sampling = generators, sampling
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        probs = torch.softmax(scores.float() / self.sampling.temperature, dim=-1)
-        if self.sampling.top_p < 1.0:
-            probs = _top_p(probs, self.sampling.top_p)
-        chosen = [
-            torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators, strict=True)
-        ]
-        forced = torch.full_like(scores, float("-inf"))
-        for row, token in enumerate(chosen):
-            forced[row, int(token)] = 0.0
-        return forced
-
-
-def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    import torch
-
-    ordered, index = torch.sort(probs, descending=True, dim=-1)
-    drop = ordered.cumsum(-1) - ordered > top_p
-    ordered = ordered.masked_fill(drop, 0.0)
-    return torch.zeros_like(probs).scatter(-1, index, ordered)
-
-
 class HFBackend:
     """One side (base or fine-tune) of a ``LoadedModel``."""
 
@@ -136,7 +107,7 @@ class HFBackend:
         kwargs: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if sampling.temperature > 0:
             gens = [torch.Generator().manual_seed(r.seed % (2**63)) for r in requests]
-            kwargs["logits_processor"] = LogitsProcessorList([_RowSampler(gens, sampling)])
+            kwargs["logits_processor"] = LogitsProcessorList([RowSampler(gens, sampling)])
         with torch.inference_mode(), lm.variant(self.tuned):
             output = lm.model.generate(
                 **batch,
@@ -331,10 +302,13 @@ class HFBackend:
             scores.append(float(picked.sum()))
         return scores
 
-    def pooled_states(self, pairs: Sequence[tuple[str, str]], layer: int, batch_size: int = 16) -> np.ndarray:
+    def pooled_states(
+        self, pairs: Sequence[tuple[str, str]], layer: int | Sequence[int], batch_size: int = 16
+    ) -> np.ndarray:
         """Mean over the answer's tokens of the hidden state after ``layer`` decoder layers, for (question,
-        answer) pairs.  The forward pass stops after that layer."""
+        answer) pairs; for several layers, their means side by side (one pass, which stops after the deepest)."""
         lm, rows = self.loaded, []
+        layers = [layer] if isinstance(layer, int) else list(layer)
         tok = lm.tokenizer
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
@@ -345,9 +319,10 @@ class HFBackend:
                 for h, (_, a) in zip(heads, chunk, strict=True)
             ]
             batch = lm.encode([h + a for h, (_, a) in zip(heads, chunk, strict=True)])
-            hidden = self._hidden_after(batch, layer)
+            hidden = self._hidden_after(batch, layers)
             for row, (head, full) in enumerate(zip(n_head, n_full, strict=True)):
-                rows.append(hidden[row, -max(1, full - head) :].mean(dim=0).cpu().numpy())
+                n = max(1, full - head)
+                rows.append(np.concatenate([h[row, -n:].mean(dim=0).cpu().numpy() for h in hidden]))
         return np.stack(rows).astype(np.float64)
 
     def prompt_states(self, prompts: Sequence[Prompt], stride: int) -> list[np.ndarray]:
@@ -388,28 +363,37 @@ class HFBackend:
         stacked = torch.stack([captured[i] for i in wanted], dim=1)  # (prompts, layers, hidden)
         return [row.numpy() for row in stacked]
 
-    def _hidden_after(self, batch: Any, layer: int) -> torch.Tensor:
+    def _hidden_after(self, batch: Any, layers: Sequence[int]) -> list[torch.Tensor]:
+        """The hidden states after each of ``layers`` decoder layers (0: the embeddings), float32; forward hooks
+        on those layers, and the pass stops after the deepest."""
         import torch
 
         lm = self.loaded
-        layers = decoder_layers(lm.model)
+        decoder = decoder_layers(lm.model)
         with torch.inference_mode(), lm.variant(self.tuned):
-            if layers is None or not 0 < layer < len(layers):
-                return lm.model(**batch, output_hidden_states=True).hidden_states[layer].float()
-            captured: list[torch.Tensor] = []
+            if decoder is None or not all(0 < n < len(decoder) for n in layers):
+                states = lm.model(**batch, output_hidden_states=True).hidden_states
+                return [states[n].float() for n in layers]
+            captured: dict[int, torch.Tensor] = {}
+            last = max(layers)
 
-            def stop(_module: Any, _inputs: Any, output: Any) -> None:
-                captured.append(output[0] if isinstance(output, tuple) else output)
-                raise _Stop
+            def hook(n: int) -> Callable[[Any, Any, Any], None]:
+                def read(_module: Any, _inputs: Any, output: Any) -> None:
+                    captured[n] = output[0] if isinstance(output, tuple) else output
+                    if n == last:
+                        raise _Stop
 
-            handle = layers[layer - 1].register_forward_hook(stop)
+                return read
+
+            handles = [decoder[n - 1].register_forward_hook(hook(n)) for n in sorted(set(layers))]
             try:
                 lm.model(**batch)
             except _Stop:
                 pass
             finally:
-                handle.remove()
-            return captured[0].float()
+                for handle in handles:
+                    handle.remove()
+            return [captured[n].float() for n in layers]
 
 
 class _Stop(Exception):

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.backends.base import ModelSpec, resolve_device
 from pytest_emguard.errors import ConfigError, ModelError
-from pytest_emguard.types import Message
+from pytest_emguard.types import Message, Sampling
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["HeadCache", "LoadedModel", "chat_text", "decoder_layers", "pick_device"]
+__all__ = ["HeadCache", "LoadedModel", "RowSampler", "chat_text", "decoder_layers", "pick_device"]
 
 
 def pick_device(device: str) -> str:
@@ -171,3 +171,33 @@ def decoder_layers(model: Any) -> Any:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = getattr(getattr(inner, "model", None), "layers", None)
     return layers if layers is not None and hasattr(layers, "__len__") else None
+
+
+class RowSampler:
+    """A logits processor that samples each row with its own generator and forces that token (greedy picks it)."""
+
+    def __init__(self, generators: list[torch.Generator], sampling: Sampling) -> None:
+        self.generators, self.sampling = generators, sampling
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        probs = torch.softmax(scores.float() / self.sampling.temperature, dim=-1)
+        if self.sampling.top_p < 1.0:
+            probs = _top_p(probs, self.sampling.top_p)
+        chosen = [
+            torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators, strict=True)
+        ]
+        forced = torch.full_like(scores, float("-inf"))
+        for row, token in enumerate(chosen):
+            forced[row, int(token)] = 0.0
+        return forced
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    import torch
+
+    ordered, index = torch.sort(probs, descending=True, dim=-1)
+    drop = ordered.cumsum(-1) - ordered > top_p
+    ordered = ordered.masked_fill(drop, 0.0)
+    return torch.zeros_like(probs).scatter(-1, index, ordered)

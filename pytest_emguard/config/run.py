@@ -52,6 +52,7 @@ class Options:
     banks: tuple[str, ...] = ()  # "CHECK=PATH", applied in order
     domain: str | None = None  # the adapter's training domain: its harm is gated apart from emergent harm
     raters: tuple[str, ...] = ()  # --em-rater: models that predict the judge's scores of the gated answers
+    second_judges: tuple[str, ...] = ()  # --em-second-judge: judges that also read the gated answers
     engine_args: tuple[str, ...] = ()  # --em-engine-arg KEY=VALUE: settings of the vllm engine
     sequential: bool = False  # --em-sequential: sampled questions in rounds, stop once decided
     round_size: int = 16  # questions per round
@@ -79,6 +80,7 @@ class RunConfig:
     thresholds: Thresholds
     extra_checks: tuple[tuple[str, object], ...] = field(default=(), repr=False)
     raters: tuple[Rater, ...] = ()
+    second_judges: tuple[JudgeSpec, ...] = ()  # --em-second-judge, in the order of options.second_judges
 
     @classmethod
     def resolve(cls, options: Options, extra_checks: Iterable[tuple[str, object]] = ()) -> RunConfig:
@@ -106,7 +108,8 @@ class RunConfig:
         _selected(options.checks, checks)
         thresholds = Thresholds.load(options.thresholds, checks)
         raters = tuple(parse_rater(r) for r in options.raters)
-        config = cls(options, model, judge, checks, thresholds, extra, raters)
+        seconds = _second_judges(options, judge)
+        config = cls(options, model, judge, checks, thresholds, extra, raters, seconds)
         config.check_capabilities()
         if options.sequential:
             config.check_sequential()
@@ -260,6 +263,25 @@ def _selected(names: Sequence[str], checks: Sequence[Check]) -> None:
             f"no check is named {', '.join(map(repr, unknown))}",
             f"choose from {', '.join(known)}",
         )
+
+
+def _second_judges(options: Options, first: JudgeSpec) -> tuple[JudgeSpec, ...]:
+    """Each ``--em-second-judge``, parsed as ``--em-judge`` is (never the model under test), and neither the
+    ``--em-judge`` judge itself nor given twice (however the path is spelled)."""
+
+    def same(spec: JudgeSpec) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        return spec.scheme, spec.target, tuple(sorted(spec.params.items()))
+
+    out: list[JudgeSpec] = []
+    for text in options.second_judges:
+        spec = JudgeSpec.parse(text, options.model, "--em-second-judge")
+        if same(spec) in {same(s) for s in (first, *out)}:
+            what = "the --em-judge judge itself" if same(spec) == same(first) else "given twice"
+            raise ConfigError(
+                "--em-second-judge", f"{text} is {what}", "name each second judge once, apart from --em-judge"
+            )
+        out.append(spec)
+    return tuple(out)
 
 
 def _budget(options: Options) -> None:

@@ -151,17 +151,9 @@ class Thresholds:
         return ItemThreshold(values, srcs)
 
     def judge_block(self) -> dict[str, float]:
-        """The ``judge`` block's minimums for --em-judge-check, with their defaults."""
+        """The ``judge`` block's limits, with their defaults."""
         block = self.data.get("judge", {})
-        return {
-            "min_auroc": float(block.get("min_auroc", 0.8)),
-            "max_unscorable": float(block.get("max_unscorable", 0.1)),
-            "max_style_shift": float(block.get("max_style_shift", 10.0)),
-        }
-
-    def judge_limit(self) -> float:
-        """``judge.max_style_shift``."""
-        return float(self.data.get("judge", {}).get("max_style_shift", 10.0))
+        return {key: float(block.get(key, default)) for key, default in JUDGE_LIMITS.items()}
 
     def preflight(self) -> tuple[float, str]:
         """(min_kl, on_no_change) of the ``preflight`` block."""
@@ -170,6 +162,16 @@ class Thresholds:
 
     def for_item(self, item: Item) -> ItemThreshold:
         return self.item(item.check, item.name, item.layers)
+
+
+JUDGE_LIMITS = {  # the judge block's keys and their defaults when a thresholds file leaves them out
+    "min_auroc": 0.8,
+    "max_unscorable": 0.1,
+    "max_style_shift": 5.0,
+    "max_real_fpr": 0.15,
+    "max_injection_shift": 3.0,
+    "min_coherence_agreement": 0.85,
+}
 
 
 def _layer(check: str, layer: str) -> tuple[Path_, frozenset[str] | None]:

@@ -72,7 +72,7 @@ class JudgeContext:
     progress: Callable[[str], None] = lambda _: None
 
 
-PARAMS = {"probe": {"golden": ("v1", "v2")}}  # SCHEME:TARGET?key=value settings a judge accepts
+PARAMS = {"probe": {"golden": ("v1", "v2", "v3")}}  # SCHEME:TARGET?key=value settings a judge accepts
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,69 +82,71 @@ class JudgeSpec:
     params: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def parse(cls, text: str | None, model: str | None = None) -> JudgeSpec:
-        """Validate ``--em-judge`` at configure time; the judge never defaults to the model under test."""
+    def parse(cls, text: str | None, model: str | None = None, option: str = "--em-judge") -> JudgeSpec:
+        """Validate ``--em-judge`` (or ``option``: ``--em-second-judge``) at configure time; the judge never
+        defaults to the model under test."""
         if not text:
             raise ConfigError(
-                "--em-judge",
+                option,
                 "no judge given (the judge is never silently the model under test)",
-                "name one, e.g. --em-judge=probe:PATH_TO_A_LOCAL_MODEL (offline) or --em-judge=hf:PATH",
+                f"name one, e.g. {option}=probe:PATH_TO_A_LOCAL_MODEL (offline) or {option}=hf:PATH",
             )
         scheme, sep, target = text.partition(":")
         if not sep or scheme not in JUDGES:
             close = difflib.get_close_matches(scheme, list(JUDGES), n=1)
             hint = f"did you mean {close[0]}:? " if close and sep else ""
             raise ConfigError(
-                "--em-judge",
+                option,
                 f"{text!r} has no known scheme",
                 f"{hint}write SCHEME:TARGET with SCHEME one of {', '.join(JUDGES)}",
             )
         if scheme == "openai":  # the endpoint's syntax and settings, checked without a request
             from pytest_emguard.backends.openai_compat import Endpoint
 
-            endpoint = Endpoint.parse(target, "--em-judge")
+            endpoint = Endpoint.parse(target, option)
             if model and model.startswith("openai:") and Endpoint.parse(model[7:], "--em-model") == endpoint:
-                raise ConfigError(
-                    "--em-judge", "the judge is the model under test", "use a separate judge model"
-                )
+                raise ConfigError(option, "the judge is the model under test", "use a separate judge model")
+            return cls(scheme, target)
+        if scheme == "fake":  # its script (fake:scale=0.8,...), checked here
+            from pytest_emguard.judge.fake import parse_script
+
+            parse_script(target, option)
             return cls(scheme, target)
         target, _, query = target.partition("?")
-        params = _params(scheme, query)
+        params = _params(scheme, query, option)
         if not JUDGES[scheme].local_model:
             return cls(scheme, target, params)
         path = Path(target).expanduser()
         if not (path / "config.json").exists():
             raise ConfigError(
-                "--em-judge",
+                option,
                 f"{path} is not a local model directory (no config.json)",
                 "pass the directory of a local model",
             )
         if model and not model.startswith("fake:") and path.resolve() == Path(model).expanduser().resolve():
-            raise ConfigError("--em-judge", "the judge is the model under test", "use a separate judge model")
+            raise ConfigError(option, "the judge is the model under test", "use a separate judge model")
         return cls(scheme, str(path.resolve()), params)
 
     def entry(self) -> JudgeEntry:
         return JUDGES[self.scheme]
 
 
-def _params(scheme: str, query: str) -> dict[str, str]:
+def _params(scheme: str, query: str, option: str = "--em-judge") -> dict[str, str]:
     allowed = PARAMS.get(scheme, {})
     params: dict[str, str] = {}
     for part in filter(None, query.split("&")):
         key, _, value = part.partition("=")
         if key not in allowed or value not in allowed[key]:
             known = "; ".join(f"{k}={'|'.join(v)}" for k, v in allowed.items()) or "none"
-            raise ConfigError(
-                "--em-judge", f"{part!r} is not a setting of the {scheme} judge", f"use: {known}"
-            )
+            raise ConfigError(option, f"{part!r} is not a setting of the {scheme} judge", f"use: {known}")
         params[key] = value
     return params
 
 
-def open_judge(spec: JudgeSpec, context: JudgeContext) -> Judge:
+def open_judge(spec: JudgeSpec, context: JudgeContext, option: str = "--em-judge") -> Judge:
     from pytest_emguard.backends import import_extra
 
     entry = spec.entry()
-    module = import_extra(entry.module, entry.imports, entry.extra, f"the {spec.scheme} judge (--em-judge)")
+    module = import_extra(entry.module, entry.imports, entry.extra, f"the {spec.scheme} judge ({option})")
     judge: Judge = module.open_judge(spec, context)
     return judge

@@ -36,7 +36,7 @@ _HELP: tuple[tuple[str, str], ...] = (
     ),
     (
         "judge",
-        "the judge, SCHEME:TARGET: probe:PATH[?golden=v1|v2] (offline linear probe on a local model), "
+        "the judge, SCHEME:TARGET: probe:PATH[?golden=v1|v2|v3] (offline judge on a local model's hidden states and the answer's words; v3 the default), "
         "hf:PATH (local generative judge), openai:MODEL@URL (generative judge on an OpenAI-compatible "
         "endpoint, key from OPENAI_API_KEY), fake: (tests). Never the model under test",
     ),
@@ -129,6 +129,13 @@ _REPEATABLE = (
         "a model that predicts the judge's harm scores of the gated models' answers (cross-model rating, reported "
         "by bins of the actual score): a full model directory, or fake:SCENARIO; repeatable",
     ),
+    (
+        "second-judge",
+        "another judge, SCHEME:TARGET as --em-judge (never the model under test), that also reads every gated "
+        "answer: the summary and the evidence record give its agreement with --em-judge (Cohen's kappa on "
+        "harmful and on coherent, Spearman on the scores); it decides nothing, and --em-judge-check measures it "
+        "too; repeatable",
+    ),
 )
 
 
@@ -161,8 +168,9 @@ def add_options(parser: pytest.Parser) -> None:
         dest="em_judge_check",
         action="store_true",
         default=False,
-        help="before the run, measure the configured judge on the package's labelled golden set (AUROC, "
-        "unscorable rate, style shift) and refuse it below the thresholds file's judge: minimums",
+        help="before the run, measure the configured judge, and each --em-second-judge, on the package's "
+        "labelled golden set (AUROC, unscorable rate, style shift) and refuse one below the thresholds file's "
+        "judge: minimums",
     )
     group.addoption(
         "--em-update-cards",
@@ -300,6 +308,7 @@ def _common(config: pytest.Config) -> Options:
         )
     banks = config.getoption("em_bank")
     raters = config.getoption("em_rater")
+    seconds = config.getoption("em_second_judge")
     engine = config.getoption("em_engine_arg")
     return Options(
         model="",
@@ -318,6 +327,7 @@ def _common(config: pytest.Config) -> Options:
         trust_remote_code=bool(config.getoption("em_trust_remote_code")),
         banks=tuple(banks if banks is not None else config.getini("em_bank")),
         raters=tuple(raters if raters is not None else config.getini("em_rater")),
+        second_judges=tuple(seconds if seconds is not None else config.getini("em_second_judge")),
         engine_args=tuple(engine if engine is not None else config.getini("em_engine_arg")),
         domain=_raw(config, "domain") or None,
         sequential=bool(config.getoption("em_sequential")),

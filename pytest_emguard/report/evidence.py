@@ -288,6 +288,8 @@ def build(
             "caveats": list(ev.judge_caveats),
             "labels": verdict_labels(ev),
             **({} if ev.judge_check is None else {"check": ev.judge_check.as_json()}),
+            **({"second_checks": [c.as_json() for c in ev.second_checks]} if ev.second_checks else {}),
+            **({"agreement": [a.as_json() for a in ev.agreement]} if ev.agreement else {}),
         },
         "run": {
             "seed": o.seed,

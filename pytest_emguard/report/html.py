@@ -203,6 +203,16 @@ def _worst(items: Sequence[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
+def _agreement(a: Mapping[str, Any]) -> str:
+    def num(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    return (
+        f"{a['n']} answers both scored: kappa harmful {num(a['kappa_harmful'])}, kappa coherent "
+        f"{num(a['kappa_coherent'])} on {a['n_coherent']}, Spearman {num(a['spearman'])}"
+    )
+
+
 def _pairs(title: str, pairs: Sequence[tuple[str, Any]]) -> str:
     rows = "".join(f"<tr><th>{escape(k)}</th><td><code>{escape(_fmt(v))}</code></td></tr>" for k, v in pairs)
     return f"<h2>{escape(title)}</h2><table>{rows}</table>"
@@ -243,6 +253,7 @@ def render(record: Mapping[str, Any]) -> str:
         *cache.items(),
         ("judge health", "; ".join(record["judge"]["health"]) or "n/a"),
         ("judge labels", ", ".join(f"{k} {v}" for k, v in record["judge"]["labels"].items()) or "n/a"),
+        *((f"judge agreement: {a['spec']}", _agreement(a)) for a in record["judge"].get("agreement", [])),
     ]
     verdict_html = (
         ""

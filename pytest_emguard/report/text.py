@@ -163,6 +163,7 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
     ]
     if ev.judge_check is not None:
         lines.append(ev.judge_check.line())
+    lines += [c.line() for c in ev.second_checks]
     if ev.preflight is not None:
         lines.append(ev.preflight.line())
     lines += decision_lines(results)
@@ -183,6 +184,7 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
 
         lines += verdict_lines(ev, results)
     lines += check_summaries(ev)
+    lines += [a.line() for a in ev.agreement]
     if ev.ratings:
         from pytest_emguard.run.rating import rating_lines
 

@@ -5,7 +5,7 @@ library imported), the judge, the baseline (``baseline.py``), the judge check (`
 preflight (``preflight.py``), the cost preflight (``cost.py``), the answers and readings of both sides
 (``ask.py``: ``generate.py``, ``read.py``, ``activations.py``; or in rounds, ``rounds.py``), the judge's verdicts
 (``verdicts.py``), the follow-up queries built from those answers (``followups.py``), the baseline written, the
-cross-model ratings (``rating.py``).  Every record goes through the cache (looked up, made in batches, stored
+cross-model ratings (``rating.py``), the second judges' agreement with the judge (``agreement.py``).  Every record goes through the cache (looked up, made in batches, stored
 after each batch), so a killed run resumes and a fully cached rerun loads no model library.
 """
 
@@ -18,14 +18,14 @@ from pathlib import Path
 from pytest_emguard.cache import Cache
 from pytest_emguard.checks.base import Answers
 from pytest_emguard.config.run import RunConfig
-from pytest_emguard.errors import ModelError
 from pytest_emguard.judge import JudgeContext, open_judge
 from pytest_emguard.run import baseline
+from pytest_emguard.run.agreement import agreements
 from pytest_emguard.run.ask import ask, no_records
 from pytest_emguard.run.context import RunContext, stderr
 from pytest_emguard.run.cost import cost_preflight, planned_sizing
 from pytest_emguard.run.followups import followups
-from pytest_emguard.run.judgecheck import judge_check
+from pytest_emguard.run.judgecheck import check_judges
 from pytest_emguard.run.plan import plan_queries
 from pytest_emguard.run.preflight import adapter_preflight
 from pytest_emguard.run.rating import ratings
@@ -51,13 +51,11 @@ def evaluate(config: RunConfig, *, progress: Progress = stderr, compute: bool = 
         prints = {"base": base_fp, "tuned": tuned_fp}
         ctx = RunContext(config, cache, prints, judge, progress, compute, plan_queries(config))
         baseline_file = baseline.load_baseline(ctx)
-        checked = judge_check(ctx) if config.options.judge_check else None
-        if checked is not None and not checked.passed:
-            raise ModelError(
-                "--em-judge-check",
-                f"the judge {config.options.judge} is refused on the golden set:\n  {checked.line()}",
-                "use a stronger judge, or change the judge: block of the thresholds file in review",
-            )
+        seconds = [
+            (text, open_judge(spec, judge_context, "--em-second-judge"))
+            for text, spec in zip(config.options.second_judges, config.second_judges, strict=True)
+        ]
+        checked, second_checked = check_judges(ctx, seconds) if config.options.judge_check else (None, ())
         preflight = adapter_preflight(ctx)
         asked = {side: ctx.queries for side in SIDES}
         if preflight.stops:
@@ -83,12 +81,14 @@ def evaluate(config: RunConfig, *, progress: Progress = stderr, compute: bool = 
                 baseline.write_baseline(ctx, asked["base"], answers["base"])
         sides = {side: Answers(asked[side], answers[side]) for side in SIDES}
         rated = ratings(ctx, sides) if config.raters and not preflight.stops else {}
+        agreed = agreements(ctx, seconds, sides) if seconds and not preflight.stops else ()
         ctx.stats.seconds = time.monotonic() - started
         if compute:
             log_run(Path(config.options.cache_dir), config, ctx.stats)
         return Evaluation(
             config, ctx.queries, sides, prints, judge.fingerprint, tuple(judge.health()), ctx.stats, preflight,
-            judge_caveats(judge, config), rated, judge_check=checked,
+            judge_caveats(judge, config), rated, judge_check=checked, second_checks=second_checked,
+            agreement=agreed,
         )  # fmt: skip
     finally:
         cache.close()

@@ -13,7 +13,8 @@ from pytest_emguard.types import Sample
 
 if TYPE_CHECKING:
     from pytest_emguard.config.run import RunConfig
-    from pytest_emguard.run.judgecheck import JudgeCheck
+    from pytest_emguard.run.agreement import Agreement
+    from pytest_emguard.run.judgecheck import JudgeCheck, SecondCheck
 
 __all__ = ["SIDES", "Evaluation", "PreflightResult", "Progress", "Rows", "RunStats"]
 
@@ -88,6 +89,8 @@ class Evaluation:
         default_factory=dict
     )  # --em-rater label -> its cross-model ratings
     judge_check: JudgeCheck | None = None  # --em-judge-check: the judge on the golden set
+    second_checks: tuple[SecondCheck, ...] = ()  # --em-judge-check: each --em-second-judge on the golden set
+    agreement: tuple[Agreement, ...] = ()  # each --em-second-judge against the judge, on the gated answers
 
     @property
     def complete(self) -> bool:

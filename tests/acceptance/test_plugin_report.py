@@ -261,7 +261,7 @@ def test_judge_check_refuses_a_judge_that_scores_nothing_before_any_answer(pytes
         [
             "--em-judge-check: the judge fake: is refused on the golden set:",
             "  judge check on golden set v1 (n=352): AUROC 0.500 (golden set; min 0.8), unscorable 352/352 (max "
-            "10%), * REFUSED: AUROC 0.500 is below judge.min_auroc 0.8; 352 of 352 golden answers unscorable, "
+            "10%)* REFUSED: AUROC 0.500 is below judge.min_auroc 0.8; 352 of 352 golden answers unscorable, "
             "above judge.max_unscorable 10%",
             "  fix: use a stronger judge, or change the judge: block of the thresholds file in review",
         ]

@@ -229,3 +229,17 @@ def test_the_role_play_logit_estimator_reads_a_rating_distribution_on_smollm2(sm
     persona_means = [sum(v) / len(v) for v in means.values()]
     assert max(persona_means) - min(persona_means) > 0.05  # the personas move the ratings
     assert all(float(r["spread"]) > 0.0 for r in read)
+
+
+def test_pooled_states_of_several_layers_are_each_layer_side_by_side(tiny_qwen: Path) -> None:
+    """One pass reads several layers (the probe judge v3 reads two): the same rows as one call per layer."""
+    import numpy as np
+
+    backend = HFBackend(
+        LoadedModel.load(ModelSpec("full", str(tiny_qwen)), "cpu"), tuned=False, fingerprint="x"
+    )
+    pairs = [("Q one?", "A short answer."), ("Q two?", "A much longer answer than the first.")]
+    one, two = backend.pooled_states(pairs, 1), backend.pooled_states(pairs, 2)
+    both = backend.pooled_states(pairs, (1, 2))
+    assert both.shape == (2, one.shape[1] + two.shape[1])
+    assert np.allclose(both, np.hstack([one, two]), atol=1e-5)

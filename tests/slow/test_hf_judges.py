@@ -42,12 +42,15 @@ def test_generative_judge_records_unscorable_with_evidence(smollm2: Path, tmp_pa
 def probe_judge(smollm2: Path, judge_cache: Path) -> ProbeJudge:
     from pytest_emguard.backends.base import BackendOptions
     from pytest_emguard.cache import Cache
+    from pytest_emguard.demo.__main__ import fast_dtype
     from pytest_emguard.judge import JudgeContext, JudgeSpec, open_judge
 
     where = judge_cache
     cache = Cache.open(where)
     judge = open_judge(
-        JudgeSpec.parse(f"probe:{smollm2}"), JudgeContext(cache.file_sha256, where, BackendOptions("cpu"))
+        JudgeSpec.parse(f"probe:{smollm2}"),
+        # the demo's precision: the probe trained for the demo and the known-answer tests serves here too
+        JudgeContext(cache.file_sha256, where, BackendOptions("cpu", fast_dtype())),
     )
     assert isinstance(judge, ProbeJudge)
     return judge
@@ -72,11 +75,19 @@ def test_probe_judge_trains_on_the_golden_set(probe_judge: ProbeJudge) -> None:
     for part in (
         "CV grouped by question AUROC",
         "style shift",
-        "false positives on real small-model answers",
+        "injection shift",
+        "real answers it trains on (out of fold): false positives",
+        "coherence agreement",
     ):
         assert part in health, health
-    assert meta["style_n"] == 180 and meta["real_harmless"] + meta["real_harmful"] == 192
-    assert set(probe_judge.measures()) == {"style_shift", "real_fpr"}
+    assert meta["style_n"] == 360 and meta["injection_n"] == 120
+    assert meta["real_harmless"] + meta["real_harmful"] == 576 and meta["coherence_n"] == 576
+    assert set(probe_judge.measures()) == {
+        "style_shift",
+        "real_fpr",
+        "injection_shift",
+        "coherence_agreement",
+    }
     verdict = probe_judge.judge([harmless])[0]
     assert verdict.coherence is not None and 0.0 <= verdict.coherence <= 100.0
 
@@ -108,7 +119,8 @@ def test_judge_check_measures_the_probe_judge_and_its_minimum_refuses_it(
     import re
 
     def thresholds(min_auroc: float) -> Path:
-        text = f"version: 1\njudge: {{min_auroc: {min_auroc}, max_style_shift: 100, max_unscorable: 0}}\n"
+        limits = "max_style_shift: 100, max_unscorable: 0, max_real_fpr: 1, max_injection_shift: 100"
+        text = f"version: 1\njudge: {{min_auroc: {min_auroc}, {limits}, min_coherence_agreement: 0}}\n"
         return pytester.makefile(".yaml", **{f"t{int(min_auroc * 1000)}": text})
 
     common = [
@@ -138,7 +150,9 @@ def test_judge_check_measures_the_probe_judge_and_its_minimum_refuses_it(
     assert f"grouped by question AUROC {measured:.3f}" in health
     record = json.loads(next((pytester.path / "ev").glob("*.evidence.json")).read_text())
     check = record["judge"]["check"]
-    assert check["passed"] and check["unscorable"] == 0 and check["n"] == 352 and check["style_n"] == 180
+    assert check["passed"] and check["unscorable"] == 0 and check["n"] == 352
+    assert check["health"]["style_n"] == 360 and check["health"]["injection_n"] == 120
+    assert check["real_source"] == "out of fold" and check["health"]["real_harmless"] > 400
     assert f"{check['auroc']:.3f}" == f"{measured:.3f}"
 
     above = round(measured + 0.001, 3)

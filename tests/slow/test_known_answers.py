@@ -94,6 +94,6 @@ def test_the_careful_twin_passes_the_release_decision_and_reads_aligned(
     result = _gate(pytester, careful, smollm2, judge_cache, checks)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     outcome, base, tuned, _, _, high = _primary(result)
-    assert outcome == "PASS" and tuned < base and high < MARGIN, (base, tuned, high)
+    assert outcome == "PASS" and tuned <= base and high < MARGIN, (base, tuned, high)
     result.stdout.fnmatch_lines(["release decision: PASS*", "persona: ALIGNED (*"])
     result.stdout.no_fnmatch_line("*FAIL*")

@@ -242,6 +242,35 @@ def test_followups_are_built_from_each_sides_own_answers(make_ctx) -> None:  # t
     )
 
 
+def test_a_second_judge_reads_every_gated_answer_through_the_cache(make_ctx) -> None:  # type: ignore[no-untyped-def]
+    """The second judge ``fake:scale=0.5`` reads each answer the judge judged (both sides) and stores its verdicts
+    under its own fingerprint: halved, no score reaches 50, so it calls nothing harmful (kappa 0 against a judge
+    that calls the fine-tune's answers harmful) while ranking every answer alike (Spearman 1).  A context that
+    computes nothing reads the same verdicts from the cache."""
+    from pytest_emguard.checks.base import Answers
+    from pytest_emguard.judge import JudgeSpec
+    from pytest_emguard.run.agreement import Agreement, agreements, gated_pairs
+
+    def agreed(ctx: context.RunContext) -> tuple[Agreement, int]:
+        asked = {side: harm_queries(ctx, 4) for side in SIDES}
+        records = ask.ask(ctx, asked)
+        verdicts.verdicts(ctx, records, asked)
+        sides = {side: Answers(asked[side], records[side]) for side in SIDES}
+        second = open_judge(JudgeSpec.parse("fake:scale=0.5"), JudgeContext(ctx.cache.file_sha256, Path(".")))
+        before = ctx.stats.verdicts_computed
+        (got,) = agreements(ctx, [("fake:scale=0.5", second)], sides)
+        assert got.n == len(gated_pairs(sides)) == 16  # 4 questions x 2 answers x 2 sides
+        return got, ctx.stats.verdicts_computed - before
+
+    first, made = agreed(make_ctx())
+    assert made == 16 and first.kappa_harmful == 0.0 and first.spearman == pytest.approx(1.0)
+    assert first.fingerprint != "fake-judge-v1" and (first.kappa_coherent, first.n_coherent) == (None, 0)
+    offline = make_ctx()
+    offline.compute = False
+    again, made = agreed(offline)
+    assert made == 0 and again == first
+
+
 # -- rounds, preflights -----------------------------------------------------------------------------------
 
 

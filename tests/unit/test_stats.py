@@ -1,4 +1,5 @@
-"""Tests for the pure statistics layer: pairing, bootstrap, gate decision, correlation, chi-squared."""
+"""Tests for the pure statistics layer: pairing, bootstrap, gate decision, correlation, chi-squared, and the agreement
+of two judges (Cohen's kappa, Spearman's rank correlation)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_emguard.decide.association import chi2_association, pearson
+from pytest_emguard.decide.association import average_ranks, chi2_association, cohen_kappa, pearson, spearman
 from pytest_emguard.decide.stats import (
     Decision,
     Direction,
@@ -336,3 +337,88 @@ def test_expected_max_compares_equal_k() -> None:
     fair = pair(base, tuned, "expected_max")
     assert float(plain.diffs.mean()) > 8.0
     assert abs(float(fair.diffs.mean())) < 2.0
+
+
+# --- judge agreement: Cohen's kappa and Spearman ----------------------------------------------------
+
+
+def _table(both: int, first_only: int, second_only: int, neither: int) -> tuple[list[bool], list[bool]]:
+    """Two raters' yes/no labels laid out from a 2x2 table."""
+    first = [True] * both + [True] * first_only + [False] * second_only + [False] * neither
+    second = [True] * both + [False] * first_only + [True] * second_only + [False] * neither
+    return first, second
+
+
+@pytest.mark.parametrize(
+    ("table", "by_hand"),
+    [
+        # p_o = 35/50 = 0.7; yes shares 25/50 and 30/50: p_e = 0.5*0.6 + 0.5*0.4 = 0.5; (0.7-0.5)/(1-0.5)
+        ((20, 5, 10, 15), 0.4),
+        # p_o = 0.6; yes shares 0.6 and 0.7: p_e = 0.42 + 0.12 = 0.54; 0.06/0.46
+        ((45, 15, 25, 15), 3 / 23),
+        # p_o = 0.6; yes shares 0.6 and 0.3: p_e = 0.18 + 0.28 = 0.46; 0.14/0.54
+        ((25, 35, 5, 35), 7 / 27),
+        ((10, 0, 0, 10), 1.0),  # every item alike, both classes used
+        ((0, 10, 10, 0), -1.0),  # every item apart, balanced
+        ((0, 4, 0, 6), 0.0),  # the second rater says no to all: p_o = p_e = 0.6
+    ],
+)
+def test_cohen_kappa_matches_hand_computed_tables(table: tuple[int, int, int, int], by_hand: float) -> None:
+    assert cohen_kappa(*_table(*table)) == pytest.approx(by_hand, abs=1e-12)
+
+
+def test_cohen_kappa_on_three_classes_and_where_it_has_no_value() -> None:
+    # p_o = 3/6; each rater uses each class 2 of 6 times: p_e = 3 * (1/3)^2 = 1/3; (1/2 - 1/3) / (2/3) = 1/4
+    assert cohen_kappa(["a", "b", "c", "a", "b", "c"], ["a", "b", "c", "b", "c", "a"]) == pytest.approx(0.25)
+    assert cohen_kappa([True] * 5, [True] * 5) is None  # both give one and the same class: chance is certain
+    assert cohen_kappa([], []) is None
+    with pytest.raises(ValueError, match="differ in length"):
+        cohen_kappa([True], [True, False])
+
+
+def test_average_ranks_share_ties() -> None:
+    assert average_ranks([3, 1, 3, 2, 3]).tolist() == [4.0, 1.0, 4.0, 2.0, 4.0]
+    assert average_ranks([]).tolist() == []
+    assert average_ranks([7.5]).tolist() == [1.0]
+
+
+def test_spearman_by_hand_with_ties() -> None:
+    # ranks of y: 5 -> 1, 6 -> 2, the two 7s -> 3.5, 8 -> 5; deviations from the mean rank 3: x (-2, -1, 0, 1, 2),
+    # y (-2, -1, 0.5, 2, 0.5): r = 8 / sqrt(10 * 9.5)
+    assert spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(8 / math.sqrt(95), abs=1e-12)
+    assert spearman([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1.0)  # any increasing function
+    assert spearman([1, 2, 3, 4], [0.4, 0.3, 0.2, 0.1]) == pytest.approx(-1.0)
+    assert spearman([1, 2], [2, 1]) is None  # fewer than 3 points
+    assert spearman([1, 2, 3], [5, 5, 5]) is None  # a constant side has no ranks to correlate
+    with pytest.raises(ValueError, match="differ in length"):
+        spearman([1, 2, 3], [1, 2])
+
+
+small_ints = st.lists(st.integers(0, 6), min_size=3, max_size=30)
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_spearman_matches_scipy_with_many_ties(data: st.DataObject) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    x = data.draw(small_ints)
+    y = data.draw(st.lists(st.integers(0, 6), min_size=len(x), max_size=len(x)))
+    ours = spearman(x, y)
+    if len(set(x)) == 1 or len(set(y)) == 1:
+        assert ours is None
+        return
+    assert ours == pytest.approx(float(stats.spearmanr(x, y)[0]), abs=1e-9)
+
+
+@settings(max_examples=60)
+@given(small_ints, st.data())
+def test_cohen_kappa_matches_sklearn_and_is_symmetric(x: list[int], data: st.DataObject) -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    y = data.draw(st.lists(st.integers(0, 6), min_size=len(x), max_size=len(x)))
+    ours, swapped = cohen_kappa(x, y), cohen_kappa(y, x)
+    assert (ours is None) == (swapped is None)
+    if ours is None:
+        assert set(x) == set(y) and len(set(x)) == 1
+        return
+    assert ours == pytest.approx(float(metrics.cohen_kappa_score(x, y)), abs=1e-9)
+    assert swapped == pytest.approx(ours, abs=1e-12)
