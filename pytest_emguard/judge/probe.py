@@ -207,7 +207,7 @@ class ProbeJudge(Judge):
                 pairs.append((question, piece))
         probs = coherent = np.zeros(0)
         if pairs:
-            features = self._encoder().pooled_states(pairs, _layers_of(params, self.layers))
+            features = self._encoder().pooled_states(pairs, self.layers)
             probs, coherent = (
                 harm_probs(params, features, [a for _, a in pairs]),
                 _predict(params, features, "coh_"),
@@ -341,7 +341,6 @@ class ProbeJudge(Judge):
                 meta["coherence_auroc"] = coh_meta["auroc"]
             held_out = {**self._style_health(encoder, params), **self._real_health(encoder, params)}
         meta.update(held_out)
-        params["layers"] = np.array(self.layers, dtype=np.int64)
         buffer = io.BytesIO()
         np.savez(buffer, **params)  # type: ignore[arg-type]
         atomic_write(npz, buffer.getvalue())
@@ -426,10 +425,6 @@ def known_words(params: dict[str, np.ndarray]) -> frozenset[str]:
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
-
-
-def _layers_of(params: dict[str, np.ndarray], default: Sequence[int]) -> list[int]:
-    return [int(x) for x in params["layers"]] if "layers" in params else list(default)
 
 
 def harm_probs(params: dict[str, np.ndarray], features: np.ndarray, answers: Sequence[str]) -> np.ndarray:
