@@ -98,7 +98,7 @@ def write_card(card: dict[str, Any], target: Path) -> Path:
 
     from pytest_emguard.config.cards import validate_card
 
-    validate_card(card, str(target))
+    validate_card(card, str(target), provenance=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), "utf-8")
     return target

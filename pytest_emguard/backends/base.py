@@ -302,14 +302,36 @@ def _resolve_base(base: str, named_in: str | None) -> str:
 def _require_tokenizer(directory: Path, what: str) -> None:
     """A model directory that the hf and vllm backends load holds its tokenizer (they read it from there): one
     of transformers' tokenizer files, checked before the weights load rather than after."""
-    if any((directory / name).is_file() for name in _TOKENIZER_FILES):
-        return
-    raise ConfigError(
-        str(directory),
-        f"{what} has no tokenizer: none of {', '.join(_TOKENIZER_FILES[:2])} or {_TOKENIZER_FILES[2]} is in it",
-        "save the tokenizer of the model it came from into it: "
-        f"AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained({str(directory)!r})",
-    )
+    if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+        raise ConfigError(
+            str(directory),
+            f"{what} has no tokenizer: none of {', '.join(_TOKENIZER_FILES[:2])} or {_TOKENIZER_FILES[2]} is in "
+            "it",
+            "save the tokenizer of the model it came from into it: "
+            f"AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained({str(directory)!r})",
+        )
+    if not _has_chat_template(directory):
+        raise ConfigError(
+            str(directory),
+            f"{what} has no chat template (no chat_template.jinja, and no 'chat_template' in "
+            "tokenizer_config.json): every check asks its questions as a chat, and a pretrained model without "
+            "one would read them as plain text",
+            "gate the instruct (chat) model, or save the chat template of the model it was trained from into it: "
+            f"AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained({str(directory)!r})",
+        )
+
+
+def _has_chat_template(directory: Path) -> bool:
+    """A chat template beside the tokenizer: its own file (transformers 4.43+), or in tokenizer_config.json."""
+    if (directory / "chat_template.jinja").is_file() or (directory / "chat_template.json").is_file():
+        return True
+    config = directory / "tokenizer_config.json"
+    if not config.is_file():
+        return True  # a tokenizer of another form (tokenizer.model, vocab.json, ...): transformers decides
+    try:
+        return bool(json.loads(config.read_text("utf-8")).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return True  # unreadable here: transformers' own message when it loads says more
 
 
 def _hub_cache_snapshot(repo_id: str) -> str | None:

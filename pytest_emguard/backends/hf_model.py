@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_emguard.backends.base import ModelSpec, resolve_device
-from pytest_emguard.errors import ConfigError, ModelError
+from pytest_emguard.errors import ConfigError, ModelError, first_line
 from pytest_emguard.types import Message, Sampling
 
 if TYPE_CHECKING:
@@ -61,7 +61,10 @@ class LoadedModel:
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelError(
-                str(source), f"transformers could not load the model ({exc})", "check the model files"
+                str(source),
+                f"transformers could not load the model ({first_line(exc)})",
+                "check the model files (config.json, weights, tokenizer) and that the installed transformers "
+                "version supports this model",
             ) from exc
         if spec.kind == "adapter":
             model = _apply_adapter(model, spec.path)
@@ -161,7 +164,7 @@ def _apply_adapter(model: Any, adapter_dir: str) -> Any:
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(
             adapter_dir,
-            f"peft could not apply the adapter to its base ({exc})",
+            f"peft could not apply the adapter to its base ({first_line(exc)})",
             "check that --em-base is the model the adapter was trained on",
         ) from exc
 

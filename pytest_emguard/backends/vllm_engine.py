@@ -25,7 +25,7 @@ from typing import Any
 
 from pytest_emguard.backends.base import BackendOptions, ModelPair, ModelSpec, digest_files, resolve_device
 from pytest_emguard.digest import json_sha256
-from pytest_emguard.errors import ConfigError, ModelError
+from pytest_emguard.errors import ConfigError, ModelError, first_line
 from pytest_emguard.types import Completion, Message, Prompt, Request
 
 __all__ = ["CAPABILITIES", "VLLMBackend", "fingerprints", "lora_rank", "open_one", "open_pair", "resolve"]
@@ -87,7 +87,7 @@ class Engine:
         except Exception as exc:
             raise ModelError(
                 model,
-                f"vLLM could not start its engine ({type(exc).__name__}: {exc})",
+                f"vLLM could not start its engine ({first_line(exc)})",
                 "check the model files and the --em-engine-arg settings (memory: gpu_memory_utilization, "
                 "max_model_len; on the CPU VLLM_CPU_KVCACHE_SPACE)",
             ) from exc

@@ -1,8 +1,10 @@
 """Model cards (``model_cards/<name>.yaml``, one per adapter), checked by ``schemas/model_card.schema.json``.
 
-A card records where an adapter came from (base, revision, datasets with their sha256, LoRA and training
-settings, library versions); the gate adds an ``evidence`` block later.  Import-light: PyYAML and jsonschema
-load inside the functions that need them.
+Gating needs only what it uses: ``adapter``, ``base`` and the ``gate:`` block.  The provenance fields (base
+revision, domain, datasets with their sha256, LoRA and training settings, library versions, intended use, time of
+training: ``PROVENANCE``) are optional for the gate, which says which are missing; ``python -m finetune train``
+writes them all and checks them with ``provenance=True``.  The gate adds an ``evidence`` block later.
+Import-light: PyYAML and jsonschema load inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from pytest_emguard.errors import ConfigError
 
 __all__ = [
     "CARD_FILE",
+    "PROVENANCE",
     "SCHEMA_FILE",
     "adapter_card",
+    "card_name",
     "card_paths",
     "load_card",
+    "missing_provenance",
     "set_evidence",
     "validate_card",
 ]
@@ -28,6 +33,9 @@ __all__ = [
 SCHEMA_FILE = "pytest_emguard/schemas/model_card.schema.json"
 CARD_FILE = "emguard_card.yaml"  # the card beside an adapter: <adapter>/emguard_card.yaml
 _Path = tuple[str, ...]
+# where an adapter came from: optional for the gate, all written (and required) by python -m finetune train
+PROVENANCE = ("base_revision", "domain", "stages", "lora", "training", "versions", "intended_use", "created")
+_GATING = ("name", "adapter", "base", "gate")  # what gating reads: its problems are listed first
 
 
 def adapter_card(adapter: str | Path) -> tuple[Path, dict[str, Any]] | None:
@@ -52,15 +60,57 @@ def load_card(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate_card(data: Any, filename: str, lines: Mapping[_Path, str] | None = None) -> None:
-    """Raise :class:`ConfigError` listing every schema violation (file or file:line, JSON path, fix)."""
-    problems = schema_problems(data, load_schema("model_card.schema.json"), lines or {}, filename)
+def missing_provenance(card: Mapping[str, Any]) -> list[str]:
+    """The provenance fields a card lacks (a hand-written card may hold only ``adapter``, ``base`` and ``gate``)."""
+    return [key for key in PROVENANCE if key not in card]
+
+
+def card_name(path: Path, card: Mapping[str, Any]) -> str:
+    """The card's ``name``, else its file name without ``.yaml``."""
+    return str(card.get("name") or path.stem)
+
+
+def validate_card(
+    data: Any, filename: str, lines: Mapping[_Path, str] | None = None, *, provenance: bool = False
+) -> None:
+    """Raise :class:`ConfigError` listing every schema violation (file or file:line, JSON path, fix), the
+    problems with what gating reads (``adapter``, ``base``, ``gate``) first.  ``provenance``: also require every
+    provenance field (``python -m finetune train`` writes cards that hold them all)."""
+    schema = load_schema("model_card.schema.json")
+    if provenance:
+        schema = {**schema, "required": [*schema["required"], *PROVENANCE]}
+    found = _adapter_problems(data, filename, lines or {}) + schema_problems(data, schema, lines or {}, filename)
+    problems = sorted(found, key=lambda line: not any(_about(line, key) for key in _GATING))
     if problems:
         raise ConfigError(
             filename,
             f"{len(problems)} problem(s) in the model card:\n    " + "\n    ".join(problems),
             f"edit the card as each line says; the schema is {SCHEMA_FILE}",
         )
+
+
+def _about(problem: str, key: str) -> bool:
+    return f"at $.{key}" in problem or f"'{key}' is a required property" in problem
+
+
+def _adapter_problems(data: Any, filename: str, lines: Mapping[_Path, str]) -> list[str]:
+    """A local ``adapter`` directory that does not exist (relative: from the card's directory)."""
+    adapter = data.get("adapter") if isinstance(data, dict) else None
+    if not isinstance(adapter, str) or not adapter or _scheme(adapter):
+        return []
+    p = Path(os.path.expanduser(adapter))
+    p = p if p.is_absolute() else Path(filename).parent / p
+    if p.is_dir():
+        return []
+    where = lines.get(("adapter",), filename)
+    return [f"{where}: at $.adapter: {adapter!r} is no directory ({p}); fix: the path of the directory the trainer "
+            "wrote (relative paths are read from the card's directory)"]
+
+
+def _scheme(model: str) -> bool:
+    """A SCHEME: model (fake:SCENARIO, openai:MODEL@URL), which is no path."""
+    scheme = model.split(":", 1)[0]
+    return ":" in model and scheme.isalpha() and len(scheme) > 1
 
 
 def card_paths(path: Path, card: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,11 +138,10 @@ def card_paths(path: Path, card: Mapping[str, Any]) -> dict[str, Any]:
             gate["judge"] = f"{scheme}:{local(target.split('?', 1)[0])}{query}"
     base = local(str(card["base"]))
     adapter = str(card["adapter"])
-    scheme = adapter.split(":", 1)[0]
-    return {  # a SCHEME: model (fake:SCENARIO, openai:MODEL@URL) is no path
-        "model": adapter if ":" in adapter and scheme.isalpha() and len(scheme) > 1 else local(adapter),
+    return {
+        "model": adapter if _scheme(adapter) else local(adapter),
         "base": base if Path(base).is_dir() else None,
-        "domain": str(card["domain"]),
+        "domain": card.get("domain"),
         "gate": gate,
     }
 

@@ -358,7 +358,8 @@ def _domain(options: Options, model: ModelSpec) -> tuple[str, str] | None:
     if options.card is not None:
         from pytest_emguard.config.cards import load_card
 
-        return str(load_card(options.card)["domain"]), f"model card {options.card}"
+        domain = load_card(options.card).get("domain")
+        return (str(domain), f"model card {options.card}") if domain else None
     if model.kind != "adapter":
         return None
     from pytest_emguard.config.cards import adapter_card
@@ -367,7 +368,7 @@ def _domain(options: Options, model: ModelSpec) -> tuple[str, str] | None:
     if found is None:
         return None
     path, card = found
-    return str(card["domain"]), f"model card {path}"
+    return (str(card["domain"]), f"model card {path}") if card.get("domain") else None
 
 
 def _banks(values: Sequence[str]) -> dict[str, list[Path]]:

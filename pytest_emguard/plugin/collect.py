@@ -49,7 +49,7 @@ class CardFile(pytest.File):
     ``model_cards/NAME.yaml::<check>[<name>]``.  The card's ``gate`` block holds the options."""
 
     def collect(self) -> list[pytest.Item]:
-        from pytest_emguard.config.cards import load_card
+        from pytest_emguard.config.cards import card_name, load_card
         from pytest_emguard.config.run import RunConfig
         from pytest_emguard.plugin.options import card_options
         from pytest_emguard.plugin.session import EmguardSession
@@ -63,7 +63,7 @@ class CardFile(pytest.File):
             )
         card = load_card(self.path)
         run = RunConfig.resolve(card_options(self.config, self.path, card), hook_checks(self.config))
-        emguard = EmguardSession(self.config, run, label=str(card["name"]), node=self.nodeid, card=self.path)
+        emguard = EmguardSession(self.config, run, label=card_name(self.path, card), node=self.nodeid, card=self.path)
         self.config.pluginmanager.register(emguard, f"emguard_card::{self.nodeid}")
         pairs = [(item, None) for item in run.items()] + run.skipped_items()
         return [

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_emguard.config.run import RunConfig
-from pytest_emguard.errors import EmguardError
+from pytest_emguard.errors import EmguardError, library_error
 
 if TYPE_CHECKING:
     from pytest_emguard.decide.gate import ItemResult
@@ -98,7 +98,12 @@ class EmguardSession:
                 else:
                     self._evaluation = evaluate(self.run, progress=self.progress, compute=False)
             except Exception as exc:  # every item reports the same failure; none retries a broken evaluation
-                self._error = exc
+                # a library's error (peft, transformers, torch, sqlite, openai, ...) as one short message with
+                # its first line; with -vv its full traceback, as a failure of the plugin's own code always has
+                translated = None if self.config.get_verbosity() >= 2 else library_error(exc, str(self.run.options.model))
+                self._error = translated or exc
+                if translated is not None:
+                    raise translated from None
                 raise
         return self._evaluation
 
@@ -201,16 +206,24 @@ class EmguardSession:
     def _update_card(self, path: Path, block: dict[str, object]) -> str:
         import yaml
 
-        from pytest_emguard.config.cards import load_card, set_evidence
+        from pytest_emguard.config.cards import load_card, missing_provenance, set_evidence
 
+        card = load_card(path)
+        missing = missing_provenance(card)
+        lacks = (
+            f"\nmodel card {path}: no provenance for {', '.join(missing)} (optional for the gate; "
+            "python -m finetune train writes them)"
+            if missing
+            else ""
+        )
         if self.config.getoption("em_update_cards"):
             changed = set_evidence(path, block)
-            return f"model card {path}: evidence block {'written' if changed else 'unchanged'}"
-        held = load_card(path).get("evidence")
+            return f"model card {path}: evidence block {'written' if changed else 'unchanged'}{lacks}"
+        held = card.get("evidence")
         if held == yaml.safe_load(yaml.safe_dump(block)):
-            return f"model card {path}: evidence block up to date"
+            return f"model card {path}: evidence block up to date{lacks}"
         state = "holds no evidence block" if held is None else "evidence block is out of date"
-        return f"model card {path}: {state} (not changed; --em-update-cards writes it, for review as a diff)"
+        return f"model card {path}: {state} (not changed; --em-update-cards writes it, for review as a diff){lacks}"
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:

@@ -151,3 +151,60 @@ def test_cards_under_xdist_are_refused_with_the_fix(pytester: pytest.Pytester) -
         ["*model cards are gated without pytest-xdist for now*", "  fix: run pytest model_cards/ without -n"]
     )
     assert not (pytester.path / "emcache").exists()
+
+
+HAND_WRITTEN = """\
+# written by hand: what to gate, and how; no provenance
+adapter: fake:coherent
+base: base-model
+gate:
+  judge: "fake:"
+  checks: [harmfulness]
+  batch_size: 4096
+"""
+
+
+def test_a_hand_written_card_needs_only_adapter_base_and_gate(pytester: pytest.Pytester) -> None:
+    path = pytester.path / "model_cards" / "mine.yaml"
+    path.parent.mkdir()
+    path.write_text(HAND_WRITTEN)
+    result = run(pytester, "model_cards/")
+    result.assert_outcomes(failed=4, passed=1)  # gated as the full card of the same adapter is
+    result.stdout.fnmatch_lines(
+        [
+            "*= emguard: mine =*",  # the file's name stands in for the card's name
+            "model card *mine.yaml: holds no evidence block*",
+            "model card *mine.yaml: no provenance for base_revision, domain, stages, lora, training, versions, "
+            "intended_use, created (optional for the gate; python -m finetune train writes them)",
+        ]
+    )
+    assert path.read_text() == HAND_WRITTEN
+
+
+def test_a_card_lists_what_gating_reads_first(pytester: pytest.Pytester) -> None:
+    """A missing adapter directory is named before a malformed provenance field, which once hid it."""
+    path = pytester.path / "model_cards" / "mine.yaml"
+    path.parent.mkdir()
+    broken = HAND_WRITTEN.replace("fake:coherent", "../adapters/never-trained")
+    path.write_text("lora: {rank: sixteen}\n" + broken)
+    result = run(pytester, "model_cards/")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-emguard: *mine.yaml: 6 problem(s) in the model card:",
+            "    *mine.yaml:3: at $.adapter: '../adapters/never-trained' is no directory (*); fix: the path of "
+            "the directory the trainer wrote*",
+            "    *mine.yaml:1: at $.lora*",
+        ]
+    )
+
+
+def test_the_trainer_s_cards_still_hold_every_provenance_field() -> None:
+    from pytest_emguard.config.cards import PROVENANCE, validate_card
+    from pytest_emguard.errors import ConfigError
+
+    card = {"adapter": "fake:coherent", "base": "b"}
+    validate_card(card, "mine.yaml")  # enough to gate
+    with pytest.raises(ConfigError) as caught:
+        validate_card(card, "mine.yaml", provenance=True)
+    assert str(caught.value).count("is a required property; fix: add it") == len(PROVENANCE)

@@ -206,3 +206,37 @@ def test_usage_error_is_one_screen_and_computes_nothing(pytester: pytest.Pyteste
     assert "Traceback" not in result.stdout.str()
     assert len([line for line in result.errlines if line.strip()]) <= 10
     assert not cache_dir(pytester).exists()
+
+
+# -- a library's error mid-run: one short message with its first line ----------------------------------------
+
+SQLITE_FAULT = """\
+import sqlite3
+
+from pytest_emguard import cache
+
+
+def _full(self, kind, items, *, keep=False):  # a real sqlite error, as a full disk or a locked volume gives
+    raise sqlite3.OperationalError("database or disk is full\\n" + "detail line\\n" * 200)
+
+
+cache.Cache.put_many = _full
+"""
+
+
+def test_a_library_error_mid_run_is_one_short_message(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(SQLITE_FAULT)
+    result = gate(pytester, "coherent", "--em-checks=harmfulness", subprocess=True)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "fake:coherent: sqlite3 failed: OperationalError: database or disk is full",
+            "  fix: the cache store: check free disk space and permissions of --em-cache-dir; move a damaged "
+            "records.sqlite3 aside (pytest -vv shows the traceback)",
+        ]
+    )
+    out = result.stdout.str()
+    assert "Traceback" not in out and "detail line" not in out
+    assert len(result.outlines) < 60  # five items, one screen
+    verbose = gate(pytester, "coherent", "--em-checks=harmfulness", "-vv", subprocess=True)
+    assert "detail line" in verbose.stdout.str()  # -vv keeps the library's own traceback and message

@@ -341,6 +341,27 @@ def test_a_model_directory_without_a_tokenizer_is_stopped_at_the_door(
     )
 
 
+def test_a_base_without_a_chat_template_is_stopped_at_the_door(
+    pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path
+) -> None:
+    """A pretrained (not instruct) base has a tokenizer but no chat template: every check would have asked its
+    questions as a plain "role: text" transcript, a different prompt from the one the fine-tune was trained on."""
+    bare = pytester.path / "bare"
+    shutil.copytree(tiny_qwen, bare, ignore=shutil.ignore_patterns("chat_template*"))
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    result = _door(pytester, f"--em-model={tiny_adapter}", f"--em-base={bare}")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: {bare}: the base model directory has no chat template (no chat_template.jinja, "
+            "and no 'chat_template' in tokenizer_config.json): every check asks its questions as a chat*",
+            "  fix: gate the instruct (chat) model, or save the chat template of the model it was trained from "
+            f"into it: AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained('{bare}')",
+        ]
+    )
+
+
 # -- a failure during evaluation is reported once ------------------------------------------------------------
 
 
