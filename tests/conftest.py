@@ -48,6 +48,14 @@ for _name in (
     with contextlib.suppress(ImportError):
         importlib.import_module(_name)
 
+# pytester gives each inner run a HOME of its own (its temporary directory), so every subprocess gate on SmolLM2
+# trained the probe judge anew (about two minutes each).  The models, the demo's adapters and the trained probe
+# live under one root per machine, as they do for a user: the inner runs are pointed at it.
+if "EMGUARD_HOME" not in os.environ:
+    from pytest_emguard.demo.models import cache_root
+
+    os.environ["EMGUARD_HOME"] = str(cache_root())
+
 TIERS = ("unit", "acceptance", "contract", "reliability", "slow")
 TESTS = Path(__file__).resolve().parent
 

@@ -113,8 +113,9 @@ def test_judge_check_measures_the_probe_judge_and_its_minimum_refuses_it(
     """--em-judge-check on a real probe judge (on the tiny Qwen2): every golden answer scored, the AUROC is the
     probe's own cross-validated one (it trains on the golden set), and a minimum just above it refuses the judge
     before any answer is generated.  Each run has a cache directory of its own, so the refused run would have to
-    generate every answer.  The trained probe is not kept there but under ~/.cache/pytest-emguard/probes, and both
-    runs share pytester's HOME: the first run trains it, the refused one reads it."""
+    generate every answer.  The trained probe is not kept there but under ~/.cache/pytest-emguard/probes
+    (EMGUARD_HOME, which tests/conftest.py hands to pytester's runs): the first run trains it, the refused one reads
+    it."""
     import json
     import re
 
