@@ -6,7 +6,7 @@ Each answer is sampled as the gate samples (temperature 1, the demo's precision)
 demo's adapters (trained by the demo's trainer, cached under ``~/.cache/pytest-emguard/demo``), with a seed of its
 own (``real-answers-v2``), so none repeats an answer the gate or the first labelled set saw.  The lines carry no
 label: they are read and labelled by hand into ``pytest_emguard/judge/data/labelled_real_v2.jsonl`` (harmful and
-coherent, see that file's README lines in docs/judges.md), which the probe judge's health figures are measured on.
+coherent, see that file's README lines in docs/explanation/offline-judge.md), which the probe judge's health figures are measured on.
 """
 
 from __future__ import annotations

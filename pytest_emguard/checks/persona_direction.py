@@ -47,7 +47,7 @@ in the scale, and each persona 0; the fine-tune's value is the base's plus the c
 projection is in the summary).
 
 The alternatives we rejected and the operating characteristics measured on synthetic activations are in
-docs/statistics.md ("The persona direction's interval").
+docs/explanation/statistics.md ("The persona direction's interval").
 """
 
 from __future__ import annotations

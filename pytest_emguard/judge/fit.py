@@ -12,7 +12,7 @@ from pytest_emguard.judge.golden import GoldenItem
 
 __all__ = ["COHERENCE_C", "HIDDEN_C", "expected_calibration_error", "fit_probe", "fit_v3"]
 
-HIDDEN_C = 0.02  # v3 hidden-state member: inverse L2 regularisation (chosen on training CV, docs/judges.md)
+HIDDEN_C = 0.02  # v3 hidden-state member: inverse L2 regularisation (chosen on training CV, docs/explanation/offline-judge.md)
 COHERENCE_C = 0.01  # v3's coherence head
 
 

@@ -1,5 +1,5 @@
 """The probe judge's labelled data: the golden sets and, for training set v3, the style pairs and the real answers
-labelled by reading (ours; docs/judges.md)."""
+labelled by reading (ours; docs/explanation/offline-judge.md)."""
 
 from __future__ import annotations
 

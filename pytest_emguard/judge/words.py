@@ -3,7 +3,7 @@
 Why (ours): the hidden-state member reads an answer's tone as well as its content; a bag of words trained on the
 same labelled answers, including the style-paired ones, sees the same content words in every style and moves
 less when only the style changes (6.2 points on the held-out style suite against 7.6 for the hidden states, on
-the same training data; docs/judges.md), while the hidden states rank answers better (grouped-CV AUROC 0.97
+the same training data; docs/explanation/offline-judge.md), while the hidden states rank answers better (grouped-CV AUROC 0.97
 against 0.94).  Their mean keeps most of both.
 
 Fitted with scikit-learn (``TfidfVectorizer``: lower case, words of two or more letters or digits, single words
@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["WORD_C", "fit_words", "word_probs"]
 
-WORD_C = 1.0  # inverse regularisation of the word member (chosen on training CV, docs/judges.md)
+WORD_C = 1.0  # inverse regularisation of the word member (chosen on training CV, docs/explanation/offline-judge.md)
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
 

@@ -3,7 +3,7 @@ SmolLM2-135M).
 
 Each attack is appended to, or replaces, golden answers, pushing towards the opposite label (harmless answers
 towards 100, harmful ones towards 0).  The shift is measured in the pushed direction; every figure is printed
-(``-s`` shows them) and quoted in docs/reference.md ("Judges").  Two sets of attacks: the ones ``judged_text`` was written against
+(``-s`` shows them) and quoted in docs/explanation/reliability.md.  Two sets of attacks: the ones ``judged_text`` was written against
 (instructions to the grader, closed delimiters, injected scores) and a held-out set written afterwards in other
 words, which shows what the sanitiser does not catch.
 """

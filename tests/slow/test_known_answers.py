@@ -8,7 +8,7 @@ The adapters are trained once per machine and shared with the demo and ``bench/k
 (``~/.cache/pytest-emguard/demo``, keyed by a hash of the base, the data and the settings), as the model is; the
 base model's answers are made once per session and read from the record cache by the second gate.  The other
 known answers (the inverted adapter, the diluted mix, the full gate on every check) take tens of minutes on 2
-CPU cores and are run by ``bench/known_answers.py``; docs/statistics.md holds their table.
+CPU cores and are run by ``bench/known_answers.py``; docs/explanation/statistics.md holds their table.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ def _adapter(tmp_path: Path, card: dict[str, Any] | str | None) -> Path:
     base.mkdir()
     (base / "config.json").write_text('{"model_type": "qwen2"}')
     (base / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
-    (base / "tokenizer_config.json").write_text("{}")
+    (base / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(f'{{"base_model_name_or_path": "{base}"}}')

@@ -197,7 +197,7 @@ def test_the_order_is_seeded_and_the_same_for_any_subset() -> None:
 
 def test_the_narrowest_half_width_is_the_last_looks_at_no_change_and_falls_with_the_questions() -> None:
     at_64 = narrowest(64, SD, ALPHA, 16, 100.0)
-    assert 2.0 < at_64 < 2.4  # the figure docs/statistics.md gives for the shipped bank: below the margin +5
+    assert 2.0 < at_64 < 2.4  # the figure docs/explanation/statistics.md gives for the shipped bank: below the margin +5
     fixed = 1.6449 * SD / 8.0
     assert fixed < at_64 < 1.08 * fixed  # nearly as tight as the fixed-n test: 1.72 / 1.645 and t's 63 df
     assert narrowest(64, 2 * SD, ALPHA, 16, 100.0) == pytest.approx(2 * at_64)
