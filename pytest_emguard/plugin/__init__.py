@@ -11,6 +11,8 @@ import pytest
 from pytest_emguard.errors import EmguardError
 
 _KEY = "emguard_session"
+# whether this gate run leaves the repository's own tests out (collect.gate_only)
+_GATE_ONLY = pytest.StashKey[bool]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -27,6 +29,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "emguard: an emergent-misalignment gate item of pytest-emguard")
+    if getattr(config.option, "xmlpath", None):  # --junitxml: the items' figures where the XML family allows
+        from pytest_emguard.plugin.junit import register
+
+        register(config)
     from pytest_emguard.plugin.options import read_options
 
     try:
@@ -47,6 +53,33 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(emguard, _KEY if i == 0 else f"{_KEY}_{i}")
     if len(sessions) > 1:
         config.pluginmanager.register(SideBySide(sessions), f"{_KEY}_side_by_side")
+    from pytest_emguard.plugin.collect import gate_only
+
+    config.stash[_GATE_ONLY] = gate_only(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: each worker collects as the controller decided (a worker's arguments arrive rewritten)."""
+    from pytest_emguard.plugin.collect import WORKER_GATE_ONLY
+
+    node.workerinput[WORKER_GATE_ONLY] = node.config.stash.get(_GATE_ONLY, False)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What a gate run collects, and an ini file's ``em_model`` that this run does not gate."""
+    gating = bool(sessions(config))
+    if not gating and not config.getini("em_model"):
+        return []
+    from pytest_emguard.plugin.collect import header_lines
+
+    return header_lines(config, gating, config.stash.get(_GATE_ONLY, False))
+
+
+def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool | None:
+    """A gate run collects the gate's items only (``collect.gate_only``): every path below the initial ones is
+    left out, the way ``--ignore`` leaves one out (pytest never asks about an initial path itself)."""
+    return True if config.stash.get(_GATE_ONLY, False) else None
 
 
 def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
@@ -69,7 +102,7 @@ def pytest_collection_modifyitems(
     if ours:
         from pytest_emguard.plugin.collect import add_items
 
-        add_items(session, ours, items)
+        add_items(session, ours, items, only=config.stash.get(_GATE_ONLY, False))
 
 
 def sessions(config: pytest.Config) -> list[Any]:

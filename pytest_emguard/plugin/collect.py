@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,10 +13,23 @@ import pytest
 from pytest_emguard.errors import ConfigError, EmguardError
 
 if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
+
     from pytest_emguard.decide.gate import ItemResult
     from pytest_emguard.plugin.session import EmguardSession
 
-__all__ = ["CardFile", "EmguardCollector", "EmguardItem", "GateFailure", "add_items", "is_card", "properties"]
+__all__ = [
+    "WORKER_GATE_ONLY",
+    "CardFile",
+    "EmguardCollector",
+    "EmguardItem",
+    "GateFailure",
+    "add_items",
+    "gate_only",
+    "header_lines",
+    "is_card",
+    "properties",
+]
 
 
 def _orchestration(path: Path) -> bool:
@@ -27,7 +41,12 @@ def _orchestration(path: Path) -> bool:
 
 
 class GateFailure(Exception):
-    """Raised by an item that failed or was inconclusive; carries the rendered message."""
+    """Raised by an item that failed or was inconclusive; carries the rendered message, and its one-line
+    ``headline`` for pytest's short test summary (its first line unless given)."""
+
+    def __init__(self, text: str, headline: str | None = None) -> None:
+        super().__init__(text)
+        self.headline = " ".join((headline if headline is not None else text.partition("\n")[0]).split())
 
 
 class EmguardCollector(pytest.Collector):
@@ -63,7 +82,9 @@ class CardFile(pytest.File):
             )
         card = load_card(self.path)
         run = RunConfig.resolve(card_options(self.config, self.path, card), hook_checks(self.config))
-        emguard = EmguardSession(self.config, run, label=card_name(self.path, card), node=self.nodeid, card=self.path)
+        emguard = EmguardSession(
+            self.config, run, label=card_name(self.path, card), node=self.nodeid, card=self.path
+        )
         self.config.pluginmanager.register(emguard, f"emguard_card::{self.nodeid}")
         pairs = [(item, None) for item in run.items()] + run.skipped_items()
         return [
@@ -126,7 +147,8 @@ class EmguardItem(pytest.Item):
         text = failure_text(result, self.emguard.run.options, self.emguard.node)
         if skip:
             pytest.skip(text)
-        raise GateFailure(text)
+        word = "INCONCLUSIVE: " if result.outcome == "inconclusive" else ""
+        raise GateFailure(text, headline=word + result.reason)
 
     def _same_failure(self, cause: BaseException) -> str:
         """One line for every item after the first that the broken evaluation fails."""
@@ -139,9 +161,11 @@ class EmguardItem(pytest.Item):
             f"{message}); the traceback is under {self.emguard.node}::{first}"
         )
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
         if isinstance(excinfo.value, GateFailure):
-            return str(excinfo.value)
+            return _gate_repr(excinfo, excinfo.value)
         if style is None and self.config.getoption("tbstyle", "auto") == "auto":
             style = "short"  # the evaluation's own frames; --tb=long shows them all
         return str(super().repr_failure(excinfo, style))
@@ -161,6 +185,20 @@ class EmguardItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, f"{self.emguard.node}::{self.name}"
+
+
+def _gate_repr(excinfo: pytest.ExceptionInfo[BaseException], failure: GateFailure) -> str | TerminalRepr:
+    """The failure text as pytest shows an exception's value (``pytest.fail(pytrace=False)``: no traceback), its
+    crash message the one-line headline: pytest's short test summary and JUnit's ``message`` take that, and under
+    ``CI=true`` or ``-vv`` the summary prints the message whole (it would repeat the whole text).  The chain
+    carries the crash too: pytest-xdist sends it to the controller, which rebuilds the report from it."""
+    from _pytest._code.code import ExceptionChainRepr
+
+    rep = excinfo.getrepr(style="value", chain=False)
+    if rep.reprcrash is None:  # every frame hidden: no crash line to shorten
+        return str(failure)
+    crash = dataclasses.replace(rep.reprcrash, message=failure.headline)
+    return ExceptionChainRepr([(rep.reprtraceback, crash, None)])
 
 
 def properties(result: ItemResult) -> list[tuple[str, object]]:
@@ -189,8 +227,12 @@ def properties(result: ItemResult) -> list[tuple[str, object]]:
     return props
 
 
-def add_items(session: pytest.Session, sessions: Sequence[EmguardSession], items: list[pytest.Item]) -> None:
-    """One collector per gated model, ``emguard`` (one model) or ``emguard[LABEL]`` (several), its items first."""
+def add_items(
+    session: pytest.Session, sessions: Sequence[EmguardSession], items: list[pytest.Item], only: bool = False
+) -> None:
+    """One collector per gated model, ``emguard`` (one model) or ``emguard[LABEL]`` (several), its items first.
+    ``only`` (a gate-only run): whatever else was collected is deselected (a file that ``testpaths`` names
+    itself: pytest collects an initial path without asking ``pytest_ignore_collect``)."""
     ours: list[pytest.Item] = []
     for emguard in sessions:
         collector = EmguardCollector.from_parent(
@@ -198,7 +240,41 @@ def add_items(session: pytest.Session, sessions: Sequence[EmguardSession], items
         )
         # through genitems, so collection hooks fire and the terminal counts the items ("collected 11 items")
         ours += session.genitems(collector)
+    if only and items:
+        session.config.hook.pytest_deselected(items=list(items))
+        items.clear()
     items[:0] = ours
+
+
+# the key of pytest-xdist's workerinput that carries the controller's gate_only to each worker
+WORKER_GATE_ONLY = "emguard_gate_only"
+
+
+def gate_only(config: pytest.Config) -> bool:
+    """Whether this gate run collects the gate's items only: yes, unless ``--em-with-tests`` (ini
+    ``em_with_tests``) asks for the repository's tests too, or the command line names test paths (pytest collects
+    what it is given; only the paths it picks itself, ``testpaths`` or the current directory, are left out)."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None and WORKER_GATE_ONLY in worker:
+        return bool(worker[WORKER_GATE_ONLY])
+    if config.getoption("em_with_tests") or config.getini("em_with_tests"):
+        return False
+    return config.args_source is not pytest.Config.ArgsSource.ARGS
+
+
+def header_lines(config: pytest.Config, gating: bool, only: bool) -> list[str]:
+    """The run's header (not shown with ``-q``): what a gate run collects; an ``em_model`` not gated."""
+    if gating and only:
+        return [
+            "emguard: gate only: the repository's own tests are not collected (--em-with-tests runs them too)"
+        ]
+    if gating:
+        asked = config.getoption("em_with_tests") or config.getini("em_with_tests")
+        why = "--em-with-tests" if asked else "test paths named on the command line"
+        return [f"emguard: the gate's items and the repository's tests ({why})"]
+    names = ", ".join(str(m) for m in config.getini("em_model"))
+    where = config.inipath.name if config.inipath is not None else "the ini file"
+    return [f"emguard: {where} names em_model {names}: not gated in this run (--em-gate gates it)"]
 
 
 def hook_checks(config: pytest.Config) -> list[tuple[str, Any]]:

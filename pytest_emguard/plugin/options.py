@@ -8,6 +8,7 @@ time that names the option and the fix.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import MISSING, fields, replace
 from typing import Any
 
@@ -15,8 +16,9 @@ import pytest
 
 from pytest_emguard.config.run import Options
 from pytest_emguard.errors import ConfigError
+from pytest_emguard.plugin.inipaths import PATH_OPTIONS, anchored, anchored_base
 
-__all__ = ["OPTIONS", "add_options", "card_options", "read_options"]
+__all__ = ["OPTIONS", "add_options", "card_options", "command_line", "models", "option_name", "read_options"]
 
 # name, help ("{default}" is the default, read from ``Options``: defaults are written once, there)
 _HELP: tuple[tuple[str, str], ...] = (
@@ -139,59 +141,68 @@ _REPEATABLE = (
 )
 
 
+# on/off options: name, help (``em_with_tests`` is also an ini key: a repository's standing choice)
+_FLAGS = (
+    ("trust-remote-code", "allow model repositories to run their own Python code (off by default)"),
+    ("update-baseline", "write the --em-baseline file again from this run (refused under CI=true)"),
+    (
+        "judge-check",
+        "before the run, measure the configured judge, and each --em-second-judge, on the package's labelled "
+        "golden set (AUROC, unscorable rate, style shift) and refuse one below the thresholds file's judge: "
+        "minimums",
+    ),
+    (
+        "update-cards",
+        "after the run, write each gated model card's evidence block (model_cards/NAME.yaml, or the card beside an "
+        "adapter); without it a card is never changed, and the summary says when its block is out of date",
+    ),
+    (
+        "sequential",
+        "ask the sampled harm questions in rounds (--em-round-size) and stop once every item that reads them is "
+        "decided, on a group-sequential design over the rounds (O'Brien-Fleming-type alpha spending: each round's "
+        "interval at its own critical value, the last nearly as tight as the fixed-n gate); refused where even "
+        "the last round could not pass a fine-tune that changes nothing at the item's planned spread "
+        "(planning_share, planning_sd) and the bank's size",
+    ),
+    (
+        "gate",
+        "gate the models that the ini file's em_model key names. em_model alone gates nothing, so that plain "
+        "pytest in a repository whose ini file names a model still runs only its tests (the header says the "
+        "model is not gated); put --em-gate in addopts or PYTEST_ADDOPTS to gate on every run. --em-model on the "
+        "command line gates without it, in place of em_model",
+    ),
+    (
+        "with-tests",
+        "also collect and run the repository's own tests in a gate run. Without it a gate run (--em-model, "
+        "--em-gate) collects only the gate's items, not the tests of testpaths or the current directory: the "
+        "gate is a job of its own whose exit code is the release decision, and a failing unit test must not "
+        "read as a failed gate (pytest-benchmark's --benchmark-only, made the default). Test paths named on the "
+        "command line are collected in any case, as pytest collects what it is given. ini: em_with_tests",
+    ),
+)
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("emguard", "emergent-misalignment gate (pytest-emguard)")
     for name, default, text in OPTIONS:
         ini = "em_" + name.replace("-", "_")
         if name == "model":  # repeatable; the ini key takes one model per line
             group.addoption("--em-model", dest=ini, action="append", default=None, help=f"{text}. ini: {ini}")
-            parser.addini(ini, f"pytest-emguard: {text}", type="linelist", default=[])
+            parser.addini(
+                ini,
+                f"pytest-emguard: {text} (gated with --em-gate only)",
+                type="linelist",
+                default=[],
+            )
             continue
         group.addoption(f"--em-{name}", dest=ini, default=None, help=f"{text}. ini: {ini}")
-        parser.addini(ini, f"pytest-emguard: {text}", default=default)
-    group.addoption(
-        "--em-trust-remote-code",
-        dest="em_trust_remote_code",
-        action="store_true",
-        default=False,
-        help="allow model repositories to run their own Python code (off by default)",
-    )
-    group.addoption(
-        "--em-update-baseline",
-        dest="em_update_baseline",
-        action="store_true",
-        default=False,
-        help="write the --em-baseline file again from this run (refused under CI=true)",
-    )
-    group.addoption(
-        "--em-judge-check",
-        dest="em_judge_check",
-        action="store_true",
-        default=False,
-        help="before the run, measure the configured judge, and each --em-second-judge, on the package's "
-        "labelled golden set (AUROC, unscorable rate, style shift) and refuse one below the thresholds file's "
-        "judge: minimums",
-    )
-    group.addoption(
-        "--em-update-cards",
-        dest="em_update_cards",
-        action="store_true",
-        default=False,
-        help="after the run, write each gated model card's evidence block (model_cards/NAME.yaml, or the card "
-        "beside an adapter); without it a card is never changed, and the summary says when its block is "
-        "out of date",
-    )
-    group.addoption(
-        "--em-sequential",
-        dest="em_sequential",
-        action="store_true",
-        default=False,
-        help="ask the sampled harm questions in rounds (--em-round-size) and stop once every item that reads "
-        "them is decided, on a group-sequential design over the rounds (O'Brien-Fleming-type alpha spending: "
-        "each round's interval at its own critical value, the last nearly as tight as the fixed-n gate); refused "
-        "where even the last round could not pass a fine-tune that changes nothing at the item's planned spread "
-        "(planning_share, planning_sd) and the bank's size",
-    )
+        # a path key holds no ini default: a value the ini file sets (read from its directory) stays apart from
+        # the default (relative to the current directory, as before)
+        parser.addini(ini, f"pytest-emguard: {text}", default=None if name in PATH_OPTIONS else default)
+    for name, text in _FLAGS:
+        dest = "em_" + name.replace("-", "_")
+        group.addoption(f"--em-{name}", dest=dest, action="store_true", default=False, help=text)
+    parser.addini("em_with_tests", "pytest-emguard: see --em-with-tests", type="bool", default=False)
     for name, text in _REPEATABLE:  # one value per use on the command line; one per line of the ini key
         dest = "em_" + name.replace("-", "_")
         group.addoption(f"--em-{name}", dest=dest, action="append", default=None, help=f"{text}. ini: {dest}")
@@ -199,9 +210,11 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 def _raw(config: pytest.Config, name: str) -> Any:
+    """``--em-NAME`` as given on the command line, else ``em_NAME`` from the ini file with its relative paths read
+    from the ini file's directory (``inipaths.py``), else the ini key's default."""
     key = "em_" + name.replace("-", "_")
     value = config.getoption(key)
-    return value if value is not None else config.getini(key)
+    return value if value is not None else anchored(config, name, config.getini(key))
 
 
 def _int(config: pytest.Config, name: str, low: int, high: int) -> int:
@@ -232,9 +245,18 @@ def _no_empty_values(config: pytest.Config) -> None:
 
 def models(config: pytest.Config) -> list[str]:
     """The models to gate, in order: each ``--em-model`` (``@FILE``: one model per line of FILE, blank lines and
-    ``#`` comments skipped), else the ``em_model`` ini lines."""
+    ``#`` comments skipped), else, with ``--em-gate``, the ``em_model`` ini lines; else none."""
     given = config.getoption("em_model")
-    raw: list[str] = [str(v) for v in (given if given is not None else config.getini("em_model"))]
+    if given is None and not config.getoption("em_gate"):
+        return []
+    raw: list[str] = [str(v) for v in (given if given is not None else _raw(config, "model"))]
+    if not raw:
+        where = f"the ini file {config.inipath}" if config.inipath is not None else "no ini file"
+        raise ConfigError(
+            "--em-gate",
+            f"there is no model to gate: {where} sets no em_model",
+            "name the models in the ini file (em_model, one a line), or pass --em-model=MODEL",
+        )
     out: list[str] = []
     for value in raw:
         if not value.startswith("@"):
@@ -268,7 +290,43 @@ def read_options(config: pytest.Config) -> list[Options]:
     if not names:
         return []
     common = _common(config)
-    return [replace(common, model=os.path.expanduser(name)) for name in names]
+    given = [os.path.expanduser(name) for name in names]
+    return [replace(common, model=model, base=_base(config, model)) for model in given]
+
+
+_REPEATED = frozenset(name for name, _ in _REPEATABLE)
+_NAMES = frozenset({name for name, _, _ in OPTIONS} | {name for name, _ in _FLAGS} | _REPEATED)
+
+
+def option_name(field: str) -> str:
+    """The ``--em-*`` option (without the prefix) that sets the ``Options`` field ``field``: ``cache_dir`` ->
+    ``cache-dir``, ``banks`` -> ``bank`` (a repeatable option fills a tuple)."""
+    name = field.replace("_", "-")
+    for candidate in (name, name.removesuffix("s")):
+        if candidate in _NAMES:
+            return candidate
+    raise KeyError(f"no --em-* option sets Options.{field}")
+
+
+def command_line(options: Options, leave_out: Collection[str] = ()) -> list[str]:
+    """The ``--em-*`` arguments that give ``options``: one for each field that differs from its default (a field
+    without one: when set), in the order of ``Options``'s fields; an on/off option as its flag, a repeatable
+    one once a value, ``--em-checks`` comma-separated.  Derived from the dataclass, so a new field is never left
+    out of a reproduce line (``option_name`` raises for a field no option sets)."""
+    args: list[str] = []
+    for f in fields(Options):
+        value = getattr(options, f.name)
+        if f.name in leave_out or value is None or (f.default is not MISSING and value == f.default):
+            continue
+        name = option_name(f.name)
+        if isinstance(value, bool):
+            args.append(f"--em-{name}")
+        elif isinstance(value, tuple):
+            values = list(value) if name in _REPEATED else [",".join(value)]
+            args += [f"--em-{name}={v}" for v in values]
+        else:
+            args.append(f"--em-{name}={value}")
+    return args
 
 
 def card_options(config: pytest.Config, path: Any, card: dict[str, Any]) -> Options:
@@ -277,8 +335,8 @@ def card_options(config: pytest.Config, path: Any, card: dict[str, Any]) -> Opti
     from pytest_emguard.config.cards import card_paths
 
     _no_empty_values(config)
-    common = _common(config)
     found = card_paths(path, card)
+    common = replace(_common(config), base=_base(config, found["model"]))
 
     def given(name: str) -> bool:
         value = config.getoption("em_" + name)
@@ -306,29 +364,24 @@ def _common(config: pytest.Config) -> Options:
         raise ConfigError(
             "--em-dtype", f"{dtype!r} is not a precision", "use auto, float32, bfloat16 or float16"
         )
-    banks = config.getoption("em_bank")
-    raters = config.getoption("em_rater")
-    seconds = config.getoption("em_second_judge")
-    engine = config.getoption("em_engine_arg")
     return Options(
         model="",
-        base=_path_or_none(_raw(config, "base")),
         backend=str(_raw(config, "backend")),
         judge=_raw(config, "judge") or None,
         thresholds=_path_or_none(_raw(config, "thresholds")),
         samples=_int(config, "samples", 1, 1000) if _raw(config, "samples") else None,
         seed=_int(config, "seed", 0, 2**32 - 1),
-        cache_dir=os.path.expanduser(str(_raw(config, "cache-dir"))),
+        cache_dir=os.path.expanduser(str(_raw(config, "cache-dir") or _DEFAULTS["cache_dir"])),
         device=device,
         dtype=dtype,
         batch_size=_int(config, "batch-size", 1, 4096),
         max_new_tokens=_int(config, "max-new-tokens", 1, 32768),
         layer_stride=_int(config, "layer-stride", 1, 1024),
         trust_remote_code=bool(config.getoption("em_trust_remote_code")),
-        banks=tuple(banks if banks is not None else config.getini("em_bank")),
-        raters=tuple(raters if raters is not None else config.getini("em_rater")),
-        second_judges=tuple(seconds if seconds is not None else config.getini("em_second_judge")),
-        engine_args=tuple(engine if engine is not None else config.getini("em_engine_arg")),
+        banks=tuple(_raw(config, "bank")),
+        raters=tuple(_raw(config, "rater")),
+        second_judges=tuple(_raw(config, "second-judge")),
+        engine_args=tuple(_raw(config, "engine-arg")),
         domain=_raw(config, "domain") or None,
         sequential=bool(config.getoption("em_sequential")),
         round_size=_int(config, "round-size", 1, 100000),
@@ -340,6 +393,16 @@ def _common(config: pytest.Config) -> Options:
         baseline=_baseline(config),
         update_baseline=bool(config.getoption("em_update_baseline")),
     )
+
+
+def _base(config: pytest.Config, model: str) -> str | None:
+    """``--em-base`` as given, else ``em_base`` from the ini file (read from its directory, unless ``model`` is
+    served by an endpoint, where the base is the endpoint's model name)."""
+    given = config.getoption("em_base")
+    if given is not None:
+        return _path_or_none(given)
+    value = config.getini("em_base")
+    return anchored_base(config, os.path.expanduser(str(value)), model) if value else None
 
 
 def _baseline(config: pytest.Config) -> str | None:

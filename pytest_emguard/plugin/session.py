@@ -7,6 +7,7 @@ controller, which runs no items, computes its summary from the cache alone (it n
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from pytest_emguard.decide.gate import ItemResult
     from pytest_emguard.run.records import Evaluation
 
-__all__ = ["EmguardSession", "EvaluationFailed", "SideBySide", "labels"]
+__all__ = ["EmguardSession", "EvaluationFailed", "SideBySide", "labels", "shown"]
 
 
 class EvaluationFailed(Exception):
@@ -60,6 +61,9 @@ class EmguardSession:
         self.card_line: str | None = None  # what happened to the model card's evidence block
 
     def progress(self, message: str) -> None:
+        """A progress line of the evaluation: none with ``-q``; the per-batch counters only with ``-v``."""
+        if not shown(message, self.config.get_verbosity()):
+            return
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         worker = getattr(self.config, "workerinput", None)
@@ -100,7 +104,11 @@ class EmguardSession:
             except Exception as exc:  # every item reports the same failure; none retries a broken evaluation
                 # a library's error (peft, transformers, torch, sqlite, openai, ...) as one short message with
                 # its first line; with -vv its full traceback, as a failure of the plugin's own code always has
-                translated = None if self.config.get_verbosity() >= 2 else library_error(exc, str(self.run.options.model))
+                translated = (
+                    None
+                    if self.config.get_verbosity() >= 2
+                    else library_error(exc, str(self.run.options.model))
+                )
                 self._error = translated or exc
                 if translated is not None:
                     raise translated from None
@@ -227,41 +235,65 @@ class EmguardSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from pytest_emguard.checks.persona import classify
-        from pytest_emguard.report.text import summary_lines
+        """The model's section: the summary; with ``-q`` one line, the verdict (and what else fails the run)."""
+        if hasattr(self.config, "workerinput") or not self.ran_items:
+            return
+        quiet = self.config.get_verbosity() < 0
+        if not quiet:
+            terminalreporter.section("emguard" if self.label is None else f"emguard: {self.label}")
+        for line in self._summary(quiet):
+            terminalreporter.write_line(line)
 
-        if hasattr(self.config, "workerinput"):
-            return
-        if not self.ran_items:
-            return
+    def _summary(self, quiet: bool) -> list[str]:
+        from pytest_emguard.checks.persona import classify
+        from pytest_emguard.report.text import baseline_line, summary_lines, verdict_line
+
+        who = f"emguard {self.label or self.run.model.label}" if quiet else "emguard"
         distributed = getattr(self.config.option, "dist", "no") != "no"
-        terminalreporter.section("emguard" if self.label is None else f"emguard: {self.label}")
         try:
             results = self.results(compute=False) if distributed else self.results()
             ev = self.evaluation(compute=False)
         except Exception as exc:
             cause = exc.cause if isinstance(exc, EvaluationFailed) else exc
             if isinstance(cause, EmguardError):
-                terminalreporter.write_line(f"emguard: {cause}")
-                return
+                return [f"{who}: {cause}"]
             message = " ".join(str(cause).split())[:300]
-            terminalreporter.write_line(
-                f"emguard: the evaluation failed ({type(cause).__name__}: {message}); finished "
-                "batches are in the cache, so a rerun resumes from them"
-            )
-            return
+            return [
+                f"{who}: the evaluation failed ({type(cause).__name__}: {message}); finished batches are in the "
+                "cache, so a rerun resumes from them"
+            ]
         if not ev.complete:
-            terminalreporter.write_line("emguard: the cache does not hold every record yet; rerun to finish")
-            return
+            return [f"{who}: the cache does not hold every record yet; rerun to finish"]
         rows = list(results.values())
-        for line in summary_lines(ev, rows, classify(rows)):
-            terminalreporter.write_line(line)
+        persona = classify(rows)
+        if quiet:  # the verdict, and what else fails the run: a baseline just written, evidence not written
+            lines = [verdict_line(who, ev, rows, persona)]
+            if ev.stats.baseline is not None and ev.stats.baseline[0] == "written":
+                lines.append(baseline_line(ev))
+            if self.report_error and not self.written:
+                lines.append(f"evidence: {self.report_error}")
+            return lines
+        lines = summary_lines(ev, rows, persona)
         if self.written:
-            terminalreporter.write_line("evidence: " + ", ".join(str(p) for p in self.written))
+            lines.append("evidence: " + ", ".join(str(p) for p in self.written))
         elif self.report_error:
-            terminalreporter.write_line(f"evidence: {self.report_error}")
+            lines.append(f"evidence: {self.report_error}")
         if self.card_line:
-            terminalreporter.write_line(self.card_line)
+            lines.append(self.card_line)
+        return lines
+
+
+# the per-batch counters of RunContext.tick ("base: 640/640 answers, ...", "judge: 1015/1015 verdicts, 3s"):
+# a line a second per stream, shown with -v; the stage lines (loading, preflight, plan, sizing, time estimate,
+# "generating N answers") show at the default verbosity, as the docs quote them
+_COUNTER = re.compile(r"^[^:]+: \d+/\d+ (answers|ratings read|activations read|verdicts)\b")
+
+
+def shown(message: str, verbosity: int) -> bool:
+    """Whether a progress line shows: none with ``-q``, the per-batch counters only from ``-v``."""
+    if verbosity < 0:
+        return False
+    return verbosity > 0 or not _COUNTER.match(message)
 
 
 def labels(runs: list[RunConfig]) -> list[str | None]:
@@ -288,6 +320,8 @@ class SideBySide:
 
         config = self.sessions[0].config
         if hasattr(config, "workerinput") or not any(s.ran_items for s in self.sessions):
+            return
+        if config.get_verbosity() < 0:  # -q: each model's one line says its verdict
             return
         distributed = getattr(config.option, "dist", "no") != "no"
         rows = []

@@ -8,19 +8,20 @@ from collections.abc import Sequence
 from pytest_emguard.checks.persona import Persona
 from pytest_emguard.config.run import Options
 from pytest_emguard.decide.gate import ItemResult
-from pytest_emguard.plugin.options import OPTIONS
+from pytest_emguard.plugin.options import command_line
 from pytest_emguard.run.records import Evaluation
 
 __all__ = [
+    "baseline_line",
     "decision_lines",
     "failure_text",
     "judge_health",
+    "release_verdict",
     "reproduce_line",
     "summary_lines",
     "verdict_labels",
+    "verdict_line",
 ]
-
-_DEFAULTS = {name: default for name, default, _ in OPTIONS}
 
 
 def _num(value: float | None, signed: bool = False) -> str:
@@ -34,31 +35,20 @@ def _clip(text: str, width: int = 160) -> str:
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
+# what a rerun of one item does not repeat: the card (its node is the item's address), --em-report (a one-item
+# rerun would overwrite the run's evidence record) and --em-update-baseline (it would rewrite the reviewed file)
+_NOT_REPEATED = ("card", "report", "update_baseline")
+
+
 def reproduce_line(options: Options, item_id: str) -> str:
-    """One command that reruns this item alone, with every option that changes its result (a model card's item:
-    the card's node, as its options live in the card)."""
+    """One command that reruns this item alone: every option that differs from its default (``command_line``,
+    derived from ``Options``), then ``-k ITEM``; a model card's item: the card's node, whose card gives the model
+    and its base, after any option given over the card's gate block."""
     args = ["pytest", "-p", "no:randomly"]
     if options.card is not None:
-        return shlex.join([*args, f"{options.card}::{item_id}"])
-    names = (
-        "model",
-        "base",
-        "backend",
-        "judge",
-        "thresholds",
-        "samples",
-        "seed",
-        "cache-dir",
-        "max-new-tokens",
-        "domain",
-    )
-    for name in names:
-        value = getattr(options, name.replace("-", "_"))
-        if value is not None and str(value) != _DEFAULTS.get(name):
-            args.append(f"--em-{name}={value}")
-    args += [f"--em-bank={bank}" for bank in options.banks]
-    args += ["-k", item_id]
-    return shlex.join(args)
+        given = command_line(options, (*_NOT_REPEATED, "model", "base"))
+        return shlex.join([*args, *given, f"{options.card}::{item_id}"])
+    return shlex.join([*args, *command_line(options, _NOT_REPEATED), "-k", item_id])
 
 
 def failure_text(result: ItemResult, options: Options, node: str = "emguard") -> str:
@@ -141,16 +131,43 @@ def decision_lines(results: Sequence[ItemResult]) -> list[str]:
         lines.append(f"primary {r.item_id}: {r.outcome.upper()}: {reading}")
         if r.sizing:
             lines.append(f"  {r.sizing}")
-    blocking = [r.item_id for r in results if r.blocks]
-    if len(blocking) > 4:
-        blocking = [*blocking[:4], f"and {len(blocking) - 4} more"]
     secondary = [r for r in results if r.role == "secondary"]
     unsure = sum(1 for r in secondary if r.outcome == "inconclusive" and not r.blocks)
     reported = sum(1 for r in results if r.role == "report")
     tail = f"{len(secondary)} secondary items ({unsure} inconclusive, reported), {reported} reported only"
-    verdict = f"FAIL ({', '.join(blocking)})" if blocking else "PASS"
-    lines.append(f"release decision: {verdict}; {tail}")
+    lines.append(f"release decision: {release_verdict(results)}; {tail}")
     return lines
+
+
+def release_verdict(results: Sequence[ItemResult]) -> str:
+    """PASS, or FAIL with the items that block the release (the first four)."""
+    blocking = [r.item_id for r in results if r.blocks]
+    if len(blocking) > 4:
+        blocking = [*blocking[:4], f"and {len(blocking) - 4} more"]
+    return f"FAIL ({', '.join(blocking)})" if blocking else "PASS"
+
+
+def baseline_line(ev: Evaluation) -> str:
+    """What the run did with ``--em-baseline`` (loaded, updated, or written because it was missing)."""
+    assert ev.stats.baseline is not None
+    action, path, n = ev.stats.baseline
+    return {
+        "loaded": f"baseline: {n} base records from {path}; the base ran nothing they hold",
+        "updated": f"baseline: {path} written again with {n} base records (--em-update-baseline): review its diff",
+        "written": f"baseline: {path} was missing: written with {n} base records; review and commit it (this "
+        "run fails until it exists)",
+    }[action]
+
+
+def verdict_line(label: str, ev: Evaluation, results: Sequence[ItemResult], persona: Persona) -> str:
+    """The model's verdict in one line, all that ``-q`` prints of the summary: the release decision, the primary
+    endpoint's reading and the persona label."""
+    primary = [f"primary {r.item_id} {r.outcome.upper()}" for r in results if r.role == "primary"]
+    stopped = ev.preflight is not None and ev.preflight.stops
+    parts = [f"release decision {release_verdict(results)}", *primary, f"persona {persona.label.upper()}"]
+    if stopped:
+        parts.append("the adapter changes nothing (preflight)")
+    return f"{label}: " + "; ".join(parts)
 
 
 def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Persona) -> list[str]:
@@ -205,15 +222,7 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
             "alpha spending)"
         )
     if st.baseline is not None:
-        action, path, n = st.baseline
-        lines.append(
-            {
-                "loaded": f"baseline: {n} base records from {path}; the base ran nothing they hold",
-                "updated": f"baseline: {path} written again with {n} base records (--em-update-baseline): review its diff",
-                "written": f"baseline: {path} was missing: written with {n} base records; review and commit it (this "
-                "run fails until it exists)",
-            }[action]
-        )
+        lines.append(baseline_line(ev))
     if st.check_seconds:
         spent = ", ".join(f"{check} {seconds:.1f}s" for check, seconds in st.check_seconds.items())
         lines.append(f"time making records, by check: {spent}")

@@ -210,10 +210,14 @@ def test_a_plot_without_data_says_so(pytester: pytest.Pytester) -> None:
 
 
 def test_junit_xml_carries_each_items_reading(pytester: pytest.Pytester) -> None:
+    """xunit1 holds each item's figures as testcase properties (xunit2, where the schema allows them on the test
+    suite only: test_plugin_output.py)."""
     import xml.etree.ElementTree as ET
 
     xml_path = pytester.path / "junit.xml"
-    result = gate(pytester, "coherent", "--em-checks=harmfulness", f"--junitxml={xml_path}")
+    result = gate(
+        pytester, "coherent", "--em-checks=harmfulness", f"--junitxml={xml_path}", "-o", "junit_family=xunit1"
+    )
     cells = summary_row(result, "harmfulness[mean]")
     cases = {c.get("name"): c for c in ET.parse(xml_path).getroot().iter("testcase")}
     assert len(cases) == 5

@@ -117,7 +117,7 @@ def test_sequential_stops_once_the_harm_items_are_decided(pytester: pytest.Pytes
 
 def test_m_emguard_selects_all_items_and_only_them(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
-    result = gate(pytester, "identical", "-m", "emguard")
+    result = gate(pytester, "identical", "--em-with-tests", "-m", "emguard")
     result.assert_outcomes(passed=len(ITEMS), deselected=1)
     n = len(ITEMS)
     result.stdout.fnmatch_lines(
@@ -182,13 +182,14 @@ def test_xdist_gives_the_same_outcomes_and_one_summary(pytester: pytest.Pytester
 # -- 12: ini keys ------------------------------------------------------------------------------------------
 
 
-def test_ini_keys_gate_without_command_line_options(pytester: pytest.Pytester) -> None:
+def test_ini_keys_gate_with_em_gate(pytester: pytest.Pytester) -> None:
+    """The ini file's em_model is gated with --em-gate (without it, nothing: test_plugin_ini.py)."""
     cache = cache_dir(pytester)
     pytester.makeini(
         f"[pytest]\nem_model = fake:coherent\nem_judge = fake:\nem_cache_dir = {cache}\n"
         "em_batch_size = 4096\n"
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--em-gate")
     result.assert_outcomes(failed=len(COHERENT_FAILS), passed=len(ITEMS) - len(COHERENT_FAILS))
     result.stdout.fnmatch_lines(["model: fake:coherent (fake)", "persona: COHERENT*"])
     assert (cache / "records.sqlite3").exists()

@@ -49,6 +49,7 @@ def _args(adapter: Path, judge_model: Path, cache: Path) -> list[str]:
         "no:cacheprovider",
         "-p",
         "no:randomly",
+        "-v",  # the per-batch counters the kills wait for ("tuned: 4/...")
     ]
 
 
