@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from pytest_emguard.digest import json_sha256
 
-__all__ = ["Cache", "cache_key", "exclusive", "file_lock", "sha256_file"]
+__all__ = ["Cache", "cache_key", "exclusive", "file_lock", "hub_blob_sha256", "sha256_file"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL);
@@ -27,6 +28,7 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
 );
 """
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 def cache_key(kind: str, fields: Mapping[str, Any]) -> str:
@@ -109,7 +111,11 @@ class Cache:
         return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE kind = ?", (kind,)).fetchone()[0])
 
     def file_sha256(self, path: Path) -> str:
-        """sha256 of a file's bytes, remembered by (path, size, mtime) so large weights are hashed once."""
+        """sha256 of a file's bytes: a Hugging Face hub cache entry's from its blob's name
+        (:func:`hub_blob_sha256`), any other file's read once and remembered by (path, size, mtime)."""
+        named = hub_blob_sha256(path)
+        if named is not None:
+            return named
         st = path.stat()
         row = self._conn.execute(
             "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
@@ -137,6 +143,7 @@ class Cache:
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 of the file's bytes, read in full (a check against a pinned hash must use this one)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -144,24 +151,57 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def hub_blob_sha256(path: Path) -> str | None:
+    """The sha256 of a file in a Hugging Face hub cache, read from its blob's name without reading the file;
+    None for any other file (hash it).
+
+    The hub stores a repository's large (git-LFS) files as ``<repo>/blobs/<sha256 of the content>`` and links
+    each snapshot's file to its blob: ``<repo>/snapshots/<revision>/model.safetensors -> ../../blobs/<sha256>``
+    (the blob may link on into the cache-wide store of Xet files, named by another hash: that name is not
+    used).  Small files' blobs are named by their 40-hex git id, not a sha256: they are hashed.  The name is
+    trusted when ``path`` is such a link inside the same repository's ``snapshots``, the blob is named by 64
+    lowercase hex digits and is not empty, and a ``.safetensors`` blob's header covers the file exactly (a few
+    kB read: it catches a blob cut short).  The trust assumption: nothing rewrote a blob in place after the hub
+    wrote it (the hub downloads to ``<sha256>.incomplete``, checks its size and renames it when complete);
+    bytes changed under the same name keep the old sha256.  To have such files hashed, copy them out of the hub
+    cache, or delete the blob and download it again."""
+    if not path.is_symlink():
+        return None
+    here = Path(os.path.abspath(path.parent))
+    # one hop only: the repository's blob may link on into the shared store, whose names are no sha256
+    blob = Path(os.path.normpath(here / os.readlink(path)))
+    if blob.parent.name != "blobs" or not _SHA256_NAME.fullmatch(blob.name):
+        return None
+    if not here.is_relative_to(blob.parent.parent / "snapshots"):
+        return None
+    return blob.name if _plausible_blob(path, blob) else None
+
+
+def _plausible_blob(path: Path, target: Path) -> bool:
+    """A non-empty regular file; a safetensors file whose header covers its data exactly."""
+    from pytest_emguard.config.weights import read_header
+    from pytest_emguard.errors import ConfigError
+
+    if not target.is_file() or target.stat().st_size == 0:
+        return False
+    if path.suffix == ".safetensors":
+        try:
+            read_header(target)
+        except ConfigError:
+            return False
+    return True
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive inter-process lock on ``path`` (created if missing); no lock where fcntl is missing."""
+    """An exclusive inter-process lock on ``path`` (created if missing), held while the block runs, on every OS
+    (the ``filelock`` package: ``flock`` on POSIX, ``msvcrt.locking`` on Windows).  The operating system drops
+    the lock when its holder dies, so a run killed with ``kill -9`` leaves no stale lock."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            import fcntl
-        except ImportError:  # Windows: run without the lock; sqlite still serialises writes
-            yield
-            return
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    with FileLock(path):
+        yield
 
 
 def exclusive(directory: Path) -> contextlib.AbstractContextManager[None]:

@@ -130,7 +130,7 @@ def require(backend: object, capability: type[T], who: str) -> T:
         raise ModelError(
             who,
             f"the backend {type(backend).__name__} lacks the {capability.__name__} capability",
-            "use a backend that has it (see the backend table in docs/reference.md)",
+            "use a backend that has it (see the backend table in docs/guides/backends.md)",
         )
     return backend
 
@@ -371,11 +371,15 @@ def _require_safetensors(directory: Path, *, adapter: bool = False) -> None:
 
 
 def digest_files(directory: Path, hash_file: Callable[[Path], str], *, adapter: bool = False) -> str:
-    """sha256 over the weight files' contents and the metadata that changes answers (config, chat template)."""
+    """sha256 over the weight files' contents and the metadata that changes answers (config, chat template).
+    A file linked into a Hugging Face hub cache is not read: its blob's name is its sha256
+    (``cache.hub_blob_sha256``, which states what that trusts)."""
+    from pytest_emguard.cache import hub_blob_sha256
+
     digest = hashlib.sha256()
     for path in [*weight_files(directory, adapter=adapter), *(directory / n for n in _META_FILES)]:
         if path.exists():
-            digest.update(f"{path.name}\0{hash_file(path)}\0".encode())
+            digest.update(f"{path.name}\0{hub_blob_sha256(path) or hash_file(path)}\0".encode())
     return digest.hexdigest()
 
 

@@ -7,20 +7,25 @@ returns no log-probabilities: every reading falls back to parsing sampled text),
 flight, default 8), ``timeout=S`` (seconds a request may take, default 120), ``retries=N`` (default 6),
 ``top_logprobs=N`` (default 20, OpenAI's limit; a vLLM server allows up to its ``--max-logprobs``).
 
-Requests run concurrently (asyncio, bounded); a 429 or 5xx answer, a timeout, a dropped connection or a truncated
-body is retried with exponential backoff that honours ``Retry-After``.  The key is read from ``OPENAI_API_KEY``
-only: it is never part of a fingerprint, a cache record, a message or a log line.  The cache cannot see an API
-model's weights: its fingerprint is the endpoint and the model name, so serve changed weights under a new name.
+Requests run concurrently (asyncio, bounded) through one SDK client per backend, kept with its connections for
+the backend's life.  Retries are the SDK's (``max_retries=retries``, ``timeout``): a 408, 409, 429 or 5xx answer,
+a timeout, a dropped connection or a body cut short is sent again after an exponential backoff (0.5 s doubling to
+8 s, less up to a quarter of jitter), or after the ``Retry-After`` / ``retry-after-ms`` the server asked for (up
+to the SDK's limit: 120 s in openai 3, where a longer one ends the retries), and ``x-should-retry`` is obeyed.  A
+complete body that is not JSON is not retried (a broken server, not a passing fault).  The retries are counted
+from the retry number the SDK puts on each request (``x-stainless-retry-count``, read by an httpx event hook), and
+each answer's ``usage`` is summed (``OpenAIBackend.usage``).  The key is read from ``OPENAI_API_KEY`` only: it is
+never part of a fingerprint, a cache record, a message or a log line.  The cache cannot see an API model's
+weights: its fingerprint is the endpoint and the model name, so serve changed weights under a new name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import contextlib
 import functools
 import os
-import random
-import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +41,11 @@ __all__ = [
     "Endpoint",
     "OpenAIBackend",
     "PrefixUnsupported",
+    "Usage",
     "fingerprints",
     "open_one",
     "open_pair",
     "resolve",
-    "retry_delay",
 ]
 
 CAPABILITIES = frozenset({"generate", "next_token_logprobs"})
@@ -48,7 +53,7 @@ KEY_ENV = "OPENAI_API_KEY"
 URL_ENV = "OPENAI_BASE_URL"
 DEFAULT_URL = "https://api.openai.com/v1"
 MAX_TOP_LOGPROBS = 20  # the OpenAI API's limit
-MAX_WAIT = 60.0  # seconds: the longest Retry-After we honour
+RETRY_HEADER = "x-stainless-retry-count"  # the SDK's number of the attempt: 0, then 1, 2, ... for its retries
 _SETTINGS: Mapping[str, Callable[[str], object]] = {
     "logprobs": lambda v: {"yes": True, "no": False}[v],
     "concurrency": lambda v: _bounded(int(v), 1, 256),
@@ -111,50 +116,56 @@ class Endpoint:
         return f"{self.model}@{self.url}"
 
 
-def retry_delay(exc: BaseException, attempt: int) -> float | None:
-    """Seconds to wait before retrying after ``exc`` (attempt 0 is the first retry), or None when retrying cannot
-    help (a 4xx other than 408, 409 and 429).  A ``Retry-After`` (or ``retry-after-ms``) header wins over the
-    backoff, up to ``MAX_WAIT``."""
-    import openai
+@dataclass(slots=True)
+class Usage:
+    """What one backend's endpoint did, over the backend's life: requests the SDK sent again (``retried``), and
+    the answers received with the tokens their ``usage`` reported."""
 
-    backoff = min(0.5 * 2.0**attempt, 8.0) * (0.5 + random.random() / 2)
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if status < 500 and status not in (408, 409, 429):
-            return None
-        told = _retry_after(exc.response.headers)
-        return backoff if told is None else min(told, MAX_WAIT)
-    if isinstance(exc, (openai.APIConnectionError, openai.APIResponseValidationError, ValueError)):
-        return backoff  # a timeout, a dropped connection, a truncated or malformed body
-    return None
+    retried: int = 0
+    answers: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
-
-def _retry_after(headers: Mapping[str, Any]) -> float | None:
-    if "retry-after-ms" in headers:
-        try:
-            return float(str(headers["retry-after-ms"])) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        return None if when is None else max(when.timestamp() - time.time(), 0.0)
+    def add(self, usage: Any) -> None:
+        self.answers += 1
+        if usage is not None:
+            self.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+            self.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
 
 
 class OpenAIBackend:
-    """One served model.  ``generate`` and ``next_token_logprobs`` send their requests concurrently."""
+    """One served model.  ``generate`` and ``next_token_logprobs`` send their requests concurrently, through one
+    ``AsyncOpenAI`` client on one event loop, both opened on first use and kept (httpx's pooled connections
+    belong to the loop that opened them) until ``close()`` or until the backend is collected."""
 
     def __init__(self, endpoint: Endpoint, fingerprint: str) -> None:
         self.endpoint, self._fingerprint = endpoint, fingerprint
-        self.retried = 0  # requests sent again (for tests and the cost line)
+        self.usage = Usage()
+        self._open: tuple[asyncio.AbstractEventLoop, Any] | None = None
+        self._closer: weakref.finalize | None = None  # type: ignore[type-arg]
 
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    @property
+    def retried(self) -> int:
+        """Requests the SDK sent again after a failure (for tests and the measured-cost line)."""
+        return self.usage.retried
+
+    def close(self) -> None:
+        """Close the client's connections and the event loop (a later call opens new ones)."""
+        if self._closer is not None:
+            self._closer()
+        self._open = self._closer = None
+
+    def _session(self) -> tuple[asyncio.AbstractEventLoop, Any]:
+        if self._open is None:
+            loop = asyncio.new_event_loop()
+            client = _client(self.endpoint, self.usage)
+            self._open = (loop, client)
+            self._closer = weakref.finalize(self, _shut, loop, client)
+        return self._open
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         async def one(client: Any, r: Request) -> Completion:
@@ -169,6 +180,7 @@ class OpenAIBackend:
             choice = response.choices[0]
             text = (choice.message.content or "").strip()
             usage = getattr(response, "usage", None)
+            self.usage.add(usage)
             n_tokens = usage.completion_tokens if usage is not None else len(text.split())
             return Completion(text, int(n_tokens), "length" if choice.finish_reason == "length" else "stop")
 
@@ -205,6 +217,7 @@ class OpenAIBackend:
                     "the endpoint cannot continue an assistant prefix (vLLM's continue_final_message)",
                     "serve the model with vLLM, or add ?logprobs=no to the model",
                 ) from None
+            self.usage.add(getattr(response, "usage", None))
             content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
             if not content:
                 raise ModelError(
@@ -224,29 +237,26 @@ class OpenAIBackend:
         return self._run([functools.partial(one, p=p) for p in prompts])
 
     def _run(self, calls: Sequence[Callable[[Any], Awaitable[Any]]]) -> list[Any]:
-        """Every call, ``concurrency`` at a time, each retried; a call that still fails raises ``PartialBatch``
-        carrying the calls that finished, so that the caller stores them."""
-        return asyncio.run(self._gather(calls))
+        """Every call, ``concurrency`` at a time, each retried by the SDK; a call that still fails raises
+        ``PartialBatch`` carrying the calls that finished, so that the caller stores them."""
+        loop, client = self._session()
+        task = loop.create_task(self._gather(client, calls))
+        try:
+            return loop.run_until_complete(task)
+        finally:
+            if not task.done():  # interrupted (Ctrl-C): its requests end with it, not in a later batch
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(task)
 
-    async def _gather(self, calls: Sequence[Callable[[Any], Awaitable[Any]]]) -> list[Any]:
-        import openai
-
+    async def _gather(self, client: Any, calls: Sequence[Callable[[Any], Awaitable[Any]]]) -> list[Any]:
         limit = asyncio.Semaphore(self.endpoint.concurrency)
-        client = openai.AsyncOpenAI(
-            base_url=self.endpoint.url,
-            api_key=os.environ.get(KEY_ENV) or "EMPTY",  # a local server needs none; the SDK needs a string
-            max_retries=0,  # ours honour Retry-After and count
-            timeout=self.endpoint.timeout,
-        )
 
         async def guarded(call: Callable[[Any], Awaitable[Any]]) -> Any:
             async with limit:
-                return await self._retried(lambda: call(client))
+                return await call(client)
 
-        try:
-            results = await asyncio.gather(*(guarded(c) for c in calls), return_exceptions=True)
-        finally:
-            await client.close()
+        results = await asyncio.gather(*(guarded(c) for c in calls), return_exceptions=True)
         failed = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
         if not failed:
             return list(results)
@@ -257,18 +267,6 @@ class OpenAIBackend:
         raise PartialBatch(self.endpoint.label, self._describe(cause, len(failed), len(calls)), done) from (
             cause if isinstance(cause, Exception) else None
         )
-
-    async def _retried(self, make: Callable[[], Awaitable[Any]]) -> Any:
-        for attempt in range(self.endpoint.retries + 1):
-            try:
-                return await make()
-            except Exception as exc:
-                wait = retry_delay(exc, attempt)
-                if wait is None or attempt == self.endpoint.retries:
-                    raise
-                self.retried += 1
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable")
 
     def _describe(self, cause: BaseException, failed: int, total: int) -> str:
         text = " ".join(str(cause).split())[:300]
@@ -284,6 +282,34 @@ class OpenAIBackend:
 
 def _messages(messages: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"role": role, "content": content} for role, content in messages]
+
+
+def _client(endpoint: Endpoint, usage: Usage) -> Any:
+    """The SDK's async client for ``endpoint``: its retries and timeout from the endpoint's settings, and an
+    httpx event hook that counts each request the SDK sends again into ``usage.retried``."""
+    import openai
+
+    async def count_retry(request: Any) -> None:
+        if request.headers.get(RETRY_HEADER, "0") != "0":
+            usage.retried += 1
+
+    return openai.AsyncOpenAI(
+        base_url=endpoint.url,
+        api_key=os.environ.get(KEY_ENV) or "EMPTY",  # a local server needs none; the SDK needs a string
+        max_retries=endpoint.retries,
+        timeout=endpoint.timeout,
+        http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [count_retry]}),
+    )
+
+
+def _shut(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    """Close a backend's client on its loop, then the loop (from ``close()``, collection or exit)."""
+    if loop.is_closed():
+        return
+    try:
+        loop.run_until_complete(client.close())
+    finally:
+        loop.close()
 
 
 # -- the backend module interface (see backends/__init__.py) ----------------------------------------------------
@@ -330,10 +356,14 @@ def fingerprints(
 
 def open_pair(spec: ModelSpec, prints: tuple[str, str], options: BackendOptions) -> ModelPair:
     assert spec.base is not None
-    return ModelPair(
-        OpenAIBackend(Endpoint.parse(spec.base, "--em-base"), prints[0]),
-        OpenAIBackend(Endpoint.parse(spec.path, "--em-model"), prints[1]),
-    )
+    base = OpenAIBackend(Endpoint.parse(spec.base, "--em-base"), prints[0])
+    tuned = OpenAIBackend(Endpoint.parse(spec.path, "--em-model"), prints[1])
+
+    def close() -> None:
+        base.close()
+        tuned.close()
+
+    return ModelPair(base, tuned, close)
 
 
 def open_one(spec: ModelSpec, fingerprint: str, options: BackendOptions) -> OpenAIBackend:

@@ -4,13 +4,14 @@ Gating needs only what it uses: ``adapter``, ``base`` and the ``gate:`` block.  
 revision, domain, datasets with their sha256, LoRA and training settings, library versions, intended use, time of
 training: ``PROVENANCE``) are optional for the gate, which says which are missing; ``python -m finetune train``
 writes them all and checks them with ``provenance=True``.  The gate adds an ``evidence`` block later.
-Import-light: PyYAML and jsonschema load inside the functions that need them.
+Import-light: PyYAML, ruamel.yaml and jsonschema load inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -146,39 +147,121 @@ def card_paths(path: Path, card: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _block_span(lines: list[str], key: str) -> tuple[int, int] | None:
-    """The lines of a top-level ``key:`` block (its header to the next top-level key), if the card has one."""
-    start = next((i for i, line in enumerate(lines) if line.startswith(f"{key}:")), None)
-    if start is None:
-        return None
-    end = start + 1
-    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#-"):
-        end += 1
-    return start, end
-
-
 def set_evidence(path: Path, block: Mapping[str, Any]) -> bool:
-    """Write ``block`` as the card's top-level ``evidence:`` block, leaving every other line as it was (so the
-    diff under review is the evidence alone); False where the card already holds exactly this block."""
+    """Write ``block`` as the card's top-level ``evidence:`` block with a round-trip YAML editor (ruamel.yaml):
+    an existing block is updated in place, so its comments and the order of its keys stay; every line outside
+    the block is left as it was, comments after it included (so the diff under review is the evidence alone).
+    False where the card already holds exactly this block."""
     import yaml
 
     from pytest_emguard.digest import atomic_write
 
-    text = path.read_text("utf-8")
+    text = path.read_bytes().decode("utf-8")  # read_text's newline translation would rewrite CRLF lines
     data, _ = read_yaml(text, str(path))
-    if isinstance(data, dict) and data.get("evidence") == yaml.safe_load(yaml.safe_dump(dict(block))):
+    wanted = yaml.safe_load(yaml.safe_dump(dict(block), sort_keys=False))  # plain values, in order
+    if isinstance(data, dict) and data.get("evidence") == wanted:
         return False
-    new = yaml.safe_dump({"evidence": dict(block)}, sort_keys=False, default_flow_style=None, width=100)
-    lines = text.splitlines(keepends=True)
-    span = _block_span(lines, "evidence")
+    lines = [line for line in _LINE_BREAK.split(text) if line]
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    span = _evidence_span(lines, str(path))
     if span is None:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines.append(new)
+        if lines and not lines[-1].endswith(("\n", "\r")):
+            lines[-1] += newline
+        lines.append(_evidence_text("", wanted, newline))
     else:
-        lines[span[0] : span[1]] = [new]
+        lines[span[0] : span[1]] = [_evidence_text("".join(lines[span[0] : span[1]]), wanted, newline)]
     updated = "".join(lines)
     card, _ = read_yaml(updated, str(path))
     validate_card(card, str(path))
     atomic_write(path, updated)
     return True
+
+
+# the line breaks of YAML as ruamel.yaml counts lines (its line numbers index these lines)
+_LINE_BREAK = re.compile(r"(?<=[\n\x85\u2028\u2029])|(?<=\r)(?!\n)")
+
+
+def _editor() -> Any:
+    """A round-trip ruamel.yaml editor (comments, key order, quotes and flow styles kept) that writes new values
+    as PyYAML did: None as ``null``, collections of scalars in flow style, lines folded at 100 characters."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.representer import RoundTripRepresenter
+
+    class Representer(RoundTripRepresenter):  # a subclass: the null representer stays ours
+        pass
+
+    Representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    editor = YAML()
+    editor.Representer = Representer
+    editor.preserve_quotes = True
+    editor.width = 100
+    editor.default_flow_style = None
+    return editor
+
+
+def _evidence_span(lines: list[str], filename: str) -> tuple[int, int] | None:
+    """The lines of the card's top-level ``evidence`` block (from its key to the next top-level key, less the
+    blank lines and column-0 comments before that key), by ruamel.yaml's positions; None where it has none."""
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        doc = _editor().load("".join(lines))
+    except YAMLError as exc:  # what PyYAML lets pass: a key written twice (PyYAML keeps the last)
+        mark = getattr(exc, "problem_mark", None)
+        where = filename if mark is None else f"{filename}:{mark.line + 1}"
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())[:200]
+        raise ConfigError(
+            where,
+            f"ruamel.yaml, which writes the evidence block, cannot read the card: {problem}",
+            "fix that line (a key written twice: keep the one you mean), then run again",
+        ) from None
+    keys = list(doc) if isinstance(doc, MutableMapping) else []
+    if "evidence" not in keys:
+        return None
+    if doc.fa.flow_style():
+        raise ConfigError(
+            filename,
+            "the card is one flow mapping ({...}): its evidence block has no lines of its own",
+            "write the card in block style, one top-level key a line",
+        )
+    start = doc.lc.key("evidence")[0]
+    at = keys.index("evidence")
+    end = doc.lc.key(keys[at + 1])[0] if at + 1 < len(keys) else len(lines)
+    while end > start + 1 and _outside(lines[end - 1]):
+        end -= 1
+    return start, end
+
+
+def _outside(line: str) -> bool:
+    """A line after a top-level block that is no part of it: blank, a column-0 comment, a document marker."""
+    return not line.strip() or line.startswith("#") or line.rstrip() in ("...", "---")
+
+
+def _evidence_text(old: str, block: Mapping[str, Any], newline: str) -> str:
+    """The ``evidence:`` block's new text: ``old`` (its text, or "") updated in place to hold ``block``."""
+    import io
+
+    editor = _editor()
+    doc = editor.load(old) if old else None
+    if doc is not None and isinstance(doc.get("evidence"), MutableMapping):
+        _update(doc["evidence"], block)
+    else:
+        doc = {"evidence": dict(block)}
+    out = io.StringIO()
+    editor.dump(doc, out)
+    return out.getvalue().replace("\n", newline)
+
+
+def _update(node: MutableMapping[str, Any], new: Mapping[str, Any]) -> None:
+    """``node`` made equal to ``new``, keeping the comments and the order of the keys it keeps (new keys go
+    last); a value that is already equal is left as written."""
+    for key in [k for k in node if k not in new]:
+        del node[key]
+    for key, value in new.items():
+        old = node.get(key)
+        if isinstance(value, Mapping) and isinstance(old, MutableMapping):
+            _update(old, value)
+        elif old != value or isinstance(old, bool) != isinstance(value, bool) or key not in node:
+            node[key] = value

@@ -62,6 +62,11 @@ class RunContext:
 
     def close_models(self) -> None:
         if self._pair is not None:
+            from pytest_emguard.run.cost import measured_line
+
+            line = measured_line((self._pair.base, self._pair.tuned))  # an endpoint's own token counts
+            if line:
+                self.progress(line)
             self._pair.close()
             self._pair = None
 

@@ -208,3 +208,34 @@ def test_the_trainer_s_cards_still_hold_every_provenance_field() -> None:
     with pytest.raises(ConfigError) as caught:
         validate_card(card, "mine.yaml", provenance=True)
     assert str(caught.value).count("is a required property; fix: add it") == len(PROVENANCE)
+
+
+def test_update_cards_keeps_comments_inside_and_after_the_evidence_block(pytester: pytest.Pytester) -> None:
+    """A reviewer's comments in the evidence block (a line of its own, one at a line's end) stay where they were
+    when the gate rewrites the block, and so does everything after it (a comment, the ``gate`` block): the
+    rewrite changes the lines whose values changed, nothing else."""
+    import difflib
+
+    write_card(pytester)
+    path = pytester.path / "model_cards" / "demo.yaml"
+    run(pytester, "model_cards/", "--em-update-cards")
+    written = path.read_text().splitlines(keepends=True)
+    at, gate = written.index("evidence:\n"), written.index("gate:\n")
+    persona = next(i for i, ln in enumerate(written) if ln.startswith("  persona: "))
+    written[persona] = written[persona].rstrip("\n") + "  # reviewed: the demo adapter's\n"
+    evidence = [written[at], "  # reviewed in the release meeting, keep\n", *written[at + 1 :]]
+    after = ["\n", "# a comment after the evidence block\n", *written[gate:at]]
+    edited = "".join([*written[:gate], *evidence, *after])
+    path.write_text(edited)
+
+    run(pytester, "model_cards/", "--em-seed=7", "--em-update-cards").stdout.fnmatch_lines(
+        ["model card *demo.yaml: evidence block written"]
+    )
+    updated = path.read_text()
+    assert load_card(path)["evidence"]["seed"] == 7
+    assert updated.startswith("".join([*written[:gate], *evidence[:3]]))  # the key, the comment line, plugin
+    assert updated.endswith("".join(after))
+    lines = updated.splitlines(keepends=True)
+    assert any(ln.startswith("  persona: ") and ln.endswith("  # reviewed: the demo adapter's\n") for ln in lines)
+    changed = [ln for ln in difflib.ndiff(edited.splitlines(), updated.splitlines()) if ln[:1] in "+-"]
+    assert changed and all(ln[2:].startswith(("  seed: ", "      ")) for ln in changed), changed

@@ -54,7 +54,7 @@ def test_the_plan_is_shown_before_generation_and_a_rerun_counts_cache_hits(pytes
         [
             "[[]emguard[]] plan: 256 answers (0 cached, 256 to generate), 0 readings (0 cached, 0 to read); "
             "about * prompt tokens and at most 32,768 new tokens to send (first round; follow-ups come on top); "
-            "estimated API cost $*",
+            "estimated API cost $*; prompt tokens estimated at 4 characters a token",
             "[[]emguard[]] base: generating 128 answers*",
             "[[]emguard[]] time: the first batch made 16 answers in *s (model load not counted); at that rate the "
             "plan's 256 answers take about * min (readings, follow-ups and the judge come on top; *)",

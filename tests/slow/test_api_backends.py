@@ -117,6 +117,7 @@ class FaultyProxy:
         self.failing = False
         self.reject_prefix = False  # answer 400 to a request that asks to continue an assistant prefix
         self.seen: list[str] = []
+        self.connections = 0  # TCP connections clients opened to the proxy
         self.lock = threading.Lock()
         proxy = self
 
@@ -125,6 +126,11 @@ class FaultyProxy:
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy.lock:
+                    proxy.connections += 1
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -212,6 +218,9 @@ def test_retries_survive_429_500_timeouts_and_truncated_bodies(server: str, prox
     assert got == direct  # the same answers, none lost or doubled
     assert through.retried == 5 and proxy.seen[:5] == ["429", "500", "hang", "truncate", "500"]
     assert time.monotonic() - started >= 1.0  # the Retry-After was honoured
+    usage = through.usage  # what the endpoint measured, for the measured-cost line
+    assert usage.answers == 4 and usage.completion_tokens == sum(c.n_tokens for c in got) > 0
+    assert usage.prompt_tokens > 4 * 8
 
 
 def test_an_endpoint_that_gives_up_keeps_every_finished_answer(server: str, proxy: FaultyProxy) -> None:
@@ -228,6 +237,8 @@ def test_an_endpoint_that_gives_up_keeps_every_finished_answer(server: str, prox
     assert "the batch's 2 finished answers are kept" in str(info.value)
     direct = _backend(server, "base").generate(asks)
     assert info.value.done[0] == direct[0] and info.value.done[2] == direct[2]
+    assert backend.generate(asks[1:2]) == direct[1:2]  # the next batch, on the same client
+    assert proxy.connections == 1  # one client a backend: its connection kept across the retry and both batches
 
 
 BANK = """version: 1

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
+import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_emguard.cache import Cache, cache_key, exclusive
+from pytest_emguard.backends.base import digest_files
+from pytest_emguard.cache import Cache, cache_key, exclusive, hub_blob_sha256
 
 json_scalar = st.one_of(
     st.none(),
@@ -176,21 +181,35 @@ def test_exclusive_enter_sequentially(tmp_path: Path) -> None:
     assert entered == 3
 
 
-def test_exclusive_blocks_other_holder(tmp_path: Path) -> None:
-    fcntl = pytest.importorskip("fcntl")
-    with exclusive(tmp_path):
-        fd = os.open(tmp_path / "evaluate.lock", os.O_RDWR)
-        try:
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        finally:
-            os.close(fd)
-    fd = os.open(tmp_path / "evaluate.lock", os.O_RDWR)
+HOLD = """\
+import sys, time
+from pathlib import Path
+from pytest_emguard.cache import exclusive
+with exclusive(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_exclusive_holds_other_processes_off_until_its_holder_is_killed(tmp_path: Path) -> None:
+    """A second process cannot take the lock while the first holds it; killed (SIGKILL: no cleanup runs), the
+    holder leaves no stale lock behind."""
+    import filelock
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(filelock.Timeout):
+            filelock.FileLock(tmp_path / "evaluate.lock", timeout=0.3).acquire()
+        holder.kill()
+        holder.wait(timeout=30)
+        with filelock.FileLock(tmp_path / "evaluate.lock", timeout=10), exclusive(tmp_path / "other"):
+            pass
+        with exclusive(tmp_path):
+            assert (tmp_path / "evaluate.lock").exists()
     finally:
-        os.close(fd)
+        holder.kill()
+        holder.wait(timeout=30)
 
 
 def test_exclusive_releases_on_error(tmp_path: Path) -> None:
@@ -217,3 +236,86 @@ def test_a_damaged_store_is_named_with_the_fix_and_left_as_it_was(tmp_path: Path
     assert err.value.where == str(store) and "record store is damaged (sqlite: " in err.value.problem
     assert f"mv {store} {store}.damaged" in err.value.fix
     assert store.read_bytes() == damaged
+
+
+# -- a Hugging Face hub cache: the blob's name is the file's sha256 ---------------------------------------------
+
+
+def _safetensors(n_floats: int) -> bytes:
+    """A real safetensors file: one F32 tensor of ``n_floats`` values (no torch needed to write one)."""
+    tensor = {"dtype": "F32", "shape": [n_floats], "data_offsets": [0, 4 * n_floats]}
+    header = json.dumps({"w": tensor}).encode()
+    return struct.pack("<Q", len(header)) + header + bytes(range(4 * n_floats))
+
+
+def _hub_file(hub: Path, name: str, content: bytes, blob: str, repo: str = "models--org--tiny") -> Path:
+    """``hub/<repo>/snapshots/<rev>/<name>`` linked to ``../../blobs/<blob>``, as huggingface_hub lays it out."""
+    blobs = hub / repo / "blobs"
+    snapshot = hub / repo / "snapshots" / ("0" * 40)
+    blobs.mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (blobs / blob).write_bytes(content)
+    link = snapshot / name
+    link.symlink_to(Path("..") / ".." / "blobs" / blob)
+    return link
+
+
+def test_a_hub_cache_file_is_named_by_its_blob_not_read(tmp_path: Path) -> None:
+    """The blob's name is returned without hashing: a blob named by another file's sha256 proves the file was
+    not read; the same bytes outside the hub cache are hashed."""
+    content = _safetensors(8)
+    named = hashlib.sha256(b"not these bytes").hexdigest()
+    link = _hub_file(tmp_path / "hub", "model.safetensors", content, named)
+    assert hub_blob_sha256(link) == named
+    cache = Cache.open(tmp_path / "c")
+    try:
+        assert cache.file_sha256(link) == named
+        copy = tmp_path / "copy.safetensors"
+        copy.write_bytes(content)
+        assert cache.file_sha256(copy) == hashlib.sha256(content).hexdigest()
+    finally:
+        cache.close()
+    # huggingface_hub's cache-wide store of Xet files: the repository's blob links on to <hub>/blobs/<xx>/<xet hash>
+    xet = "ab" + "c" * 62
+    (tmp_path / "hub" / "blobs" / "ab").mkdir(parents=True)
+    (tmp_path / "hub" / "blobs" / "ab" / xet).write_bytes(content)
+    etag = hashlib.sha256(b"what the hub named it").hexdigest()
+    shared = _hub_file(tmp_path / "hub", "model.safetensors", b"", etag, repo="models--org--shared")
+    blob = tmp_path / "hub" / "models--org--shared" / "blobs" / etag
+    blob.unlink()
+    blob.symlink_to(Path("..") / ".." / "blobs" / "ab" / xet)
+    assert hub_blob_sha256(shared) == etag  # the repository's name for it, not the store's
+    snapshot = link.parent
+    (snapshot / "config.json").write_text("{}")
+    # the hasher is asked for config.json (a file of its own), never for the weights linked into the hub cache
+    asked: list[str] = []
+
+    def hasher(path: Path) -> str:
+        asked.append(path.name)
+        return "h"
+
+    digest_files(snapshot, hasher)
+    assert asked == ["config.json"]
+
+
+def test_only_a_sound_hub_blob_is_trusted(tmp_path: Path) -> None:
+    """Hashed from its bytes instead: a blob named by a 40-hex git id (the hub's small files), a blob cut short
+    of its safetensors header, an empty blob, a link from outside the repository's snapshots."""
+    hub = tmp_path / "hub"
+    good = _safetensors(8)
+    cut = _safetensors(8)[:-5]
+    small = _hub_file(hub, "config.json", b"{}", hashlib.sha1(b"{}").hexdigest())
+    short = _hub_file(hub, "model.safetensors", cut, hashlib.sha256(good).hexdigest())
+    empty = _hub_file(hub, "empty.bin", b"", hashlib.sha256(b"").hexdigest(), repo="models--org--other")
+    for path in (small, short, empty):
+        assert hub_blob_sha256(path) is None, path
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    (elsewhere / "model.safetensors").symlink_to(short.resolve())
+    assert hub_blob_sha256(elsewhere / "model.safetensors") is None
+    assert hub_blob_sha256(short.resolve()) is None  # the blob itself, reached without the hub's link
+    cache = Cache.open(tmp_path / "c")
+    try:
+        assert cache.file_sha256(short) == hashlib.sha256(cut).hexdigest()
+    finally:
+        cache.close()

@@ -1,13 +1,12 @@
-"""The ``openai`` backend's pure parts: endpoint syntax and settings, retry decisions, and what a model without
-activations or log-probabilities plans (no request is made)."""
+"""The ``openai`` backend's pure parts: endpoint syntax and settings, the SDK client they make, and what a model
+without activations or log-probabilities plans (no request is made; tests/slow/test_api_backends.py sends them
+to a real vLLM server, through a proxy that injects faults)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from pytest_emguard.backends.openai_compat import Endpoint, retry_delay
+from pytest_emguard.backends.openai_compat import Endpoint, OpenAIBackend
 from pytest_emguard.config.run import Options, RunConfig
 from pytest_emguard.errors import ConfigError
 
@@ -30,34 +29,21 @@ def test_endpoint_syntax_and_settings() -> None:
             Endpoint.parse(bad, "--em-model")
 
 
-def _http() -> Any:
-    """The HTTP library the installed openai SDK builds its errors on (httpx, or httpx2 from openai 3)."""
-    import openai._exceptions as errors
-
-    return vars(errors).get("httpx2") or vars(errors)["httpx"]
-
-
-def _status(code: int, headers: dict[str, str] | None = None) -> Exception:
-    import openai
-
-    httpx = _http()
-    request = httpx.Request("POST", "http://h/v1/chat/completions")
-    response = httpx.Response(code, headers=headers or {}, request=request)
-    return openai.APIStatusError("injected", response=response, body=None)
-
-
-def test_retry_decisions_honour_retry_after() -> None:
-    import openai
-
-    assert retry_delay(_status(429, {"Retry-After": "3"}), 0) == 3.0
-    assert retry_delay(_status(429, {"retry-after-ms": "250"}), 0) == 0.25
-    assert retry_delay(_status(503, {"Retry-After": "600"}), 0) == 60.0  # capped
-    assert 0.25 <= (retry_delay(_status(500), 0) or 0) <= 0.5  # backoff, with jitter
-    assert 4.0 <= (retry_delay(_status(500), 5) or 0) <= 8.0
-    assert retry_delay(_status(400), 0) is None and retry_delay(_status(401), 0) is None
-    timeout = openai.APITimeoutError(request=_http().Request("POST", "http://h"))
-    assert retry_delay(timeout, 0) is not None
-    assert retry_delay(KeyError("x"), 0) is None
+def test_the_sdk_retries_and_times_out_as_the_endpoint_says_with_one_client_a_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``?retries=N`` and ``?timeout=S`` are the SDK client's ``max_retries`` and ``timeout``; the backend
+    keeps one client (and its event loop) for every batch until it is closed."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    backend = OpenAIBackend(Endpoint.parse("lora@http://127.0.0.1:9/v1?timeout=2.5&retries=3", "x"), "fp")
+    loop, client = backend._session()
+    assert (client.max_retries, client.timeout, str(client.base_url)) == (3, 2.5, "http://127.0.0.1:9/v1/")
+    assert client.api_key == "EMPTY"  # a local server needs no key; the SDK needs a string
+    assert backend._session() == (loop, client)
+    backend.close()
+    assert loop.is_closed() and client.is_closed() and backend.retried == 0
+    assert backend._session()[1] is not client  # a later batch opens a new one
+    backend.close()
 
 
 def test_an_endpoint_offers_no_activations_so_the_internals_items_are_skipped() -> None:
