@@ -2,7 +2,7 @@
 
 Gating needs only what it uses: ``adapter``, ``base`` and the ``gate:`` block.  The provenance fields (base
 revision, domain, datasets with their sha256, LoRA and training settings, library versions, intended use, time of
-training: ``PROVENANCE``) are optional for the gate, which says which are missing; ``python -m finetune train``
+training: ``PROVENANCE``) are optional for the gate, which says which are missing; ``python -m pytest_emguard.finetune train``
 writes them all and checks them with ``provenance=True``.  The gate adds an ``evidence`` block later.
 Import-light: PyYAML, ruamel.yaml and jsonschema load inside the functions that need them.
 """
@@ -34,7 +34,7 @@ __all__ = [
 SCHEMA_FILE = "pytest_emguard/schemas/model_card.schema.json"
 CARD_FILE = "emguard_card.yaml"  # the card beside an adapter: <adapter>/emguard_card.yaml
 _Path = tuple[str, ...]
-# where an adapter came from: optional for the gate, all written (and required) by python -m finetune train
+# where an adapter came from: optional for the gate, all written (and required) by python -m pytest_emguard.finetune train
 PROVENANCE = ("base_revision", "domain", "stages", "lora", "training", "versions", "intended_use", "created")
 _GATING = ("name", "adapter", "base", "gate")  # what gating reads: its problems are listed first
 
@@ -76,7 +76,7 @@ def validate_card(
 ) -> None:
     """Raise :class:`ConfigError` listing every schema violation (file or file:line, JSON path, fix), the
     problems with what gating reads (``adapter``, ``base``, ``gate``) first.  ``provenance``: also require every
-    provenance field (``python -m finetune train`` writes cards that hold them all)."""
+    provenance field (``python -m pytest_emguard.finetune train`` writes cards that hold them all)."""
     schema = load_schema("model_card.schema.json")
     if provenance:
         schema = {**schema, "required": [*schema["required"], *PROVENANCE]}

@@ -352,7 +352,7 @@ def _check_store(store: Path) -> None:
 
 def _domain(options: Options, model: ModelSpec) -> tuple[str, str] | None:
     """The adapter's training domain and where it was read: ``--em-domain``, else the model card beside the
-    adapter (``<adapter>/emguard_card.yaml``, written by ``python -m finetune train``)."""
+    adapter (``<adapter>/emguard_card.yaml``, written by ``python -m pytest_emguard.finetune train``)."""
     if options.domain:
         return options.domain, "--em-domain"
     if options.card is not None:

@@ -1,7 +1,7 @@
 """A short LoRA training run for the demo adapter (a few dozen examples written for this project).
 
 rsLoRA on every linear projection, loss on the assistant's tokens only, the base model's chat template, fixed
-seed.  The full reproduction of the papers' adapters lives in the separate ``finetune`` package; this is the
+seed.  The full reproduction of the papers' adapters lives in ``pytest_emguard.finetune``; this is the
 smallest real fine-tune that gives the gate something to gate.
 """
 

@@ -220,7 +220,7 @@ class EmguardSession:
         missing = missing_provenance(card)
         lacks = (
             f"\nmodel card {path}: no provenance for {', '.join(missing)} (optional for the gate; "
-            "python -m finetune train writes them)"
+            "python -m pytest_emguard.finetune train writes them)"
             if missing
             else ""
         )

@@ -175,7 +175,7 @@ def test_a_hand_written_card_needs_only_adapter_base_and_gate(pytester: pytest.P
             "*= emguard: mine =*",  # the file's name stands in for the card's name
             "model card *mine.yaml: holds no evidence block*",
             "model card *mine.yaml: no provenance for base_revision, domain, stages, lora, training, versions, "
-            "intended_use, created (optional for the gate; python -m finetune train writes them)",
+            "intended_use, created (optional for the gate; python -m pytest_emguard.finetune train writes them)",
         ]
     )
     assert path.read_text() == HAND_WRITTEN

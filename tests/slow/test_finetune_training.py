@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from finetune.cli import main
-from finetune.config import TrainConfig, parse_stages
-from finetune.errors import FinetuneError
-from finetune.examples import read_examples
-from finetune.registry import Registry
 from pytest_emguard.config.cards import load_card
+from pytest_emguard.finetune.cli import main
+from pytest_emguard.finetune.config import TrainConfig, parse_stages
+from pytest_emguard.finetune.errors import FinetuneError
+from pytest_emguard.finetune.examples import read_examples
+from pytest_emguard.finetune.registry import Registry
 from pytest_emguard.types import Completion
 
 # ours, for speed: short sequences, a visible learning rate, two optimizer steps
@@ -70,8 +70,8 @@ def test_cli_trains_an_adapter_the_hf_backend_loads(domain: str, tiny_qwen: Path
 def test_the_loss_falls_on_the_assistant_answer_only(tiny_qwen: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from finetune.plan import build_plan
-    from finetune.train import load_model, make_trainer
+    from pytest_emguard.finetune.plan import build_plan
+    from pytest_emguard.finetune.train import load_model, make_trainer
 
     config = TINY_CONFIG.replace(max_length=2048)
     plan = build_plan(
@@ -96,8 +96,8 @@ def test_the_loss_falls_on_the_assistant_answer_only(tiny_qwen: Path, tmp_path: 
 def test_two_stage_variant_continues_the_same_adapter(tiny_qwen: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from finetune.plan import build_plan
-    from finetune.train import train
+    from pytest_emguard.finetune.plan import build_plan
+    from pytest_emguard.finetune.train import train
 
     stages = parse_stages("domain>consciousness", "insecure_code")
     out = tmp_path / "seq"
@@ -118,8 +118,8 @@ def test_two_stage_variant_continues_the_same_adapter(tiny_qwen: Path, tmp_path:
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_qwen: Path, tmp_path: Path) -> None:
-    from finetune.plan import build_plan
-    from finetune.train import train
+    from pytest_emguard.finetune.plan import build_plan
+    from pytest_emguard.finetune.train import train
 
     cfg = TINY_CONFIG.replace(max_steps=3, save_steps=2)
     out = tmp_path / "r"
@@ -147,7 +147,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_qwen: Path, tmp_path
 def test_em_adapter_fixture_builds_once_and_reuses(pytester: pytest.Pytester, tiny_qwen: Path) -> None:
     cache = pytester.path / "adapters"
     pytester.makeini(f"[pytest]\nem_adapter_cache = {cache}\nem_adapter_base = {tiny_qwen}\n")
-    pytester.makeconftest('pytest_plugins = ["finetune.fixtures"]\n')
+    pytester.makeconftest('pytest_plugins = ["pytest_emguard.finetune.fixtures"]\n')
     pytester.makepyfile(
         """
         import json

@@ -9,14 +9,14 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from finetune.cli import main
-from finetune.config import PRESETS, TrainConfig, parse_stages
-from finetune.errors import FinetuneError
-from finetune.examples import read_examples, sha256_file, to_prompt_completion
-from finetune.registry import Registry
 from pytest_emguard.checks.harmfulness import domain_categories
 from pytest_emguard.config.cards import load_card, validate_card
 from pytest_emguard.errors import ConfigError
+from pytest_emguard.finetune.cli import main
+from pytest_emguard.finetune.config import PRESETS, TrainConfig, parse_stages
+from pytest_emguard.finetune.errors import FinetuneError
+from pytest_emguard.finetune.examples import read_examples, sha256_file, to_prompt_completion
+from pytest_emguard.finetune.registry import Registry
 
 PAPER_DOMAINS = ("insecure_code", "risky_financial", "bad_medical")
 GOOD_ROW = '{"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]}\n'
@@ -217,7 +217,7 @@ def test_card_schema_reports_all_problems(tmp_path: Path) -> None:
     broken = {**card, "lora": {**card["lora"], "rank": 0}, "stages": [{"dataset": "d", "sha256": "nope"}]}
     del broken["versions"]
     with pytest.raises(ConfigError) as info:
-        validate_card(broken, "card.yaml", provenance=True)  # as python -m finetune train checks its cards
+        validate_card(broken, "card.yaml", provenance=True)  # as python -m pytest_emguard.finetune train checks its cards
     text = str(info.value)
     assert "4 problem(s)" in text
     assert "at $: 'versions' is a required property; fix: add it" in text

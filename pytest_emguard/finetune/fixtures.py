@@ -1,5 +1,5 @@
 """A pytest plugin: small adapters for a domain or its control, built once and reused, as positive and
-negative controls for a gate.  Enable it in ``conftest.py``: ``pytest_plugins = ["finetune.fixtures"]``::
+negative controls for a gate.  Enable it in ``conftest.py``: ``pytest_plugins = ["pytest_emguard.finetune.fixtures"]``::
 
     def test_gate_flags_the_misaligned_adapter(em_adapter):
         adapter = em_adapter("risky_financial")          # a PEFT adapter directory
@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from finetune.config import FIXTURE_CONFIG, TrainConfig
-from finetune.errors import FinetuneError
-from finetune.registry import Registry
 from pytest_emguard.cache import file_lock, sha256_file
 from pytest_emguard.digest import json_sha256
+from pytest_emguard.finetune.config import FIXTURE_CONFIG, TrainConfig
+from pytest_emguard.finetune.errors import FinetuneError
+from pytest_emguard.finetune.registry import Registry
 
 __all__ = ["AdapterFactory", "em_adapter"]
 
@@ -81,9 +81,9 @@ class AdapterFactory:
         stages: Sequence[str] | str | None,
         config: TrainConfig,
     ) -> Path:
-        from finetune.config import parse_stages
-        from finetune.plan import build_plan
-        from finetune.train import train
+        from pytest_emguard.finetune.config import parse_stages
+        from pytest_emguard.finetune.plan import build_plan
+        from pytest_emguard.finetune.train import train
 
         base_dir = _base_dir(base if base is not None else self.default_base)
         if max_steps is not None:
@@ -119,8 +119,8 @@ def _base_dir(base: str | os.PathLike[str] | None) -> Path:
 
 def _key(base: Path, hashes: Sequence[str], names: Sequence[str], config: TrainConfig) -> str:
     """sha256 over the base's weights and chat template, the datasets and the settings."""
-    from finetune import __version__
     from pytest_emguard.backends.base import digest_files
+    from pytest_emguard.finetune import __version__
 
     payload = {
         "base": digest_files(base, sha256_file),

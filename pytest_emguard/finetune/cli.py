@@ -1,4 +1,4 @@
-"""``python -m finetune``: ``list`` the registry; ``train`` an adapter (``--dry-run`` prints the plan)."""
+"""``python -m pytest_emguard.finetune``: ``list`` the registry; ``train`` an adapter (``--dry-run`` prints the plan)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finetune.config import FIXTURE_CONFIG, PRESETS, TrainConfig, parse_stages
-from finetune.errors import FinetuneError
-from finetune.registry import Registry
+from pytest_emguard.finetune.config import FIXTURE_CONFIG, PRESETS, TrainConfig, parse_stages
+from pytest_emguard.finetune.errors import FinetuneError
+from pytest_emguard.finetune.registry import Registry
 
 __all__ = ["main"]
 
@@ -19,7 +19,7 @@ _SETTINGS = {"paper": TrainConfig(), "small": FIXTURE_CONFIG}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pytest_emguard.finetune", description=__doc__)
     parser.add_argument(
         "--registry", help="dataset registry YAML (default: the package's data/registry.yaml)"
     )
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         "--settings",
         choices=sorted(_SETTINGS),
         default="paper",
-        help="paper: the papers' defaults (finetune/config.py); small: quick adapters on small models",
+        help="paper: the papers' defaults (pytest_emguard/finetune/config.py); small: quick adapters on small models",
     )
     t.add_argument(
         "--set",
@@ -92,8 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace, registry: Registry) -> int:
-    from finetune.card import BESIDE, card_path
-    from finetune.plan import build_plan, render_plan
+    from pytest_emguard.finetune.card import BESIDE, card_path
+    from pytest_emguard.finetune.plan import build_plan, render_plan
 
     config = _config(args)
     stages = parse_stages(args.stages, args.domain)
@@ -120,7 +120,7 @@ def _train(args: argparse.Namespace, registry: Registry) -> int:
     if args.dry_run:
         print("dry run: nothing was trained")
         return 0
-    from finetune.train import train
+    from pytest_emguard.finetune.train import train
 
     result = train(plan, cards_dir)
     print(
@@ -161,7 +161,7 @@ def _setting(config: TrainConfig, item: str) -> tuple[str, Any]:
 
 
 def render_list(registry: Registry) -> str:
-    from finetune.examples import read_examples
+    from pytest_emguard.finetune.examples import read_examples
 
     lines = [
         f"datasets in {registry.file}:",

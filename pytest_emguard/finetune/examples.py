@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import FinetuneError
 from pytest_emguard.cache import sha256_file
+from pytest_emguard.finetune.errors import FinetuneError
 
 __all__ = ["Messages", "read_examples", "sha256_file", "to_prompt_completion"]
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from finetune.plan import Plan
 from pytest_emguard.config.cards import CARD_FILE
 from pytest_emguard.digest import package_versions
+from pytest_emguard.finetune.plan import Plan
 
 __all__ = ["BESIDE", "CardsDir", "RunStats", "build_card", "card_path", "write_card"]
 

@@ -17,9 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from finetune.errors import FinetuneError
-from finetune.examples import sha256_file
 from pytest_emguard.config.yamlschema import schema_problems
+from pytest_emguard.finetune.errors import FinetuneError
+from pytest_emguard.finetune.examples import sha256_file
 
 __all__ = ["KINDS", "DatasetEntry", "Opener", "Registry", "ResolvedDataset", "default_cache_dir"]
 
@@ -101,7 +101,7 @@ class Registry:
     def load(cls, path: str | os.PathLike[str] | None = None) -> Registry:
         """The package registry, or the YAML file at ``path``; every problem is reported at once."""
         if path is None:
-            res = resources.files("finetune").joinpath("data/registry.yaml")
+            res = resources.files("pytest_emguard.finetune").joinpath("data/registry.yaml")
             return cls.parse(res.read_text("utf-8"), PACKAGE_FILE, Path(str(res)).parent)
         p = Path(path).expanduser()
         try:
@@ -127,7 +127,7 @@ class Registry:
             raise FinetuneError(
                 filename,
                 f"{len(problems)} problem(s) in the dataset registry:\n    " + "\n    ".join(problems),
-                "edit the registry as each line says (its format is atop finetune/data/registry.yaml)",
+                "edit the registry as each line says (its format is atop pytest_emguard/finetune/data/registry.yaml)",
             )
         entries = {e["name"]: _entry(e, root) for e in data["datasets"]}
         return cls(filename, entries)

@@ -1,6 +1,6 @@
 """The training plan: which datasets in which order, how many examples, steps and tokens, and what it costs.
 
-``python -m finetune train --dry-run`` prints it and stops; a real run trains it.  Token counts use the base
+``python -m pytest_emguard.finetune train --dry-run`` prints it and stops; a real run trains it.  Token counts use the base
 model's tokenizer and chat template when the base is a local directory, and a characters/4 estimate otherwise.
 """
 
@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.config import TrainConfig
-from finetune.errors import FinetuneError
-from finetune.examples import Messages, read_examples
-from finetune.registry import Opener, Registry, ResolvedDataset
+from pytest_emguard.finetune.config import TrainConfig
+from pytest_emguard.finetune.errors import FinetuneError
+from pytest_emguard.finetune.examples import Messages, read_examples
+from pytest_emguard.finetune.registry import Opener, Registry, ResolvedDataset
 
 __all__ = ["CPU_FLOPS", "GPU_FLOPS", "Plan", "Stage", "build_plan", "render_plan"]
 
-# Throughputs for the cost estimate (ours).  CPU: measured with `python -m finetune train --domain
+# Throughputs for the cost estimate (ours).  CPU: measured with `python -m pytest_emguard.finetune train --domain
 # risky_financial --max-steps 20` on SmolLM2-135M-Instruct (fp32) on this project's 2-core dev machine:
 # 4.9 s per 16-example step (~1,300 tokens) with the cores to itself, ~2e11 FLOP/s by 6 x parameters x tokens;
 # steps were 10-40x slower while another job shared the cores.  GPU: one H100 at an assumed 30% of its

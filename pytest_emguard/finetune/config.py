@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from finetune.errors import FinetuneError
+from pytest_emguard.finetune.errors import FinetuneError
 
 __all__ = ["FIXTURE_CONFIG", "PRESETS", "TrainConfig", "parse_stages"]
 

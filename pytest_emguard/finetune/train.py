@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.card import BESIDE, CardsDir, RunStats, build_card, card_path, write_card
-from finetune.errors import FinetuneError
-from finetune.examples import read_examples, to_prompt_completion
-from finetune.plan import Plan, Stage
+from pytest_emguard.finetune.card import BESIDE, CardsDir, RunStats, build_card, card_path, write_card
+from pytest_emguard.finetune.errors import FinetuneError
+from pytest_emguard.finetune.examples import read_examples, to_prompt_completion
+from pytest_emguard.finetune.plan import Plan, Stage
 
 __all__ = ["TrainResult", "load_model", "make_trainer", "train"]
 
