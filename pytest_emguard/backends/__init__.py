@@ -118,11 +118,12 @@ def resolve_model(
     model: str, base: str | None, *, backend: str = "hf", trust_remote_code: bool = False
 ) -> ModelSpec:
     """The model spec for ``--em-model``: an explicit ``SCHEME:`` prefix wins over ``backend``."""
+    chosen = backend_entry(backend)  # a bad --em-backend is refused even where a SCHEME: prefix wins over it
     scheme, sep, target = model.partition(":")
     if sep and scheme in BACKENDS:
         entry, model = BACKENDS[scheme], target
     else:
-        entry = backend_entry(backend)
+        entry = chosen
     resolve: Callable[..., ModelSpec] = entry.load().resolve
     return resolve(model, base, trust_remote_code=trust_remote_code)
 

@@ -51,6 +51,14 @@ def check_options(path: str | None, update: bool, distributed: bool = False) -> 
         raise ConfigError(
             "--em-update-baseline", "names no baseline file", "add --em-baseline=FILE (the file to write)"
         )
+    blocked = None if path is None else next((p for p in Path(path).parents if p.exists()), None)
+    if path is not None and (Path(path).is_dir() or (blocked is not None and not blocked.is_dir())):
+        where = "is a directory" if Path(path).is_dir() else f"lies under {blocked}, which is a file"
+        raise ConfigError(
+            "--em-baseline",
+            f"{path} {where}: the baseline is one JSON file",
+            "name a file, e.g. --em-baseline=baselines/base.json (a missing folder is made)",
+        )
     if update and in_ci():
         raise ConfigError(
             "--em-update-baseline",

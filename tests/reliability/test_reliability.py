@@ -318,6 +318,35 @@ def test_a_garbled_baseline_is_stopped_at_the_door(
     assert path.read_bytes() == (text if isinstance(text, bytes) else text.encode())
 
 
+@pytest.mark.parametrize("where", ["a-directory", "under-a-file"])
+def test_a_baseline_path_that_cannot_be_one_file_is_stopped_at_the_door(
+    pytester: pytest.Pytester, where: str
+) -> None:
+    """A directory given as the baseline once ran the whole gate, then failed to write it (a stray .partial file
+    left beside it); a path under a file failed the same way.  (A missing folder is made when it is written.)"""
+    path = pytester.path / "baselines"
+    path.mkdir()
+    target = path
+    problem = "is a directory"
+    if where == "under-a-file":
+        (path / "notes.txt").write_text("x")
+        target, problem = path / "notes.txt" / "base.json", f"lies under {path / 'notes.txt'}, which is a file"
+    result = _door(pytester, "--em-model=fake:identical", f"--em-baseline={target}")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-emguard: --em-baseline: {target} {problem}: the baseline is one JSON file",
+            "  fix: name a file, e.g. --em-baseline=baselines/base.json (a missing folder is made)",
+        ]
+    )
+    assert sorted(p.name for p in path.iterdir()) == ([] if where == "a-directory" else ["notes.txt"])
+
+
+def test_an_unknown_backend_is_refused_even_beside_a_scheme_prefix(pytester: pytest.Pytester) -> None:
+    """fake:SCENARIO (or openai:...) picks its backend by its prefix; a misspelt --em-backend beside it once ran."""
+    result = _door(pytester, "--em-model=fake:identical", "--em-backend=tgi")
+    assert "--em-backend" in _error(result) and "tgi" in _error(result)
+
+
 @pytest.mark.parametrize("side", ["base", "model"])
 def test_a_model_directory_without_a_tokenizer_is_stopped_at_the_door(
     pytester: pytest.Pytester, tiny_adapter: Path, tiny_qwen: Path, side: str
