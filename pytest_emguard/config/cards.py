@@ -115,8 +115,11 @@ def _scheme(model: str) -> bool:
 
 
 def card_paths(path: Path, card: Mapping[str, Any]) -> dict[str, Any]:
-    """The card's adapter, base and ``gate`` settings with paths resolved: ``~`` expanded, a relative path read
-    from the card's directory.  A base that is no local directory (a hub id) is left to adapter_config.json."""
+    """The card's adapter and base with their paths resolved (``~`` expanded, a relative path read from the card's
+    directory), its ``domain``, and its ``gate`` block as written: ``plugin/options.card_options`` reads each gate
+    value as the option's command-line form, its relative paths from the card's directory (``inipaths.anchored_at``),
+    and validates it as the command line's.  A base that is no local directory (a hub id) is left to
+    adapter_config.json."""
     here = path.parent
 
     def local(value: str) -> str:
@@ -127,23 +130,13 @@ def card_paths(path: Path, card: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             str(path), "the card names no adapter", "add 'adapter: DIR' (the directory the trainer wrote)"
         )
-    gate = dict(card.get("gate") or {})
-    for key in ("thresholds", "cache_dir"):
-        if key in gate:
-            gate[key] = local(str(gate[key]))
-    judge = gate.get("judge")
-    if isinstance(judge, str) and ":" in judge:
-        scheme, _, target = judge.partition(":")
-        if scheme in ("probe", "hf") and target:
-            query = "?" + target.split("?", 1)[1] if "?" in target else ""
-            gate["judge"] = f"{scheme}:{local(target.split('?', 1)[0])}{query}"
     base = local(str(card["base"]))
     adapter = str(card["adapter"])
     return {
         "model": adapter if _scheme(adapter) else local(adapter),
         "base": base if Path(base).is_dir() else None,
         "domain": card.get("domain"),
-        "gate": gate,
+        "gate": dict(card.get("gate") or {}),
     }
 
 

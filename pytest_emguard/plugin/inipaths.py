@@ -1,6 +1,7 @@
 """Relative paths in the ini file, read from the ini file's directory, as pytest reads its own ``paths`` keys
 (``testpaths``, ``cache_dir``): the same ``pytest.ini`` gates the same files from whichever directory pytest
-runs.  A path given on the command line stays relative to the current directory, as every command-line path.
+runs.  A path given on the command line stays relative to the current directory, as every command-line path; a
+path in a model card's ``gate:`` block is read from the card's directory, by the same rules (``anchored_at``).
 
 Each option names its files in its own syntax: the whole value (``em_thresholds``), the ``PATH`` of
 ``CHECK=PATH`` (``em_bank``), the target of a local judge (``probe:PATH?golden=v3``), a model that is not served
@@ -18,7 +19,7 @@ import pytest
 
 from pytest_emguard.judge import JUDGES
 
-__all__ = ["PATH_OPTIONS", "anchored", "anchored_base", "ini_dir"]
+__all__ = ["PATH_OPTIONS", "anchored", "anchored_at", "anchored_base", "ini_dir"]
 
 Anchor = Callable[[str], str]
 
@@ -85,9 +86,7 @@ _KINDS: dict[str, Callable[[str, Anchor], str]] = {
 PATH_OPTIONS = frozenset({"base", *(name for name, kind in _KINDS.items() if kind is _plain)})
 
 
-def _anchor(config: pytest.Config) -> Anchor:
-    here = ini_dir(config)
-
+def _anchor_at(here: Path) -> Anchor:
     def anchor(path: str) -> str:
         expanded = os.path.expanduser(path)
         return expanded if os.path.isabs(expanded) else str(here / expanded)
@@ -95,16 +94,26 @@ def _anchor(config: pytest.Config) -> Anchor:
     return anchor
 
 
-def anchored(config: pytest.Config, name: str, value: Any) -> Any:
-    """``em_NAME``'s value as the ini file gives it (a string, or a list for a key of one value a line), its
-    relative paths read from the ini file's directory; a value that names no file is returned as it is."""
+def _anchor(config: pytest.Config) -> Anchor:
+    return _anchor_at(ini_dir(config))
+
+
+def anchored_at(name: str, value: Any, here: Path) -> Any:
+    """``--em-NAME``'s value (a string, or a list for a repeatable option) with its relative paths read from the
+    directory ``here`` (the ini file's, a model card's); a value that names no file is returned as it is."""
     kind = _KINDS.get(name)
     if kind is None or not value:
         return value
-    anchor = _anchor(config)
+    anchor = _anchor_at(here)
     if isinstance(value, list):
         return [kind(str(v), anchor) for v in value]
     return kind(str(value), anchor)
+
+
+def anchored(config: pytest.Config, name: str, value: Any) -> Any:
+    """``em_NAME``'s value as the ini file gives it (a string, or a list for a key of one value a line), its
+    relative paths read from the ini file's directory; a value that names no file is returned as it is."""
+    return anchored_at(name, value, ini_dir(config))
 
 
 def anchored_base(config: pytest.Config, value: str, model: str) -> str:

@@ -239,3 +239,68 @@ def test_update_cards_keeps_comments_inside_and_after_the_evidence_block(pyteste
     assert any(ln.startswith("  persona: ") and ln.endswith("  # reviewed: the demo adapter's\n") for ln in lines)
     changed = [ln for ln in difflib.ndiff(edited.splitlines(), updated.splitlines()) if ln[:1] in "+-"]
     assert changed and all(ln[2:].startswith(("  seed: ", "      ")) for ln in changed), changed
+
+
+NEWLY = """\
+adapter: fake:coherent
+base: base-model
+gate:
+  judge: "fake:"
+  checks: [harmfulness]
+  batch_size: 4096
+  budget: "100"  # tokens: far below what the plan needs
+  price: "1,2"
+  judge_check: {judge_check}
+  engine_arg: [tensor_parallel_size=1]
+  report: ../reports  # relative paths are read from the card's directory
+"""
+
+
+def test_a_card_sets_every_option_that_configures_a_gate(pytester: pytest.Pytester) -> None:
+    """budget, price, judge_check, engine_arg and report, once command line and ini only, are card keys too."""
+    pytest.importorskip("matplotlib")
+    path = pytester.path / "model_cards" / "new.yaml"
+    path.parent.mkdir()
+    path.write_text(NEWLY.format(judge_check="false"))
+    result = run(pytester, "model_cards/")
+    result.stdout.fnmatch_lines(["*--em-budget: the plan needs about * tokens *, over the budget of 100*"])
+    assert (pytester.path / "reports").is_dir()  # made at the door, from the card's directory
+
+    path.write_text(NEWLY.format(judge_check="true").replace('  budget: "100"', '  budget: "$100"'))
+    checked = run(pytester, "model_cards/")
+    checked.stdout.fnmatch_lines(["*--em-judge-check: the judge fake: is refused on the golden set:*"])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem", "fix"),
+    [
+        ("device", "tpu", "'tpu' is not a device", "use auto, cpu, cuda, cuda:N or mps"),
+        ("samples", "0", "0 is out of range", "pass a whole number from 1 to 1000"),
+        ("budget", "lots", "'lots' is not a budget", "write tokens (200000, 200k, 2M) or dollars ($5)"),
+        ("engine_arg", "[two]", "'two' is not KEY=VALUE", "write e.g. --em-engine-arg tensor_parallel_size=2"),
+    ],
+)
+def test_a_bad_card_value_gets_the_command_line_s_message_naming_the_card_and_key(
+    pytester: pytest.Pytester, key: str, value: str, problem: str, fix: str
+) -> None:
+    path = pytester.path / "model_cards" / "mine.yaml"
+    path.parent.mkdir()
+    path.write_text(HAND_WRITTEN + f"  {key}: {value}\n")
+    result = run(pytester, "model_cards/")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([f"pytest-emguard: *model_cards/mine.yaml: gate.{key}: {problem}", f"  fix: {fix}"])
+    flag = "--em-" + key.replace("_", "-")
+    argument = value.strip("[]")
+    cli = run(pytester, "--em-model=fake:coherent", "--em-judge=fake:", f"{flag}={argument}")
+    cli.stderr.fnmatch_lines([f"ERROR: pytest-emguard: {flag}: {problem}", f"  fix: {fix}"])
+
+
+def test_the_ini_file_sets_a_flag_and_the_card_wins_over_it(pytester: pytest.Pytester) -> None:
+    """em_judge_check, once command line only, is an ini key; a card's judge_check: false wins over it."""
+    pytester.makeini("[pytest]\nem_judge_check = true\n")
+    path = pytester.path / "model_cards" / "mine.yaml"
+    path.parent.mkdir()
+    path.write_text(HAND_WRITTEN)
+    run(pytester, "model_cards/").stdout.fnmatch_lines(["*--em-judge-check: the judge fake: is refused*"])
+    path.write_text(HAND_WRITTEN + "  judge_check: false\n")
+    run(pytester, "model_cards/").assert_outcomes(failed=4, passed=1)
