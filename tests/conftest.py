@@ -73,6 +73,10 @@ def tier_of(path: Path) -> str | None:
     return parts[0]
 
 
+# The test command runs two pytest-xdist workers (pyproject.toml: -n 2 --dist loadgroup).  Every test that runs a
+# real model (the slow tier, and any test on SmolLM2 or a model built from it) goes to one of them: torch uses both
+# cores, two torch processes at once each ran at about a fifth of their speed, and the session fixtures (the model
+# converted from PyPI, the vLLM server) start once.  The other worker takes the pure-Python tests meanwhile.
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         tier = tier_of(item.path)
@@ -85,6 +89,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 "test to its tier's folder instead of marking it"
             )
         item.add_marker(tier)
+        if tier == "slow" or "smollm2" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("models"))
 
 
 @pytest.fixture()

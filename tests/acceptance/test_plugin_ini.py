@@ -59,6 +59,7 @@ def test_ini_paths_are_read_from_the_ini_files_directory(
 ) -> None:
     """From a subdirectory, the thresholds, cache, baseline and evidence directory the ini file names are its
     directory's, not the subdirectory's."""
+    monkeypatch.delenv("CI", raising=False)  # a missing baseline is written outside CI only
     root = pytester.path
     ini(
         pytester,

@@ -148,7 +148,7 @@ def test_each_cell_pins_its_pytest_and_checks_it_ran_it() -> None:
 
 def contract_ids(*args: str) -> set[str]:
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0", "-p", "no:randomly", "-p", "no:cacheprovider",
          "tests/contract", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
