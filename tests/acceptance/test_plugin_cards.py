@@ -241,13 +241,7 @@ def test_update_cards_keeps_comments_inside_and_after_the_evidence_block(pyteste
     assert changed and all(ln[2:].startswith(("  seed: ", "      ")) for ln in changed), changed
 
 
-NEWLY = """\
-adapter: fake:coherent
-base: base-model
-gate:
-  judge: "fake:"
-  checks: [harmfulness]
-  batch_size: 4096
+NEWLY = HAND_WRITTEN.split("\n", 1)[1] + """\
   budget: "100"  # tokens: far below what the plan needs
   price: "1,2"
   judge_check: {judge_check}
