@@ -1,13 +1,14 @@
 """Side-by-side speed measurements on one model and one set of prompts, in one run; prints ratios.
 
-    python bench/run.py [--adapter DIR] [--questions 8] [--tokens 32] [--no-vllm] [--no-xdist]
+    python bench/run.py [--adapter DIR] [--questions 8] [--tokens 32] [--repeat 3] [--no-vllm] [--no-xdist]
 
 The model is SmolLM2-135M-Instruct (fetched from PyPI and converted once) and, unless ``--adapter`` names one, a
 small random LoRA adapter made here.  Each line compares two ways of doing the same work on the same machine in
 the same run, so the ratio means something on a shared, noisy machine where an absolute time does not:
 
 - a gate's rerun on a warm cache against its first run;
-- the gate's first run against the bare backend generating the same answers (the plugin's overhead);
+- the gate's first run against the bare backend generating the same answers (the plugin's overhead, by stage;
+  torch warmed up before either is timed);
 - the hf backend batched against a naive one-prompt-at-a-time loop;
 - vLLM's offline engine against the hf backend (engine start shown apart);
 - ``pytest -n 2`` against ``-n 0`` (wall time, and how many workers loaded the model);
@@ -21,6 +22,7 @@ import argparse
 import functools
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--no-vllm", action="store_true")
     parser.add_argument("--no-xdist", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="gate and bare runs taken in turn (median)")
     args = parser.parse_args()
 
     from pytest_emguard.backends import resolve_model
@@ -101,23 +104,70 @@ def main() -> None:
     from pytest_emguard.config.run import Options, RunConfig
     from pytest_emguard.run.engine import evaluate
 
-    options = Options(
-        model=str(adapter), judge="fake:", thresholds=str(thresholds), samples=2, cache_dir=str(work / "cache"),
-        device="cpu", max_new_tokens=args.tokens, banks=(f"harmfulness={bank}",),
-    )  # fmt: skip
-    config = RunConfig.resolve(options)
-    first, ev = timed(lambda: evaluate(config, progress=lambda _: None))
-    again, _ = timed(lambda: evaluate(config, progress=lambda _: None))
-    line("rerun on a warm cache vs first run", "rerun", again, "first", first)
+    def gate_config(cache: Path) -> RunConfig:
+        options = Options(
+            model=str(adapter), judge="fake:", thresholds=str(thresholds), samples=2, cache_dir=str(cache),
+            device="cpu", max_new_tokens=args.tokens, banks=(f"harmfulness={bank}",),
+        )  # fmt: skip
+        return RunConfig.resolve(options)
+
     spec = resolve_model(str(adapter), None)
-    load, pair = timed(lambda: open_hf_pair(spec, ("b", "t"), "cpu"))
     requests = [
         Request((("user", q),), Sampling(1.0, 1.0, args.tokens), seed=1000 + i * 2 + s, sample=s)
         for i, q in enumerate(questions)
         for s in range(2)
     ]
-    bare, _ = timed(lambda: [side.generate(requests) for side in (pair.base, pair.tuned)])
-    line("gate's first run vs bare backend (+load)", "gate", first, "bare", bare + load)
+
+    def bare_run() -> tuple[float, float]:
+        """The bare backend: load the pair, generate the gate's answers on both sides; (load, generation)."""
+        load, opened = timed(lambda: open_hf_pair(spec, ("b", "t"), "cpu"))
+        made, _ = timed(lambda: [side.generate(requests) for side in (opened.base, opened.tuned)])
+        return load, made
+
+    # torch's first forward passes in a process set up its kernels (about half a second here): paid once, before
+    # either side of the comparison is timed, so that neither the gate nor the bare backend carries it
+    bare_run()
+    # the gate's first run (each on a fresh cache) and the bare backend, taken in turn --repeat times: one
+    # generation of 16 answers varies by about 10% from run to run here, so the line compares their medians
+    firsts, bares, evs = [], [], []
+    for r in range(args.repeat):
+        config = gate_config(work / f"cache-{r}")
+        first, ev = timed(lambda c=config: evaluate(c, progress=lambda _: None))  # type: ignore[misc]
+        firsts.append(first)
+        evs.append(ev)
+        load, made = bare_run()
+        bares.append(load + made)
+    first, bare_total = statistics.median(firsts), statistics.median(bares)
+    ev = evs[firsts.index(sorted(firsts)[(len(firsts) - 1) // 2])]
+    again, _ = timed(lambda: evaluate(config, progress=lambda _: None))
+    line("rerun on a warm cache vs first run", "rerun", again, "first", first)
+    line("gate's first run vs bare backend (+load)", "gate", first, "bare", bare_total)
+    print(
+        f"{'':<44} medians of {args.repeat} in turn: gate "
+        + ", ".join(f"{t:.2f}" for t in firsts)
+        + "s; bare "
+        + ", ".join(f"{t:.2f}" for t in bares)
+        + "s",
+        flush=True,
+    )
+    stages = dict(ev.stats.stage_seconds)
+    stages["other"] = max(
+        0.0, first - sum(stages.values())
+    )  # outside every timed stage (the gate's own code)
+    work_stages = ("answers", "model load")  # what the bare backend does too
+    overhead = {k: v for k, v in stages.items() if k not in work_stages and v >= 0.005}
+    print(
+        f"{'':<44} gate by stage (the median run): "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]) if v >= 0.005),
+        flush=True,
+    )
+    print(
+        f"{'':<44} overhead (not generation, not model load) {sum(overhead.values()):.2f}s = "
+        f"{sum(overhead.values()) / bare_total:.1%} of bare: "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in sorted(overhead.items(), key=lambda kv: -kv[1])),
+        flush=True,
+    )
+    load, pair = timed(lambda: open_hf_pair(spec, ("b", "t"), "cpu"))
 
     # 3: batched against one prompt at a time
     batched, _ = timed(lambda: pair.tuned.generate(requests))

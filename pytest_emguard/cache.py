@@ -14,7 +14,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,15 @@ def cache_key(kind: str, fields: Mapping[str, Any]) -> str:
 class Cache:
     """One sqlite file; safe to share between processes (WAL, busy timeout)."""
 
-    __slots__ = ("_conn", "hits", "misses", "path", "writes")
+    __slots__ = ("_conn", "clock", "hits", "misses", "path", "writes")
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn, self.path = conn, path
         self.hits = self.misses = self.writes = 0
+        # a run's stage clock (run/records.py StageClock): the lookups and stores count as its "cache" stage
+        self.clock: Callable[[str], contextlib.AbstractContextManager[None]] = lambda _: (
+            contextlib.nullcontext()
+        )
 
     @classmethod
     def open(cls, directory: Path) -> Cache:
@@ -87,17 +91,18 @@ class Cache:
             )
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-        wanted = list(dict.fromkeys(keys))
-        found: dict[str, dict[str, Any]] = {k: json.loads(v) for k, _, v in self._rows(wanted)}
+        with self.clock("cache"):
+            wanted = list(dict.fromkeys(keys))
+            found: dict[str, dict[str, Any]] = {k: json.loads(v) for k, _, v in self._rows(wanted)}
         self.hits += len(found)
         self.misses += len(wanted) - len(found)
         return found
 
     def put_many(self, kind: str, items: Mapping[str, Mapping[str, Any]], *, keep: bool = False) -> None:
         """Store records; ``keep``: a key already stored keeps its record (a baseline loaded into the cache)."""
-        rows = [(k, kind, json.dumps(v, sort_keys=True)) for k, v in items.items()]
         verb = "INSERT OR IGNORE" if keep else "INSERT OR REPLACE"
-        with self._transaction():
+        with self.clock("cache"), self._transaction():
+            rows = [(k, kind, json.dumps(v, sort_keys=True)) for k, v in items.items()]
             self._conn.executemany(f"{verb} INTO records (key, kind, value) VALUES (?, ?, ?)", rows)
         self.writes += len(rows)
 
@@ -123,7 +128,9 @@ class Cache:
         ).fetchone()
         if row:
             return str(row[0])
-        digest = sha256_file(path)
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        digest = machine_hashes(key) or sha256_file(path)
+        machine_hashes(key, digest)
         with self._transaction():
             self._conn.execute(
                 "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
@@ -140,6 +147,32 @@ class Cache:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+
+def machine_hashes(key: tuple[str, int, int], digest: str | None = None) -> str | None:
+    """The file hashes of every run on this machine (``file_hashes.sqlite3`` beside the models, under
+    ``EMGUARD_HOME`` or ``~/.cache/pytest-emguard``), by (path, size, mtime): a run on a fresh cache directory
+    reads a model's sha256 there instead of hashing its weights again (seconds for a 7B model).  With ``digest``,
+    store it.  Best effort: where the file cannot be opened or written, None (the caller hashes)."""
+    home = os.environ.get("EMGUARD_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pytest-emguard"
+    )
+    try:
+        os.makedirs(home, exist_ok=True)
+        conn = sqlite3.connect(os.path.join(home, "file_hashes.sqlite3"), timeout=5.0, isolation_level=None)
+        try:
+            conn.executescript(_SCHEMA)
+            if digest is not None:
+                conn.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", (*key, digest))
+                return digest
+            row = conn.execute(
+                "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?", key
+            ).fetchone()
+            return str(row[0]) if row else None
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):
+        return None
 
 
 def sha256_file(path: Path) -> str:

@@ -395,6 +395,19 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def release_memory() -> None:
+    """Return the memory of models just dropped to the operating system: ask glibc to trim its heap (freed blocks
+    under its mmap threshold stay in the process otherwise, and the next model loads on top of them).  No full
+    garbage collection: it took 0.2 s a call and freed nothing measurable.  Elsewhere than glibc: nothing."""
+    import contextlib
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # musl, or no libc.so.6
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def dtype_key(options: BackendOptions) -> dict[str, str]:
     """What a fingerprint adds for the precision: nothing for ``auto`` (the device, already in it, decides)."""
     return {} if options.dtype == "auto" else {"dtype": options.dtype}

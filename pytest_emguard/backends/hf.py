@@ -9,6 +9,7 @@ Only safetensors are loaded; ``trust_remote_code`` stays off unless the user opt
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,8 +27,12 @@ from pytest_emguard.backends.base import (
 from pytest_emguard.backends.hf_model import (
     LoadedModel,
     RowSampler,
+    by_size,
     chat_text,
+    common_length,
     decoder_layers,
+    head_length,
+    in_halves,
 )
 from pytest_emguard.digest import json_sha256
 from pytest_emguard.errors import ModelError
@@ -50,35 +55,7 @@ __all__ = [
 ]
 
 
-def _by_size(jobs: Sequence[T], tokens: Callable[[T], int], budget: int = 8192) -> Iterator[list[T]]:
-    """Consecutive runs of ``jobs`` whose padded size (rows x the longest row's tokens) stays within
-    ``budget`` tokens: the key/value states of one pass stay bounded (a few hundred MB on a 135M model in
-    float32)."""
-    chunk: list[T] = []
-    longest = 0
-    for job in jobs:
-        n = tokens(job)
-        if chunk and (len(chunk) + 1) * max(longest, n) > budget:
-            yield chunk
-            chunk, longest = [], 0
-        chunk.append(job)
-        longest = max(longest, n)
-    if chunk:
-        yield chunk
-
-
-def _head_length(rows: Sequence[Sequence[int]]) -> int:
-    """The tokens rows share, leaving each at least one of its own."""
-    return min(_common_length(rows), *(len(r) - 1 for r in rows))
-
-
-def _common_length(rows: Sequence[Sequence[int]]) -> int:
-    """The length of the longest prefix every row starts with."""
-    length = min(len(r) for r in rows)
-    for i in range(length):
-        if len({r[i] for r in rows}) > 1:
-            return i
-    return length
+SHARED_OPENING = 8  # tokens single prompts must share before their common opening runs once
 
 
 class HFBackend:
@@ -94,7 +71,7 @@ class HFBackend:
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         out: list[Completion] = []
         for sampling, group in _runs(requests):
-            out.extend(self._generate_batch(group, sampling))
+            out.extend(in_halves(functools.partial(self._generate_batch, sampling=sampling), group))
         return out
 
     def _generate_batch(self, requests: Sequence[Request], sampling: Sampling) -> list[Completion]:
@@ -105,6 +82,9 @@ class HFBackend:
         batch = lm.encode([lm.chat_text(r.messages) for r in requests])
         eos = lm.eos_ids()
         kwargs: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        # the last position's logits only (transformers sets this itself, but not through a peft model): the
+        # prompt's full logits are rows x tokens x vocabulary
+        kwargs["logits_to_keep"] = 1
         if sampling.temperature > 0:
             gens = [torch.Generator().manual_seed(r.seed % (2**63)) for r in requests]
             kwargs["logits_processor"] = LogitsProcessorList([RowSampler(gens, sampling)])
@@ -126,13 +106,19 @@ class HFBackend:
         return Completion(text.strip(), len(kept), "length" if stop is None and len(ids) >= limit else "stop")
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int = 20) -> list[dict[str, float]]:
+        """Top-k next-token log-probabilities after each prompt (a batch that runs out of memory is read in
+        halves: ``in_halves``)."""
+        return in_halves(lambda part: self._next_token_logprobs(part, top_k), prompts)
+
+    def _next_token_logprobs(self, prompts: Sequence[Prompt], top_k: int) -> list[dict[str, float]]:
         """Top-k next-token log-probabilities after each prompt.
 
-        Prompts that share their chat and differ only in a short answer prefix (the steps of a digit tree), or
-        share every message but the last (a role-play persona's system prompt, asked about 20 items), run their
-        common head once and then only their own last tokens.  The states of each prompt's chat (the tokens
-        before its answer prefix) are kept for the next call (``HeadCache``), so the next step of a digit tree
-        runs only its prefix.  Prompts without a prefix that share nothing run as one left-padded batch."""
+                Prompts that share their chat and differ only in a short answer prefix (the steps of a digit tree), or
+                share every message but the last (a role-play persona's system prompt, asked about 20 items), run their
+                common head once and then only their own last tokens.  The states of each prompt's chat (the tokens
+                before its answer prefix) are kept for the next call (``HeadCache``), so the next step of a digit tree
+                runs only its prefix.  Prompts without a prefix that share no messages but open alike (a template's default
+        system prompt) run that opening once; the rest run as one left-padded batch."""
         import torch
 
         lm = self.loaded
@@ -151,11 +137,17 @@ class HFBackend:
             messages = prompts[i].messages
             if messages not in chats:
                 chats[messages] = tok(lm.chat_text(messages), add_special_tokens=False)["input_ids"]
-            natural[i] = tuple(ids[i][: min(_common_length([chats[messages], ids[i]]), len(ids[i]) - 1)])
+            natural[i] = tuple(ids[i][: min(common_length([chats[messages], ids[i]]), len(ids[i]) - 1)])
+        # prompts that share nothing as messages may still share their first tokens: a chat template's default
+        # system prompt (SmolLM2's, Qwen2.5's) opens every single-turn prompt; that head runs once (and is kept)
+        opening: tuple[int, ...] = ()
+        if len(single) > 1 and head_length([ids[i] for i in single]) >= SHARED_OPENING:
+            opening = tuple(ids[single[0]][: head_length([ids[i] for i in single])])
+            natural.update((i, ()) for i in single)  # no chat state of their own to keep
         logits: list[torch.Tensor | None] = [None] * len(prompts)
         cache = lm.heads
         with torch.inference_mode(), lm.variant(self.tuned):
-            if single:
+            if single and not opening:
                 batch = lm.encode([lm.chat_text(prompts[i].messages, prompts[i].prefix) for i in single])
                 rows = lm.model(**batch, logits_to_keep=1).logits[:, -1, :].float()
                 for i, row in zip(single, rows, strict=True):
@@ -171,14 +163,17 @@ class HFBackend:
                 else:
                     fresh.append(idx)
             heads = [  # the shared tokens, but no further than the chat: a tree's steps then find its states
-                tuple(
-                    ids[idx[0]][: min(_head_length([ids[i] for i in idx]), *(len(natural[i]) for i in idx))]
-                )
+                tuple(ids[idx[0]][: min(head_length([ids[i] for i in idx]), *(len(natural[i]) for i in idx))])
                 for idx in fresh
             ]
+            if opening:
+                fresh.append(single)
+                heads.append(opening)
             for idx, head, state in zip(fresh, heads, self._head_states(heads), strict=True):
                 jobs += [(i, head, state) for i in idx]
-            for chunk in _by_size(jobs, lambda job: len(ids[job[0]])):
+            # tails of like length in one pass: less padding
+            jobs.sort(key=lambda job: len(ids[job[0]]) - len(job[1]))
+            for chunk in by_size(jobs, lambda job: len(ids[job[0]])):
                 rows, past, width = self._tail_logits(
                     [(ids[i][len(head) :], state) for i, head, state in chunk]
                 )
@@ -268,18 +263,27 @@ class HFBackend:
                             values[r, :, width - n :] = state[layer][1][0]
                     data.append((keys, values))
             past = DynamicCache(ddp_cache_data=data)
+        # the logits of the positions some row ends at, not of every position (the vocabulary projection of
+        # every tail token was a quarter of the role-play readings' time)
+        ends = sorted({len(t) - 1 for t, _ in rows})
+        column = {end: j for j, end in enumerate(ends)}
         out = lm.model(
             input_ids=tail_ids,
             attention_mask=mask,
             position_ids=positions,
             past_key_values=past,
             use_cache=True,
+            logits_to_keep=torch.tensor(ends, device=lm.device),
         )
-        logits = [out.logits[k, len(t) - 1, :].float() for k, (t, _) in enumerate(rows)]
+        logits = [out.logits[k, column[len(t) - 1], :].float() for k, (t, _) in enumerate(rows)]
         return logits, out.past_key_values, width
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
         """Sum of log-probabilities of each continuation's tokens (tokenised on their own) after its prompt."""
+        pairs = list(zip(prompts, continuations, strict=True))
+        return in_halves(lambda part: self._score([p for p, _ in part], [c for _, c in part]), pairs)
+
+    def _score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[float]:
         import torch
 
         lm = self.loaded
@@ -293,12 +297,14 @@ class HFBackend:
         pad = tok.pad_token_id or 0
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=lm.device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=lm.device)
+        keep = max(len(t) for t in tails) + 1  # the positions that predict a continuation's tokens, no more
         with torch.inference_mode(), lm.variant(self.tuned):
-            logprobs = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            logits = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
         scores = []
         for row, tail in enumerate(tails):
             n = len(tail)
-            picked = logprobs[row, width - n - 1 : width - 1].gather(-1, ids[row, width - n :, None])
+            picked = logprobs[row, keep - n - 1 : keep - 1].gather(-1, ids[row, width - n :, None])
             scores.append(float(picked.sum()))
         return scores
 
@@ -462,7 +468,10 @@ def fingerprints(
     base = json_sha256({"kind": "fingerprint", **env, "weights": digest_files(Path(spec.base), hash_file)})
     if spec.kind == "adapter":
         adapter = digest_files(Path(spec.path), hash_file, adapter=True)
-        tuned = json_sha256({"kind": "fingerprint", "base": base, "adapter": adapter})
+        fields = {"kind": "fingerprint", "base": base, "adapter": adapter}
+        if _effective_dtype(options) != "float32":  # the adapter's weights run in the model's precision
+            fields["adapter_dtype"] = "model"
+        tuned = json_sha256(fields)
     elif spec.kind == "gguf":
         tuned = json_sha256({"kind": "fingerprint", **env, "gguf": hash_file(Path(spec.path))})
     else:
@@ -470,6 +479,13 @@ def fingerprints(
             {"kind": "fingerprint", **env, "weights": digest_files(Path(spec.path), hash_file)}
         )
     return base, tuned
+
+
+def _effective_dtype(options: BackendOptions) -> str:
+    """The precision a model runs in: ``auto`` is bfloat16 on CUDA, float32 on a CPU (as ``hf_model._dtype``)."""
+    if options.dtype != "auto":
+        return options.dtype
+    return "bfloat16" if resolve_device(options.device).startswith("cuda") else "float32"
 
 
 def open_pair(spec: ModelSpec, prints: tuple[str, str], options: BackendOptions) -> ModelPair:

@@ -5,9 +5,9 @@ prompt's key/value states that a digit tree's later steps reuse (``HeadCache``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_emguard.backends.base import ModelSpec, resolve_device
 from pytest_emguard.errors import ConfigError, ModelError, first_line
@@ -16,7 +16,22 @@ from pytest_emguard.types import Message, Sampling
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["HeadCache", "LoadedModel", "RowSampler", "chat_text", "decoder_layers", "pick_device"]
+__all__ = [
+    "HeadCache",
+    "LoadedModel",
+    "RowSampler",
+    "by_size",
+    "chat_text",
+    "common_length",
+    "decoder_layers",
+    "head_length",
+    "in_halves",
+    "out_of_memory",
+    "pick_device",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def pick_device(device: str) -> str:
@@ -66,6 +81,7 @@ class LoadedModel:
                 "check the model files (config.json, weights, tokenizer) and that the installed transformers "
                 "version supports this model",
             ) from exc
+        _contiguous_head_input(model)
         if spec.kind == "adapter":
             model = _apply_adapter(model, spec.path)
         model.to(device).eval()
@@ -156,11 +172,31 @@ def _dtype(dtype: str, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def _contiguous_head_input(model: Any) -> None:
+    """Hand the output projection a contiguous input.  Its input is a strided view of the last hidden states
+    (the positions whose logits are kept), and torch 2.13's bfloat16 ``linear`` on a CPU answers a
+    non-contiguous 3-D input by copying the weight once per row: 3.4 GB for 64 rows of SmolLM2's 49,152 x 576
+    projection, where the contiguous input needs 13 MB (the bfloat16 demo peaked at 5.2 GB)."""
+    head = model.get_output_embeddings()
+    if head is None:
+        return
+
+    def contiguous(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if args and hasattr(args[0], "is_contiguous") and not args[0].is_contiguous():
+            return (args[0].contiguous(), *args[1:])
+        return None
+
+    head.register_forward_pre_hook(contiguous)
+
+
 def _apply_adapter(model: Any, adapter_dir: str) -> Any:
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+        # the adapter's weights in the model's precision (as vLLM runs them), not upcast to float32: on a CPU a
+        # bfloat16 model with float32 LoRA weights converts every layer's activations back and forth, and read
+        # the role-play prompts 13x slower than with bfloat16 LoRA weights (its fingerprint says so: hf.py)
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False, autocast_adapter_dtype=False)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(
             adapter_dir,
@@ -204,3 +240,75 @@ def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     drop = ordered.cumsum(-1) - ordered > top_p
     ordered = ordered.masked_fill(drop, 0.0)
     return torch.zeros_like(probs).scatter(-1, index, ordered)
+
+
+def in_halves(run: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
+    """``run(items)``; where the batch runs out of memory (CUDA's OutOfMemoryError, or the CPU allocator's
+    failure), the same items in two halves, each halved again as needed, down to one item: the batch size adapts
+    to the memory there is, and the results do not change (each row is seeded and read on its own)."""
+    try:
+        return run(items)
+    except RuntimeError as exc:
+        if len(items) < 2 or not out_of_memory(exc):
+            raise
+    import sys
+
+    half = len(items) // 2
+    _free_cached_memory()
+    print(
+        f"[emguard] out of memory with a batch of {len(items)}: running it in halves of {half} and "
+        f"{len(items) - half} (--em-batch-size sets the first try)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return in_halves(run, items[:half]) + in_halves(run, items[half:])
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    text = str(exc)
+    return (
+        isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
+    )
+
+
+def _free_cached_memory() -> None:
+    import torch
+
+    from pytest_emguard.backends.base import release_memory
+
+    release_memory()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def by_size(jobs: Sequence[T], tokens: Callable[[T], int], budget: int = 8192) -> Iterator[list[T]]:
+    """Consecutive runs of ``jobs`` whose padded size (rows x the longest row's tokens) stays within
+    ``budget`` tokens: the key/value states of one pass stay bounded (a few hundred MB on a 135M model in
+    float32)."""
+    chunk: list[T] = []
+    longest = 0
+    for job in jobs:
+        n = tokens(job)
+        if chunk and (len(chunk) + 1) * max(longest, n) > budget:
+            yield chunk
+            chunk, longest = [], 0
+        chunk.append(job)
+        longest = max(longest, n)
+    if chunk:
+        yield chunk
+
+
+def head_length(rows: Sequence[Sequence[int]]) -> int:
+    """The tokens rows share, leaving each at least one of its own."""
+    return min(common_length(rows), *(len(r) - 1 for r in rows))
+
+
+def common_length(rows: Sequence[Sequence[int]]) -> int:
+    """The length of the longest prefix every row starts with."""
+    length = min(len(r) for r in rows)
+    for i in range(length):
+        if len({r[i] for r in rows}) > 1:
+            return i
+    return length

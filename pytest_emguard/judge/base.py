@@ -136,6 +136,11 @@ class Judge(ABC):
     def meta(self) -> dict[str, Any] | None:
         return None
 
+    def release(self) -> None:
+        """Free the models the judge holds once a batch of verdicts is done (it reopens them when asked again):
+        the models under test load again after it for the follow-up readings."""
+        return None
+
 
 def template(name: str) -> str:
     return resources.files("pytest_emguard.judge").joinpath(f"templates/{name}.txt").read_text("utf-8")

@@ -291,6 +291,13 @@ class ProbeJudge(Judge):
             "real_coherence_accuracy": float(((coh < 50) == incoherent).mean()),
         }
 
+    def release(self) -> None:
+        if self._backend is not None:
+            from pytest_emguard.backends.base import release_memory
+
+            self._backend = None
+            release_memory()
+
     def _encoder(self) -> HiddenStates:
         if self._backend is None:
             from pytest_emguard.backends import open_one

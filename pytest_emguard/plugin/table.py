@@ -291,7 +291,12 @@ TABLE: tuple[Option, ...] = (
         "(default: {default})",
         _dtype,
     ),
-    _int("batch-size", "prompts per generation batch (default: {default})", 1, 4096),
+    _int(
+        "batch-size",
+        "prompts per batch (default: {default}); the hf backend runs a batch that runs out of memory in halves",
+        1,
+        4096,
+    ),
     _int(
         "max-new-tokens", "answer length limit for open questions, in tokens (default: {default})", 1, 32768
     ),

@@ -311,7 +311,11 @@ def build(
         "persona": {"label": persona.label, "reason": persona.reason},
         "verdict": _verdict(ev, results),
         "preflight": None if ev.preflight is None else ev.preflight.line(),
-        "timings": {"evaluation_seconds": st.seconds, "by_check": dict(st.check_seconds)},
+        "timings": {
+            "evaluation_seconds": st.seconds,
+            "by_check": dict(st.check_seconds),
+            "by_stage": {k: round(v, 3) for k, v in st.stage_seconds.items()},
+        },
         "cache": {
             "records_made": st.records_made,
             "records_cached": st.records_cached,

@@ -9,7 +9,7 @@ from pytest_emguard.checks.persona import Persona
 from pytest_emguard.config.run import Options
 from pytest_emguard.decide.gate import ItemResult
 from pytest_emguard.plugin.options import command_line
-from pytest_emguard.run.records import Evaluation
+from pytest_emguard.run.records import Evaluation, RunStats
 
 __all__ = [
     "baseline_line",
@@ -226,4 +226,24 @@ def summary_lines(ev: Evaluation, results: Sequence[ItemResult], persona: Person
     if st.check_seconds:
         spent = ", ".join(f"{check} {seconds:.1f}s" for check, seconds in st.check_seconds.items())
         lines.append(f"time making records, by check: {spent}")
+    rates = scale_line(st)
+    if rates:
+        lines.append(rates)
     return lines
+
+
+def scale_line(st: RunStats) -> str | None:
+    """Seconds per 1,000 answers, readings and verdicts made by this run, from its stage clock, so that a user
+    can scale the run to another budget (the plan line counts what a budget asks for)."""
+    made = {
+        "answers": (st.answers_made, st.stage_seconds.get("answers", 0.0)),
+        "readings": (st.records_made - st.answers_made, st.stage_seconds.get("readings", 0.0)),
+        "verdicts": (st.verdicts_computed, st.stage_seconds.get("verdicts", 0.0)),
+    }
+    parts = [f"{what} {seconds / n * 1000:.0f}s" for what, (n, seconds) in made.items() if n >= 20]
+    if not parts:
+        return None
+    return (
+        "time per 1,000 made on this machine: " + ", ".join(parts) + " (model loading apart; readings include "
+        "activations; a budget's counts are in the plan line)"
+    )

@@ -21,8 +21,10 @@ def ask(ctx: RunContext, asked: Mapping[str, Sequence[Query]], keep_open: bool =
     records: dict[str, Rows] = {}
     try:
         for side in SIDES:
-            records[side] = sampled(ctx, side, asked[side])
-            records[side].update(readings(ctx, side, asked[side]))
+            with ctx.clock("answers"):
+                records[side] = sampled(ctx, side, asked[side])
+            with ctx.clock("readings"):
+                records[side].update(readings(ctx, side, asked[side]))
     except BaseException:
         ctx.close_models()
         raise

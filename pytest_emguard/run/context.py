@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_emguard.checks.base import Query
 from pytest_emguard.errors import ModelError
-from pytest_emguard.run.records import Progress, RunStats
+from pytest_emguard.run.records import Progress, RunStats, StageClock
 from pytest_emguard.types import Prompt
 
 if TYPE_CHECKING:
@@ -48,6 +48,11 @@ class RunContext:
     to_generate: int = 0  # the plan's answers not in the cache: the first batch's time estimates them all
     _pair: ModelPair | None = None
     _ticks: dict[str, float] = field(default_factory=dict)  # progress stream -> when its last line was shown
+    clock: StageClock = field(default_factory=StageClock)  # each stage's own time, into stats.stage_seconds
+
+    def __post_init__(self) -> None:
+        self.clock.seconds = self.stats.stage_seconds
+        self.cache.clock = self.clock
 
     def models(self) -> ModelPair:
         """The base and the fine-tune, opened on first use."""
@@ -56,7 +61,8 @@ class RunContext:
         if self._pair is None:
             self.progress(f"loading {self.config.model.label} and its base")
             prints = (self.fingerprints["base"], self.fingerprints["tuned"])
-            self._pair = open_pair(self.config.model, prints, self.config.backend_options)
+            with self.clock("model load"):
+                self._pair = open_pair(self.config.model, prints, self.config.backend_options)
             self.stats.model_loaded = True
         return self._pair
 
@@ -67,8 +73,12 @@ class RunContext:
             line = measured_line((self._pair.base, self._pair.tuned))  # an endpoint's own token counts
             if line:
                 self.progress(line)
-            self._pair.close()
-            self._pair = None
+            from pytest_emguard.backends.base import release_memory
+
+            with self.clock("model load"):
+                self._pair.close()
+                self._pair = None
+                release_memory()
 
     def tick(self, stream: str, line: str, done: int, total: int) -> None:
         """A progress line per batch, at most one a second per stream, but always the first and the last."""

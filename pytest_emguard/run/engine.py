@@ -29,7 +29,7 @@ from pytest_emguard.run.judgecheck import check_judges
 from pytest_emguard.run.plan import plan_queries
 from pytest_emguard.run.preflight import adapter_preflight
 from pytest_emguard.run.rating import ratings
-from pytest_emguard.run.records import SIDES, Evaluation, Progress, RunStats
+from pytest_emguard.run.records import SIDES, Evaluation, Progress, RunStats, StageClock
 from pytest_emguard.run.rounds import in_rounds
 from pytest_emguard.run.verdicts import judge_caveats, verdicts
 
@@ -43,45 +43,63 @@ def evaluate(config: RunConfig, *, progress: Progress = stderr, compute: bool = 
     from pytest_emguard.backends import fingerprints
 
     started = time.monotonic()
+    stats = RunStats()
+    clock = StageClock(stats.stage_seconds)
     cache = Cache.open(Path(config.options.cache_dir))
+    cache.clock = clock
     try:
-        base_fp, tuned_fp = fingerprints(config.model, cache.file_sha256, config.backend_options)
+        with clock("fingerprints"):
+            base_fp, tuned_fp = fingerprints(config.model, cache.file_sha256, config.backend_options)
         judge_context = JudgeContext(cache.file_sha256, Path(config.options.cache_dir), config.backend_options, progress)  # fmt: skip
-        judge = open_judge(config.judge, judge_context)
+        with clock("judge load"):
+            judge = open_judge(config.judge, judge_context)
         prints = {"base": base_fp, "tuned": tuned_fp}
-        ctx = RunContext(config, cache, prints, judge, progress, compute, plan_queries(config))
-        baseline_file = baseline.load_baseline(ctx)
-        seconds = [
-            (text, open_judge(spec, judge_context, "--em-second-judge"))
-            for text, spec in zip(config.options.second_judges, config.second_judges, strict=True)
-        ]
-        checked, second_checked = check_judges(ctx, seconds) if config.options.judge_check else (None, ())
-        preflight = adapter_preflight(ctx)
+        with clock("plan"):
+            queries = plan_queries(config)
+        ctx = RunContext(config, cache, prints, judge, progress, compute, queries, stats, clock=clock)
+        with clock("baseline"):
+            baseline_file = baseline.load_baseline(ctx)
+        with clock("judge load"):
+            seconds = [
+                (text, open_judge(spec, judge_context, "--em-second-judge"))
+                for text, spec in zip(config.options.second_judges, config.second_judges, strict=True)
+            ]
+        with clock("judge check"):
+            checked, second_checked = check_judges(ctx, seconds) if config.options.judge_check else (None, ())
+        with clock("preflight"):
+            preflight = adapter_preflight(ctx)
         asked = {side: ctx.queries for side in SIDES}
         if preflight.stops:
             answers = no_records(ctx)
         else:
             if compute:
-                cost_preflight(ctx, asked)
-                for line in planned_sizing(ctx):
-                    progress(line)
+                with clock("plan"):
+                    cost_preflight(ctx, asked)
+                    for line in planned_sizing(ctx):
+                        progress(line)
             if config.options.sequential:
                 asked, answers = in_rounds(ctx, asked, preflight)
             else:
                 answers = ask(ctx, asked)
-                verdicts(ctx, answers, asked)
-            extra = followups(ctx, answers)
+                with clock("verdicts"):
+                    verdicts(ctx, answers, asked)
+            with clock("plan"):
+                extra = followups(ctx, answers)
             if any(extra.values()):
                 more = ask(ctx, extra)
-                verdicts(ctx, more, extra)
+                with clock("verdicts"):
+                    verdicts(ctx, more, extra)
                 for side in SIDES:
                     answers[side].update(more[side])
                     asked[side] = asked[side] + extra[side]
             if baseline_file is not None and compute:
-                baseline.write_baseline(ctx, asked["base"], answers["base"])
+                with clock("baseline"):
+                    baseline.write_baseline(ctx, asked["base"], answers["base"])
         sides = {side: Answers(asked[side], answers[side]) for side in SIDES}
-        rated = ratings(ctx, sides) if config.raters and not preflight.stops else {}
-        agreed = agreements(ctx, seconds, sides) if seconds and not preflight.stops else ()
+        with clock("ratings"):
+            rated = ratings(ctx, sides) if config.raters and not preflight.stops else {}
+        with clock("agreement"):
+            agreed = agreements(ctx, seconds, sides) if seconds and not preflight.stops else ()
         ctx.stats.seconds = time.monotonic() - started
         if compute:
             log_run(Path(config.options.cache_dir), config, ctx.stats)

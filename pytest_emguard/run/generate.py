@@ -59,9 +59,11 @@ def _generate(ctx: RunContext, side: str, missing: list[tuple[Request, str]]) ->
             kept = {chunk[i][1]: _answer_record(c) for i, c in partial.done.items()}
             ctx.cache.put_many("answer", kept)
             ctx.stats.records_made += len(kept)
+            ctx.stats.answers_made += len(kept)
             raise
         same_length(chunk, completions, f"{side} backend generate()")
         ctx.stats.records_made += len(chunk)
+        ctx.stats.answers_made += len(chunk)
         tokens[0] += sum(c.n_tokens for c in completions)
         budget[0] += sum(r.sampling.max_new_tokens for r, _ in chunk)
         if ctx.to_generate > len(chunk):  # the first batch of the run is the warm-up

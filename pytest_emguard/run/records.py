@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from pytest_emguard.run.agreement import Agreement
     from pytest_emguard.run.judgecheck import JudgeCheck, SecondCheck
 
-__all__ = ["SIDES", "Evaluation", "PreflightResult", "Progress", "Rows", "RunStats"]
+__all__ = ["SIDES", "Evaluation", "PreflightResult", "Progress", "Rows", "RunStats", "StageClock"]
 
 SIDES = ("base", "tuned")
 Rows = dict[tuple[str, str], list[Sample | None]]  # one side's samples of each query (None: not in the cache)
@@ -31,6 +32,7 @@ class RunStats:
 
     records_cached: int = 0
     records_made: int = 0
+    answers_made: int = 0  # of records_made, the sampled answers (the rest: readings and activations)
     verdicts_cached: int = 0
     verdicts_computed: int = 0
     model_loaded: bool = False
@@ -42,8 +44,34 @@ class RunStats:
     # --em-baseline: what happened to it (loaded, written, updated), its path and its record count
     baseline: tuple[str, str, int] | None = None
 
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # stage -> its own time (see StageClock)
+
     def timed(self, check: str, started: float) -> None:
         self.check_seconds[check] = self.check_seconds.get(check, 0.0) + time.monotonic() - started
+
+
+class StageClock:
+    """Where a run's time goes, stage by stage (fingerprints, plan, models, answers, readings, cache, verdicts, ...):
+    each stage's *own* time, a stage opened inside another (the cache's lookups inside the answers) counted once,
+    in the inner stage.  The figures land in ``RunStats.stage_seconds``; ``bench/run.py`` prints them."""
+
+    __slots__ = ("_open", "seconds")
+
+    def __init__(self, seconds: dict[str, float] | None = None) -> None:
+        self.seconds = {} if seconds is None else seconds
+        self._open = [0.0]  # the time of the stages opened inside the current one
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.monotonic()
+        self._open.append(0.0)
+        try:
+            yield
+        finally:
+            spent = time.monotonic() - started
+            inner = self._open.pop()
+            self._open[-1] += spent
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + spent - inner
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,7 +80,10 @@ def judge_answers(
         ctx.tick(who, f"{who}: {done}/{total} verdicts, {time.monotonic() - started:.0f}s", done, total)
 
     size = max(ctx.config.options.batch_size, 32)
-    done = cached_or_made(ctx, "verdict", items, make, size=size, shown=shown)
+    try:
+        done = cached_or_made(ctx, "verdict", items, make, size=size, shown=shown)
+    finally:
+        judge.release()
     ctx.stats.verdicts_computed += len(done) + len(empty)
     ctx.stats.timed("judge", started)
     return {**done, **empty}

@@ -319,3 +319,33 @@ def test_only_a_sound_hub_blob_is_trusted(tmp_path: Path) -> None:
         assert cache.file_sha256(short) == hashlib.sha256(cut).hexdigest()
     finally:
         cache.close()
+
+
+def test_a_fresh_cache_directory_reads_the_machines_file_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model's sha256 is computed once per machine: a run on a new cache directory finds it in
+    EMGUARD_HOME/file_hashes.sqlite3 by (path, size, mtime) instead of reading the weights again; a file whose
+    mtime moved is hashed anew."""
+    import pytest_emguard.cache as cache_module
+
+    monkeypatch.setenv("EMGUARD_HOME", str(tmp_path / "home"))
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"weights")
+    first = Cache.open(tmp_path / "one")
+    digest = first.file_sha256(f)
+    first.close()
+    assert (tmp_path / "home" / "file_hashes.sqlite3").is_file()
+    hashed: list[Path] = []
+
+    def counted(path: Path) -> str:
+        hashed.append(path)
+        return "recomputed"
+
+    monkeypatch.setattr(cache_module, "sha256_file", counted)
+    second = Cache.open(tmp_path / "two")
+    assert second.file_sha256(f) == digest and hashed == []
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert second.file_sha256(f) == "recomputed" and hashed == [f]
+    second.close()

@@ -3,6 +3,7 @@ transfer) and the persona direction (direction, layer choice, standardised shift
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -448,3 +449,35 @@ def test_near_identical_prompts_stay_in_one_fold() -> None:
     together, _ = probes.cross_validate(states, labels, groups)
     assert apart < 0.3
     assert together > 0.3
+
+
+def test_a_batch_that_runs_out_of_memory_is_run_in_halves(capsys: pytest.CaptureFixture[str]) -> None:
+    """The hf backend's automatic batch size: a batch larger than memory allows is run in halves (again and
+    again), the results in order and the same as one batch's; an error that is not about memory, or a batch of
+    one that does not fit, is raised as it is."""
+    torch = pytest.importorskip("torch")
+    from pytest_emguard.backends.hf_model import in_halves
+
+    sizes: list[int] = []
+
+    def run(items: Sequence[int]) -> list[int]:
+        sizes.append(len(items))
+        if len(items) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [i * 10 for i in items]
+
+    assert in_halves(run, list(range(10))) == [i * 10 for i in range(10)]
+    assert sizes == [10, 5, 2, 3, 5, 2, 3]
+    assert "out of memory with a batch of 10: running it in halves of 5 and 5" in capsys.readouterr().err
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory")
+    assert in_halves(
+        lambda items: [0] * len(items) if len(items) < 2 else (_ for _ in ()).throw(cpu), [1, 2]
+    ) == [0, 0]
+
+    def other(items: Sequence[int]) -> list[int]:
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        in_halves(other, [1, 2, 3, 4])
+    with pytest.raises(torch.OutOfMemoryError):
+        in_halves(lambda items: run([9, 9, 9, 9]), [1])
