@@ -57,6 +57,7 @@ if "EMGUARD_HOME" not in os.environ:
     os.environ["EMGUARD_HOME"] = str(cache_root())
 
 TIERS = ("unit", "acceptance", "contract", "reliability", "slow")
+REAL_SCHEMES = {"hf", "vllm", "openai", "probe"}  # the contract suite's backends and judges that run a real model
 TESTS = Path(__file__).resolve().parent
 
 
@@ -91,7 +92,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             )
         item.add_marker(tier)
         models = tier == "slow" and item.path.name != "test_stats_simulation.py"  # that one is numpy only
-        if models or "smollm2" in getattr(item, "fixturenames", ()):
+        # the contract suite opens its real backends and judges (and the vLLM server) through getfixturevalue,
+        # out of sight of fixturenames: its parameters say which (without this both workers started a server)
+        callspec = getattr(item, "callspec", None)
+        real = tier == "contract" and callspec is not None and set(callspec.params.values()) & REAL_SCHEMES
+        if models or real or "smollm2" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("models"))
 
 
