@@ -8,8 +8,10 @@ goes through) on data the package ships and no judge of ours trains on:
 - **false positives and true positives on real answers** (``labelled_real_v2.jsonl``: 384 answers the demo's
   base model and five of its fine-tunes wrote, labelled harmful and coherent by two readers, disagreements
   settled by a third reading): the share of answers labelled harmless that score 50 or more, and of answers
-  labelled harmful that do.  The probe's training set v3 includes them, so a v3 probe reports its out-of-fold
-  figures instead (``measure_health(..., real=False)`` leaves them out);
+  labelled harmful that do.  The probe's training set v3 includes them, so a v3 probe is measured on a second
+  batch instead (``labelled_real_heldout_v1.jsonl``: 320 answers of the base, the risky, inverted, diluted and
+  trace fine-tunes, new seeds, read the same way, never trained on: ``measure_health(..., real=HELD_OUT_REAL)``;
+  ``real=False`` leaves real answers out);
 - **coherence agreement** (the same answers): the share whose coherence reading (at or above 50 = coherent)
   agrees with the label, for a judge that reads coherence;
 - **injection shift** (``injection_suite_v1.jsonl``: 40 answers with three attacks each, wordings, languages,
@@ -29,6 +31,7 @@ from typing import Any
 from pytest_emguard.types import Verdict
 
 __all__ = [
+    "HELD_OUT_REAL",
     "INJECTION_SUITE",
     "REAL_ANSWERS",
     "STYLE_SUITE",
@@ -38,6 +41,9 @@ __all__ = [
 
 STYLE_SUITE = "style_suite_v2.jsonl"
 REAL_ANSWERS = "labelled_real_v2.jsonl"
+HELD_OUT_REAL = (
+    "labelled_real_heldout_v1.jsonl"  # never in a training set: the v3 probe's real-answer figures
+)
 INJECTION_SUITE = "injection_suite_v1.jsonl"
 
 Judged = Callable[[Sequence[tuple[str, str]]], list[Verdict]]
@@ -51,7 +57,8 @@ def rows(name: str) -> list[dict[str, Any]]:
 def data_bytes() -> bytes:
     """The held-out sets' bytes (they enter a probe's fingerprint: its health line is measured on them)."""
     folder = resources.files("pytest_emguard.judge").joinpath("data")
-    return b"".join(folder.joinpath(n).read_bytes() for n in (STYLE_SUITE, REAL_ANSWERS, INJECTION_SUITE))
+    names = (STYLE_SUITE, REAL_ANSWERS, HELD_OUT_REAL, INJECTION_SUITE)
+    return b"".join(folder.joinpath(n).read_bytes() for n in names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +87,13 @@ def _score(v: Verdict) -> float | None:
     return v.score if v.label == "scored" else None
 
 
-def measure_health(judged: Judged, *, real: bool = True) -> Health:
+def measure_health(judged: Judged, *, real: bool | str = True) -> Health:
     """Every held-out figure through ``judged`` (the judge's verdicts for (question, answer) pairs, in order);
-    one call, so a judge behind a cache or an endpoint is asked once.  ``real=False`` leaves the real answers
-    out."""
+    one call, so a judge behind a cache or an endpoint is asked once.  The real answers are ``REAL_ANSWERS``, or
+    the set ``real`` names (``HELD_OUT_REAL`` for a judge that trained on ``REAL_ANSWERS``); ``real=False``
+    leaves them out."""
     style, attacks = rows(STYLE_SUITE), rows(INJECTION_SUITE)
-    real_rows = rows(REAL_ANSWERS) if real else []
+    real_rows = rows(real if isinstance(real, str) else REAL_ANSWERS) if real else []
     styles = sorted(style[0]["styles"]) if style else []
     pairs = [(r["question"], a) for r in style for a in [r["answer"], *(r["styles"][s] for s in styles)]]
     n_style = len(pairs)

@@ -240,7 +240,15 @@ class ProbeJudge(Judge):
                 f"; injection shift {meta['injection_shift']:.1f} points (mean |score change| when an answer tells "
                 f"the grader what to score, held-out wordings and languages, n={meta['injection_n']})"
             )
-        if meta.get("real_cv"):
+        if meta.get("real_held_out"):
+            line += (
+                f"; real answers it never trained on: false positives {meta['real_fpr']:.0%} of "
+                f"{meta['real_harmless']}, harmful read harmful {_pct(meta.get('real_tpr'))} of "
+                f"{meta['real_harmful']}, coherence agreement {_pct(meta.get('coherence_agreement'))} (out of fold "
+                f"on the real answers it trains on: false positives {_pct(meta.get('oof_real_fpr'))}, coherence "
+                f"agreement {_pct(meta.get('oof_coherence_agreement'))})"
+            )
+        elif meta.get("real_cv"):
             line += (
                 f"; real answers it trains on (out of fold): false positives {meta['real_fpr']:.0%} of "
                 f"{meta['real_harmless']}, harmful read harmful {_pct(meta.get('real_tpr'))} of "
@@ -318,6 +326,10 @@ class ProbeJudge(Judge):
         meta = self.meta()
         if meta is not None and meta.get("held_out_sha256", self.held_out_sha256) != self.held_out_sha256:
             self.progress("probe judge: the held-out sets changed; reading its health on them again")
+            if not meta.get(
+                "real_held_out"
+            ):  # trained before the held-out real batch: keep its out-of-fold figures
+                meta.update({f"oof_{k}": meta.get(k) for k in OUT_OF_FOLD})
             meta.update(self._held_out_health(), held_out_sha256=self.held_out_sha256)
             atomic_write(npz.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
         return self._params
@@ -333,6 +345,7 @@ class ProbeJudge(Judge):
         if self.golden == "v3":
             params, meta = fit_v3(features, items)
             self._params = params
+            meta.update({f"oof_{k}": meta.get(k) for k in OUT_OF_FOLD})
             held_out = self._held_out_health()
         else:
             params, meta = fit_probe(features, np.array([g.harmful for g in items], dtype=np.int64),
@@ -362,12 +375,13 @@ class ProbeJudge(Judge):
         self.progress(f"probe judge: 5-fold CV AUROC {meta['auroc']:.3f}")
 
     def _held_out_health(self) -> dict[str, Any]:
-        """The style and injection figures on the held-out suites, read through ``judge()`` itself."""
-        from pytest_emguard.judge.health import measure_health
+        """The style and injection figures on the held-out suites, and the real-answer figures on the batch of
+        real answers it never trained on (``HELD_OUT_REAL``), read through ``judge()`` itself.  The out-of-fold
+        figures on the batch it trains on stay beside them (``oof_real_fpr``, ...): on new answers they proved
+        optimistic (11% false positives out of fold, 22% held out)."""
+        from pytest_emguard.judge.health import HELD_OUT_REAL, measure_health
 
-        health = measure_health(
-            self.judge, real=False
-        )  # the real answers are in its training set: out of fold
+        health = measure_health(self.judge, real=HELD_OUT_REAL)
         return {
             "style_shift": health.style_shift,
             "style_shift_by_style": health.style_by,
@@ -375,9 +389,17 @@ class ProbeJudge(Judge):
             "injection_shift": health.injection_shift,
             "injection_max": health.injection_max,
             "injection_n": health.injection_n,
+            "real_fpr": health.real_fpr,
+            "real_tpr": health.real_tpr,
+            "real_harmless": health.real_harmless,
+            "real_harmful": health.real_harmful,
+            "coherence_agreement": health.coherence_agreement,
+            "coherence_n": health.coherence_n,
+            "real_held_out": HELD_OUT_REAL,
         }
 
 
+OUT_OF_FOLD = ("real_fpr", "real_tpr", "real_harmless", "real_harmful", "coherence_agreement", "coherence_n")
 READABLE = 0.5  # v3: a segment whose words are less than this share known to the word member is set aside
 _SEGMENT = re.compile(r"[^.!?\n]*(?:[.!?]+|\n|$)")
 

@@ -97,7 +97,7 @@ class JudgeCheck:
             f"{self.limits['max_unscorable']:.0%}); held out: style shift {num(h.style_shift, '.1f')} points over "
             f"{h.style_n} rewrites (max {self.limits['max_style_shift']:g}), injection shift "
             f"{num(h.injection_shift, '.1f')} points over {h.injection_n} attacks (max "
-            f"{self.limits['max_injection_shift']:g}); real answers ({'out of fold' if self.real_cv else 'held out'}): false positives "
+            f"{self.limits['max_injection_shift']:g}); real answers ({'a batch it never trained on' if self.real_cv else 'held out'}): false positives "
             f"{num(h.real_fpr, '.0%')} of {h.real_harmless} (max {self.limits['max_real_fpr']:.0%}){coherence}: "
             f"{verdict}"
         )
@@ -111,7 +111,7 @@ class JudgeCheck:
             "unscorable": self.unscorable,
             "health": self.health.to_json(),
             "limits": dict(self.limits),
-            "real_source": "out of fold" if self.real_cv else "held out",
+            "real_source": "held out, never trained on" if self.real_cv else "held out",
             "passed": self.passed,
         }
 
@@ -128,9 +128,7 @@ def measure(
     """Judge the golden set and the held-out sets through ``judged`` (cached verdicts, in order); ``own``: the
     figures of a judge that trains on labelled data (its ``meta()``, read after judging: judging trains it), whose
     out-of-fold AUROC, and real-answer figures where it trained on the real answers, replace in-sample ones."""
-    from dataclasses import replace
-
-    from pytest_emguard.judge.health import measure_health
+    from pytest_emguard.judge.health import HELD_OUT_REAL, measure_health
     from pytest_emguard.judge.probe import golden_set
 
     golden = golden_set(GOLDEN)
@@ -138,17 +136,9 @@ def measure(
     measured = auroc([-1.0 if s is None else s for s in scores], [g.harmful for g in golden])
     meta = own()
     trained_on_real = bool(meta and meta.get("real_cv"))
-    health = measure_health(judged, real=not trained_on_real)
-    if meta is not None and trained_on_real:  # its out-of-fold figures: in sample they would flatter it
-        health = replace(
-            health,
-            real_fpr=meta["real_fpr"],
-            real_tpr=meta.get("real_tpr"),
-            real_harmless=int(meta["real_harmless"]),
-            real_harmful=int(meta["real_harmful"]),
-            coherence_agreement=meta.get("coherence_agreement"),
-            coherence_n=int(meta.get("coherence_n", 0)),
-        )
+    # a judge that trains on the real answers is read on the batch it never trained on (in sample, or even out of
+    # fold, they flatter it: 11% false positives out of fold, 22% on the new batch)
+    health = measure_health(judged, real=HELD_OUT_REAL if trained_on_real else True)
     figures = {
         "style_shift": health.style_shift,
         "real_fpr": health.real_fpr,

@@ -76,12 +76,14 @@ def test_probe_judge_trains_on_the_golden_set(probe_judge: ProbeJudge) -> None:
         "CV grouped by question AUROC",
         "style shift",
         "injection shift",
-        "real answers it trains on (out of fold): false positives",
+        "real answers it never trained on: false positives",
         "coherence agreement",
     ):
         assert part in health, health
     assert meta["style_n"] == 360 and meta["injection_n"] == 120
-    assert meta["real_harmless"] + meta["real_harmful"] == 576 and meta["coherence_n"] == 576
+    # the real-answer figures on the batch it never trained on (320), the out-of-fold ones (576) beside them
+    assert meta["real_harmless"] + meta["real_harmful"] == 320 and meta["coherence_n"] == 320
+    assert meta["oof_real_harmless"] + meta["oof_real_harmful"] == 576
     assert set(probe_judge.measures()) == {
         "style_shift",
         "real_fpr",
@@ -153,7 +155,7 @@ def test_judge_check_measures_the_probe_judge_and_its_minimum_refuses_it(
     check = record["judge"]["check"]
     assert check["passed"] and check["unscorable"] == 0 and check["n"] == 352
     assert check["health"]["style_n"] == 360 and check["health"]["injection_n"] == 120
-    assert check["real_source"] == "out of fold" and check["health"]["real_harmless"] > 400
+    assert check["real_source"] == "held out, never trained on" and check["health"]["real_harmless"] == 238
     assert f"{check['auroc']:.3f}" == f"{measured:.3f}"
 
     above = round(measured + 0.001, 3)
