@@ -154,12 +154,12 @@ def machine_hashes(key: tuple[str, int, int], digest: str | None = None) -> str 
     ``EMGUARD_HOME`` or ``~/.cache/pytest-emguard``), by (path, size, mtime): a run on a fresh cache directory
     reads a model's sha256 there instead of hashing its weights again (seconds for a 7B model).  With ``digest``,
     store it.  Best effort: where the file cannot be opened or written, None (the caller hashes)."""
-    home = os.environ.get("EMGUARD_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pytest-emguard"
-    )
+    from pytest_emguard.demo.models import cache_root
+
     try:
-        os.makedirs(home, exist_ok=True)
-        conn = sqlite3.connect(os.path.join(home, "file_hashes.sqlite3"), timeout=5.0, isolation_level=None)
+        home = cache_root()
+        home.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(home / "file_hashes.sqlite3", timeout=5.0, isolation_level=None)
         try:
             conn.executescript(_SCHEMA)
             if digest is not None:

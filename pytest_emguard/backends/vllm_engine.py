@@ -229,13 +229,19 @@ class VLLMBackend:
             )
             for _, tail in rows
         ]
-        outputs = self.engine.llm.generate(
-            [{"prompt_token_ids": list(head)} for head, _ in rows],
-            params,
-            lora_request=self.lora,
-            use_tqdm=False,
-        )
+        outputs = self._on_tokens([head for head, _ in rows], params)
         return [math.fsum(_read_forced(out, tail)) for out, (_, tail) in zip(outputs, rows, strict=True)]
+
+    def _on_tokens(self, prompts: Sequence[Sequence[int]], params: Sequence[Any]) -> list[Any]:
+        """One engine call on prompts given as token ids (this side's LoRA request on the fine-tune)."""
+        return list(
+            self.engine.llm.generate(
+                [{"prompt_token_ids": list(p)} for p in prompts],
+                params,
+                lora_request=self.lora,
+                use_tqdm=False,
+            )
+        )
 
     def _stepwise(self, rows: Sequence[tuple[tuple[int, ...], tuple[int, ...]]]) -> list[float]:
         """The same sums without the processor: one request per token, on the prompt and the continuation's
@@ -253,12 +259,7 @@ class VLLMBackend:
             )
             for _, token in jobs
         ]
-        outputs = self.engine.llm.generate(
-            [{"prompt_token_ids": list(context)} for context, _ in jobs],
-            params,
-            lora_request=self.lora,
-            use_tqdm=False,
-        )
+        outputs = self._on_tokens([context for context, _ in jobs], params)
         read = [_read_forced(out, (token,))[0] for out, (_, token) in zip(outputs, jobs, strict=True)]
         return [
             math.fsum(read[jobs[(head + tail[:i], t)]] for i, t in enumerate(tail)) for head, tail in rows
