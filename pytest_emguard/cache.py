@@ -149,13 +149,20 @@ class Cache:
         self._conn.execute("COMMIT")
 
 
+def cache_root() -> Path:
+    """Where models, adapters and probes built by pytest-emguard live (never inside a repository):
+    ``EMGUARD_HOME``, else ``$XDG_CACHE_HOME/pytest-emguard``, else ``~/.cache/pytest-emguard``."""
+    base = os.environ.get("EMGUARD_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pytest-emguard"
+    )
+    return Path(base)
+
+
 def machine_hashes(key: tuple[str, int, int], digest: str | None = None) -> str | None:
     """The file hashes of every run on this machine (``file_hashes.sqlite3`` beside the models, under
     ``EMGUARD_HOME`` or ``~/.cache/pytest-emguard``), by (path, size, mtime): a run on a fresh cache directory
     reads a model's sha256 there instead of hashing its weights again (seconds for a 7B model).  With ``digest``,
     store it.  Best effort: where the file cannot be opened or written, None (the caller hashes)."""
-    from pytest_emguard.demo.models import cache_root
-
     try:
         home = cache_root()
         home.mkdir(parents=True, exist_ok=True)

