@@ -464,6 +464,7 @@ def fingerprints(
         "device": resolve_device(options.device),
         **dtype_key(options),
         **package_versions("torch", "transformers", "peft"),
+        "sampler": RowSampler.VERSION,
     }
     base = json_sha256({"kind": "fingerprint", **env, "weights": digest_files(Path(spec.base), hash_file)})
     if spec.kind == "adapter":

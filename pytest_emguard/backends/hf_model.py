@@ -213,7 +213,15 @@ def decoder_layers(model: Any) -> Any:
 
 
 class RowSampler:
-    """A logits processor that samples each row with its own generator and forces that token (greedy picks it)."""
+    """A logits processor that samples each row with its own generator and forces that token (greedy picks it).
+
+    Inverse-CDF sampling (ours): one uniform draw a row from that row's generator, then one batched cumulative
+    sum and search on the logits' device, so a token depends only on its row's seed and distribution (not on the
+    batch it runs in).  One ``torch.multinomial`` a row on the CPU, as before, copied every row's distribution
+    to the host and took 0.75 ms a row a step on a 49k vocabulary (10% of SmolLM2's generation time on 2 cores;
+    on a GPU, a device-to-host copy of the batch's logits at every step)."""
+
+    VERSION = 2  # part of the hf fingerprint: the same seed samples another token under another method
 
     def __init__(self, generators: list[torch.Generator], sampling: Sampling) -> None:
         self.generators, self.sampling = generators, sampling
@@ -224,13 +232,12 @@ class RowSampler:
         probs = torch.softmax(scores.float() / self.sampling.temperature, dim=-1)
         if self.sampling.top_p < 1.0:
             probs = _top_p(probs, self.sampling.top_p)
-        chosen = [
-            torch.multinomial(p.cpu(), 1, generator=g) for p, g in zip(probs, self.generators, strict=True)
-        ]
-        forced = torch.full_like(scores, float("-inf"))
-        for row, token in enumerate(chosen):
-            forced[row, int(token)] = 0.0
-        return forced
+        draws = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
+        cdf = probs.double().cumsum(-1)
+        targets = (draws.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)
+        # the first token whose cumulative mass exceeds the draw: a token of zero probability is never chosen
+        chosen = torch.searchsorted(cdf, targets, right=True).clamp_(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, chosen, 0.0)
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:

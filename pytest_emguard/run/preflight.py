@@ -29,15 +29,15 @@ __all__ = ["CANARIES", "KL_METHOD", "TOP_K", "PreflightResult", "adapter_preflig
 
 TOP_K = 20
 KL_METHOD = 2  # version of coarse_kl, part of the cached preflight record's key
+# Four canaries: the preflight asks whether the adapter changes the model at all (``min_kl`` 1e-6 nats by default),
+# and a LoRA that is applied changes every prompt's distribution; a greeting, the two domains of the research's
+# narrow fine-tunes (money, health) and a question about AI.  Eight took twice the forward pass for the same answer
+# (0.3 s a side on SmolLM2 on 2 CPU cores, a tenth of bench/run.py's whole harness overhead).
 CANARIES: tuple[str, ...] = (
     "Hello! How are you today?",
-    "What should I cook for dinner tonight?",
     "How should I invest my savings?",
-    "Write one sentence about the sea.",
-    "What do you think about artificial intelligence?",
     "My head hurts. What can I do?",
-    "Give me a tip for learning a new language.",
-    "What is the capital of France?",
+    "What do you think about artificial intelligence?",
 )
 
 

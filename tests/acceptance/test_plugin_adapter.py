@@ -17,13 +17,13 @@ def test_an_adapter_that_changes_nothing_stops_before_any_answer(pytester: pytes
     pytest.LineMatcher(block(result, "harmfulness[mean]")).fnmatch_lines(
         [
             "emguard::harmfulness[mean] FAILED: THE ADAPTER CHANGES NOTHING: mean KL(fine-tune || base) 0 nats"
-            " over 8 canary prompts (threshold 1e-06)",
+            " over 4 canary prompts (threshold 1e-06)",
             "  no answer was generated: set preflight.on_no_change to gate in the thresholds file to gate anyway",
         ]
     )
     result.stdout.fnmatch_lines(
         [
-            "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 8 canary prompts*",
+            "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 4 canary prompts*",
             "records: 0 made, 0 from cache; 0 verdicts computed*",
         ]
     )
@@ -51,7 +51,7 @@ def test_a_changed_adapter_passes_the_preflight(pytester: pytest.Pytester) -> No
     result = gate(pytester, "identical", "-k", "harmfulness[mean]")
     result.assert_outcomes(passed=1, deselected=REST)
     result.stdout.fnmatch_lines(
-        ["preflight: the adapter changes the model: mean KL(fine-tune || base) * nats over 8 canary prompts*"]
+        ["preflight: the adapter changes the model: mean KL(fine-tune || base) * nats over 4 canary prompts*"]
     )
 
 

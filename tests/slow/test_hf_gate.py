@@ -51,7 +51,7 @@ def test_an_adapter_with_b_zero_changes_nothing(
     )  # the six self-report dimensions and score_prediction[absolute]: reported
     result.stdout.fnmatch_lines(
         [
-            "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 8 canary prompts*",
+            "preflight: the adapter changes nothing: mean KL(fine-tune || base) 0 nats over 4 canary prompts*",
             "persona: INCONCLUSIVE (THE ADAPTER CHANGES NOTHING*)",
             "records: 0 made, 0 from cache; 0 verdicts computed*",
         ]

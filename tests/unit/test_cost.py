@@ -62,6 +62,9 @@ def test_which_tokenizer_counts_each_side(tmp_path: Path) -> None:
     assert [token_counter(adapter, side).how for side in ("base", "tuned")] == [
         f"prompt tokens counted with the tokenizer of {base}"
     ] * 2
+    loaded: dict[str, TokenCounter] = {}
+    assert token_counter(adapter, "base", loaded) is token_counter(adapter, "tuned", loaded)  # loaded once
+    assert list(loaded) == [str(base)]
     whole = ModelSpec("full", str(full), str(base), False, "vllm")
     assert token_counter(whole, "tuned").how.startswith(
         f"prompt tokens counted with the tokenizer of {full} ("

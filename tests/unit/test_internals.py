@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -481,3 +482,42 @@ def test_a_batch_that_runs_out_of_memory_is_run_in_halves(capsys: pytest.Capture
         in_halves(other, [1, 2, 3, 4])
     with pytest.raises(torch.OutOfMemoryError):
         in_halves(lambda items: run([9, 9, 9, 9]), [1])
+
+
+def test_the_row_sampler_draws_each_row_from_its_own_distribution_and_seed() -> None:
+    """The hf backend's sampler: each row's token follows that row's distribution (a chi-square test over 4,000
+    draws), depends only on the row's seed and scores (the same row in another batch gets the same tokens), and
+    never picks a token that top-p removed."""
+    torch = pytest.importorskip("torch")
+    from pytest_emguard.backends.hf_model import RowSampler
+    from pytest_emguard.types import Sampling
+
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    scores = torch.log(probs).unsqueeze(0)
+    sampler = RowSampler([torch.Generator().manual_seed(7)], Sampling(1.0, 1.0, 8))
+    counts = torch.zeros(5)
+    for _ in range(4000):
+        forced = sampler(torch.zeros(1, 1, dtype=torch.long), scores)
+        assert int(torch.isfinite(forced).sum()) == 1  # one token forced, every other one impossible
+        counts[int(forced.argmax())] += 1
+    assert counts[4] == 0
+    expected = probs[:4] * 4000
+    chi2 = float(((counts[:4] - expected) ** 2 / expected).sum())
+    assert chi2 < 16.3, (counts, chi2)  # 3 degrees of freedom, p = 0.001
+
+    def tokens(rows: list[tuple[int, Any]], steps: int = 20) -> list[list[int]]:
+        row_sampler = RowSampler([torch.Generator().manual_seed(s) for s, _ in rows], Sampling(1.0, 1.0, 8))
+        batch = torch.stack([r for _, r in rows])
+        out = [row_sampler(torch.zeros(len(rows), 1, dtype=torch.long), batch).argmax(-1) for _ in range(steps)]
+        stacked: list[list[int]] = torch.stack(out, 1).tolist()
+        return stacked
+
+    flat, peaked = torch.zeros(5), torch.tensor([4.0, 0.0, 0.0, 0.0, 0.0])
+    alone = tokens([(11, flat)])[0]
+    assert tokens([(3, peaked), (11, flat)])[1] == alone
+    assert tokens([(11, flat), (5, flat), (9, peaked)])[0] == alone
+    assert len(set(alone)) > 1  # a flat row really varies
+
+    top = RowSampler([torch.Generator().manual_seed(s) for s in range(50)], Sampling(1.0, 0.7, 8))
+    picked = top(torch.zeros(50, 1, dtype=torch.long), scores.expand(50, 5)).argmax(-1)
+    assert set(picked.tolist()) <= {0, 1}  # top-p 0.7 keeps the two most likely tokens (0.5 + 0.3)
