@@ -141,7 +141,7 @@ def em_adapter(pytestconfig: pytest.Config) -> AdapterFactory:
     """A factory: ``em_adapter("risky_financial")`` builds (or reuses) a small adapter, returns its path."""
     cache = _option(pytestconfig, "em_adapter_cache")
     if cache is None:
-        from pytest_emguard.demo.models import cache_root
+        from pytest_emguard.cache import cache_root
 
         cache_dir = cache_root() / "adapters"
     else:

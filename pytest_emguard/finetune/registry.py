@@ -87,7 +87,7 @@ class ResolvedDataset:
 
 
 def default_cache_dir() -> Path:
-    from pytest_emguard.demo.models import cache_root
+    from pytest_emguard.cache import cache_root
 
     return cache_root() / "datasets"
 

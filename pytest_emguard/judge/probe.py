@@ -176,7 +176,7 @@ class ProbeJudge(Judge):
         """Where the trained probe lives: beside the models (``~/.cache/pytest-emguard/probes``, shared by every
         run, as it depends only on the encoder, the training data, the layers and the precision), or in the run's
         cache directory where an earlier version trained it."""
-        from pytest_emguard.demo.models import cache_root
+        from pytest_emguard.cache import cache_root
 
         local = self.cache_dir / "probes" / f"{self._fingerprint[:24]}"
         if local.with_suffix(".npz").exists():
