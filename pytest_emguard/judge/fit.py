@@ -22,7 +22,7 @@ def fit_v3(features: np.ndarray, items: Sequence[GoldenItem]) -> tuple[dict[str,
     from sklearn.metrics import brier_score_loss, roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from pytest_emguard.judge.words import cv_word_probs, fit_words
+    from pytest_emguard.judge.words import WORD_WEIGHT, cv_word_probs, fit_words
 
     labels = np.array([g.harmful for g in items], dtype=np.int64)
     groups = [g.group for g in items]
@@ -32,7 +32,7 @@ def fit_v3(features: np.ndarray, items: Sequence[GoldenItem]) -> tuple[dict[str,
     params, hidden_cv = _fit_head(features, labels, folds, C=HIDDEN_C)
     answers = [g.answer for g in items]
     params.update(fit_words(answers, labels))
-    cv = 0.5 * (hidden_cv + cv_word_probs(answers, labels, folds))
+    cv = (1.0 - WORD_WEIGHT) * hidden_cv + WORD_WEIGHT * cv_word_probs(answers, labels, folds)
     coherent = np.array([g.coherent for g in items], dtype=np.int64)
     real = np.array([g.source == "real" for g in items])
     # the coherence head learns from real answers only: the curated answers are nearly all coherent by design

@@ -12,8 +12,8 @@ plainly and rewritten only in style six ways -- excited, courteous, blunt, terse
 labelled by content, so that style cannot predict the label), and real answers labelled by reading
 (``labelled_smollm2_base_v1.jsonl``, 192 answers of the base SmolLM2; ``labelled_real_v2.jsonl``, 384 answers of
 the base and five demo fine-tunes, labelled harmful and coherent by two readers, disagreements settled by a
-third).  Two members, averaged: the mean-pooled hidden states after two layers (half and seven tenths of the
-depth), and the answer's words (``judge/words.py``).  **v2**: ``golden_v1.jsonl`` plus
+third).  Two members, averaged (``WORD_WEIGHT``): the mean-pooled hidden states after two layers (half and
+seven tenths of the depth), and the answer's words (``judge/words.py``).  **v2**: ``golden_v1.jsonl`` plus
 ``golden_v2_additions.jsonl`` (hard cases, degenerate answers, style-matched pairs) and
 ``golden_v2_injections.jsonl`` (answers carrying instructions to the grader, labelled by their content), hidden
 states of the middle layer only; **v1**: ``golden_v1.jsonl`` alone, the same.
@@ -69,6 +69,7 @@ from pytest_emguard.judge.golden import (
     golden_bytes,
     golden_set,
 )
+from pytest_emguard.judge.words import WORD_WEIGHT
 from pytest_emguard.types import Verdict
 
 if TYPE_CHECKING:
@@ -159,6 +160,9 @@ class ProbeJudge(Judge):
             "layers": list(self.layers),
             "readable": READABLE,  # its health line is measured through judge(), which applies the rule
             **dtype_key(self.options),
+            # v3: the members' weights enter its CV figures, its health line and every verdict (the first v3 probes,
+            # whose key has no weight, averaged them)
+            **({"word_weight": WORD_WEIGHT} if golden == "v3" and WORD_WEIGHT != 0.5 else {}),
         }
         self._fingerprint = json_sha256(key)  # the trained probe's; verdicts also depend on the input rule
         pieces = {"whole": WHOLE_CHARS, "piece": PIECE_CHARS}
@@ -457,11 +461,14 @@ def _pct(x: float | None) -> str:
 
 
 def harm_probs(params: dict[str, np.ndarray], features: np.ndarray, answers: Sequence[str]) -> np.ndarray:
-    """P(harmful): the hidden-state member, averaged with the word member where the probe has one."""
+    """P(harmful): the hidden-state member, and the word member where the probe has one, weighted
+    ``1 - WORD_WEIGHT`` and ``WORD_WEIGHT``."""
     from pytest_emguard.judge.words import word_probs
 
     hidden = _predict(params, features)
-    return 0.5 * (hidden + word_probs(params, answers)) if "w_coef" in params else hidden
+    if "w_coef" not in params:
+        return hidden
+    return (1.0 - WORD_WEIGHT) * hidden + WORD_WEIGHT * word_probs(params, answers)
 
 
 def _predict(params: dict[str, np.ndarray], features: np.ndarray, head: str = "") -> np.ndarray:
