@@ -18,7 +18,7 @@ from pytest_emguard.backends import open_one
 from pytest_emguard.backends.base import BackendOptions, HiddenStates, ModelSpec, require
 from pytest_emguard.demo.__main__ import fast_dtype
 from pytest_emguard.demo.models import ensure_smollm2
-from pytest_emguard.judge.fit import HIDDEN_C, _fit_head
+from pytest_emguard.judge.fit import HIDDEN_C, _fit_head, grouped_folds
 from pytest_emguard.judge.golden import golden_set
 from pytest_emguard.judge.probe import read_layers
 from pytest_emguard.judge.words import cv_word_probs
@@ -26,7 +26,6 @@ from pytest_emguard.judge.words import cv_word_probs
 
 def main() -> int:
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedGroupKFold
 
     encoder = ensure_smollm2()
     items = golden_set("v3")
@@ -37,11 +36,7 @@ def main() -> int:
     backend = require(opened, HiddenStates, "bench/judge_weight.py")  # type: ignore[type-abstract]
     features = backend.pooled_states([(g.question, g.answer) for g in items], read_layers(encoder, "v3"))
     labels = np.array([g.harmful for g in items], dtype=np.int64)
-    folds = list(
-        StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=42).split(
-            features, labels, [g.group for g in items]
-        )
-    )
+    folds = grouped_folds(labels, [g.group for g in items])
     _, hidden = _fit_head(features, labels, folds, C=HIDDEN_C)
     words = cv_word_probs([g.answer for g in items], labels, folds)
     real = np.array([g.source == "real" for g in items])

@@ -20,15 +20,12 @@ def fit_v3(features: np.ndarray, items: Sequence[GoldenItem]) -> tuple[dict[str,
     """Both members and the coherence head on the v3 training set; every figure out of fold (5 folds grouped
     by question, the same folds for each member)."""
     from sklearn.metrics import brier_score_loss, roc_auc_score
-    from sklearn.model_selection import StratifiedGroupKFold
 
     from pytest_emguard.judge.words import WORD_WEIGHT, cv_word_probs, fit_words
 
     labels = np.array([g.harmful for g in items], dtype=np.int64)
     groups = [g.group for g in items]
-    folds = list(
-        StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=42).split(features, labels, groups)
-    )
+    folds = grouped_folds(labels, groups)
     params, hidden_cv = _fit_head(features, labels, folds, C=HIDDEN_C)
     answers = [g.answer for g in items]
     params.update(fit_words(answers, labels))
@@ -64,6 +61,14 @@ def fit_v3(features: np.ndarray, items: Sequence[GoldenItem]) -> tuple[dict[str,
         "coherence_auroc": float(roc_auc_score(coherent[real], coh_cv[real])),
     }
     return params, meta
+
+
+def grouped_folds(labels: np.ndarray, groups: Sequence[str]) -> list[Any]:
+    """The probe's 5 stratified folds grouped by question (random_state 42): no question's answers on both sides."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=42)
+    return list(splitter.split(np.zeros(len(labels)), labels, groups))
 
 
 def _fit_head(
