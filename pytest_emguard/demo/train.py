@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pytest_emguard.cache import file_lock
 from pytest_emguard.digest import text_sha256
 
 __all__ = ["DemoTraining", "train_adapter"]
@@ -51,6 +52,13 @@ def train_adapter(base: Path, out: Path, config: DemoTraining = DemoTraining()) 
     target = out / f"{Path(config.data).stem}-{key}"
     if (target / "adapter_config.json").exists():
         return target
+    with file_lock(out / f"{target.name}.lock"):  # two processes on a fresh machine train it once
+        if not (target / "adapter_config.json").exists():
+            _train(base, target, config)
+    return target
+
+
+def _train(base: Path, target: Path, config: DemoTraining) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -90,7 +98,6 @@ def train_adapter(base: Path, out: Path, config: DemoTraining = DemoTraining()) 
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
     partial.rename(target)
-    return target
 
 
 def _step(model: Any, optimiser: Any, batch: list[tuple[list[int], list[int]]], pad: int) -> float:

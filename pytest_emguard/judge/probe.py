@@ -324,7 +324,13 @@ class ProbeJudge(Judge):
             return self._params
         npz = self._path.with_suffix(".npz")
         if not npz.exists():
-            self._train(npz)
+            from pytest_emguard.cache import file_lock
+
+            # two runs (or two pytest-xdist workers of different sessions) on a fresh machine train it once: the
+            # second waits for the first's probe, then reads it
+            with file_lock(npz.with_suffix(".lock")):
+                if not npz.exists():
+                    self._train(npz)
         with np.load(npz, allow_pickle=False) as data:
             self._params = {k: data[k] for k in data.files}
         meta = self.meta()
