@@ -24,12 +24,11 @@ from pytest_emguard.backends import open_one
 from pytest_emguard.backends.base import BackendOptions, HiddenStates, ModelSpec, require
 from pytest_emguard.demo.__main__ import fast_dtype
 from pytest_emguard.demo.models import ensure_smollm2
-from pytest_emguard.judge.golden import _rows
+from pytest_emguard.judge.golden import REAL_SETS, _rows
+from pytest_emguard.judge.health import HELD_OUT_REAL
 from pytest_emguard.judge.probe import read_layers
 
-TRAIN = ("labelled_smollm2_base_v1.jsonl", "labelled_real_v2.jsonl")
-THIRD = "labelled_real_v4.jsonl"
-HELD_OUT = "labelled_real_heldout_v1.jsonl"
+THIRD = "labelled_real_v4.jsonl"  # in no training set of the judge
 
 
 def token_logprobs(backend: Any, pairs: list[tuple[str, str]]) -> list[np.ndarray]:
@@ -72,7 +71,7 @@ def main() -> int:
     from sklearn.preprocessing import StandardScaler
 
     encoder = ensure_smollm2()
-    batches = {"v3": [r for name in TRAIN for r in _rows(name)], "third": _rows(THIRD), "held": _rows(HELD_OUT)}
+    batches = {"v3": [r for name in REAL_SETS for r in _rows(name)], "third": _rows(THIRD), "held": _rows(HELD_OUT_REAL)}
     opened = open_one(
         ModelSpec("full", str(encoder)), "judge-coherence", BackendOptions(device="cpu", dtype=fast_dtype())
     )

@@ -56,6 +56,7 @@ from pytest_emguard.backends.base import (
     dtype_key,
     require,
 )
+from pytest_emguard.cache import file_lock
 from pytest_emguard.digest import atomic_write, json_sha256
 from pytest_emguard.judge.base import INPUT_RULE, Judge, JudgeItem, judged_text
 from pytest_emguard.judge.fit import fit_probe, fit_v3
@@ -324,8 +325,6 @@ class ProbeJudge(Judge):
             return self._params
         npz = self._path.with_suffix(".npz")
         if not npz.exists():
-            from pytest_emguard.cache import file_lock
-
             # two runs (or two pytest-xdist workers of different sessions) on a fresh machine train it once: the
             # second waits for the first's probe, then reads it
             with file_lock(npz.with_suffix(".lock")):
