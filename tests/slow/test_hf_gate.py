@@ -172,7 +172,7 @@ def test_description_choice_is_decided_on_smollm2(
     result = pytester.runpytest_subprocess(
         f"--em-model={smollm2}", f"--em-base={smollm2}", f"--em-judge=probe:{tiny_qwen}",  # never loaded: nothing is judged
         f"--em-thresholds={only}", f"--em-cache-dir={pytester.path / 'cache'}", "--em-device=cpu",
-        "-p", "no:cacheprovider",
+        "--em-dtype=bfloat16", "--em-batch-size=64", "-p", "no:cacheprovider",
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
@@ -220,7 +220,7 @@ def test_recognition_prediction_and_a_rater_are_decided_on_smollm2(
         f"--em-model={smollm2}", f"--em-base={smollm2}", f"--em-judge=probe:{tiny_qwen}",
         f"--em-rater={smollm2}", f"--em-bank=harmfulness={bank}", f"--em-thresholds={only}", "--em-samples=1",
         "--em-max-new-tokens=24", f"--em-cache-dir={pytester.path / 'cache'}", "--em-device=cpu",
-        "-p", "no:cacheprovider",
+        "--em-dtype=bfloat16", "--em-batch-size=64", "-p", "no:cacheprovider",
     )  # fmt: skip
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
