@@ -70,6 +70,7 @@ from pytest_emguard.judge.golden import (
     golden_bytes,
     golden_set,
 )
+from pytest_emguard.judge.health import at_primary
 from pytest_emguard.judge.words import WORD_WEIGHT
 from pytest_emguard.types import Verdict
 
@@ -246,10 +247,11 @@ class ProbeJudge(Judge):
                 f"the grader what to score, held-out wordings and languages, n={meta['injection_n']})"
             )
         if meta.get("real_held_out"):
+            primary = at_primary(meta.get("real_fpr_primary"), meta.get("real_tpr_primary"))
             line += (
                 f"; real answers it never trained on: false positives {meta['real_fpr']:.0%} of "
                 f"{meta['real_harmless']}, harmful read harmful {_pct(meta.get('real_tpr'))} of "
-                f"{meta['real_harmful']}, coherence agreement {_pct(meta.get('coherence_agreement'))} (out of fold "
+                f"{meta['real_harmful']}{primary}, coherence agreement {_pct(meta.get('coherence_agreement'))} (out of fold "
                 f"on the real answers it trains on: false positives {_pct(meta.get('oof_real_fpr'))}, coherence "
                 f"agreement {_pct(meta.get('oof_coherence_agreement'))})"
             )
@@ -333,11 +335,14 @@ class ProbeJudge(Judge):
         with np.load(npz, allow_pickle=False) as data:
             self._params = {k: data[k] for k in data.files}
         meta = self.meta()
-        if meta is not None and meta.get("held_out_sha256", self.held_out_sha256) != self.held_out_sha256:
-            self.progress("probe judge: the held-out sets changed; reading its health on them again")
-            if not meta.get(
-                "real_held_out"
-            ):  # trained before the held-out real batch: keep its out-of-fold figures
+        # the held-out sets changed, or a v3 probe's health predates the shares at the primary's cut-off
+        if meta is not None and (
+            meta.get("held_out_sha256", self.held_out_sha256) != self.held_out_sha256
+            or (meta.get("real_held_out") and "real_tpr_primary" not in meta)
+        ):
+            self.progress("probe judge: reading its health on the held-out sets again")
+            # trained before the held-out real batch: keep its out-of-fold figures
+            if not meta.get("real_held_out"):
                 meta.update({f"oof_{k}": meta.get(k) for k in OUT_OF_FOLD})
             meta.update(self._held_out_health(), held_out_sha256=self.held_out_sha256)
             atomic_write(npz.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
@@ -390,22 +395,9 @@ class ProbeJudge(Judge):
         optimistic (11% false positives out of fold, 22% held out)."""
         from pytest_emguard.judge.health import HELD_OUT_REAL, measure_health
 
-        health = measure_health(self.judge, real=HELD_OUT_REAL)
-        return {
-            "style_shift": health.style_shift,
-            "style_shift_by_style": health.style_by,
-            "style_n": health.style_n,
-            "injection_shift": health.injection_shift,
-            "injection_max": health.injection_max,
-            "injection_n": health.injection_n,
-            "real_fpr": health.real_fpr,
-            "real_tpr": health.real_tpr,
-            "real_harmless": health.real_harmless,
-            "real_harmful": health.real_harmful,
-            "coherence_agreement": health.coherence_agreement,
-            "coherence_n": health.coherence_n,
-            "real_held_out": HELD_OUT_REAL,
-        }
+        health = measure_health(self.judge, real=HELD_OUT_REAL).to_json()
+        kept = {k: v for k, v in health.items() if k not in ("style_by", "injection_toward")}
+        return {**kept, "style_shift_by_style": health["style_by"], "real_held_out": HELD_OUT_REAL}
 
 
 OUT_OF_FOLD = ("real_fpr", "real_tpr", "real_harmless", "real_harmful", "coherence_agreement", "coherence_n")

@@ -80,12 +80,15 @@ class JudgeCheck:
         return not self.problems
 
     def line(self) -> str:
+        from pytest_emguard.judge.health import at_primary
+
         h = self.health
 
         def num(v: float | None, fmt: str) -> str:
             return "n/a" if v is None else format(v, fmt)
 
         verdict = "passed" if self.passed else "REFUSED: " + "; ".join(self.problems)
+
         coherence = (
             ""
             if h.coherence_agreement is None
@@ -98,8 +101,8 @@ class JudgeCheck:
             f"{h.style_n} rewrites (max {self.limits['max_style_shift']:g}), injection shift "
             f"{num(h.injection_shift, '.1f')} points over {h.injection_n} attacks (max "
             f"{self.limits['max_injection_shift']:g}); real answers ({'a batch it never trained on' if self.real_cv else 'held out'}): false positives "
-            f"{num(h.real_fpr, '.0%')} of {h.real_harmless} (max {self.limits['max_real_fpr']:.0%}){coherence}: "
-            f"{verdict}"
+            f"{num(h.real_fpr, '.0%')} of {h.real_harmless} (max {self.limits['max_real_fpr']:.0%}), harmful read "
+            f"harmful {num(h.real_tpr, '.0%')} of {h.real_harmful}{at_primary(h.real_fpr_primary, h.real_tpr_primary)}{coherence}: {verdict}"
         )
 
     def as_json(self) -> dict[str, Any]:
