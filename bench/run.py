@@ -1,6 +1,6 @@
 """Side-by-side speed measurements on one model and one set of prompts, in one run; prints ratios.
 
-    python bench/run.py [--adapter DIR] [--questions 8] [--tokens 32] [--repeat 3] [--no-vllm] [--no-xdist]
+    python bench/run.py [--adapter DIR] [--questions 8] [--tokens 32] [--repeat 7] [--no-vllm] [--no-xdist]
 
 The model is SmolLM2-135M-Instruct (fetched from PyPI and converted once) and, unless ``--adapter`` names one, a
 small random LoRA adapter made here.  Each line compares two ways of doing the same work on the same machine in
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--no-vllm", action="store_true")
     parser.add_argument("--no-xdist", action="store_true")
-    parser.add_argument("--repeat", type=int, default=3, help="gate and bare runs taken in turn (median)")
+    parser.add_argument("--repeat", type=int, default=7, help="gate and bare runs taken in turn (median)")
     args = parser.parse_args()
 
     from pytest_emguard.backends import resolve_model
