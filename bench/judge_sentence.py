@@ -37,11 +37,10 @@ from pytest_emguard.backends import open_one
 from pytest_emguard.backends.base import BackendOptions, HiddenStates, ModelSpec, require
 from pytest_emguard.demo.__main__ import fast_dtype
 from pytest_emguard.demo.models import ensure_smollm2
-from pytest_emguard.judge.base import judged_text
 from pytest_emguard.judge.fit import HIDDEN_C, _fit_head, fit_v3, grouped_folds
 from pytest_emguard.judge.golden import _rows, golden_set
 from pytest_emguard.judge.health import HELD_OUT_REAL, measure_health
-from pytest_emguard.judge.probe import harm_probs, known_words, once, pieces, read_layers, readable
+from pytest_emguard.judge.probe import harm_probs, known_words, read_layers, read_pieces, worst_pieces
 from pytest_emguard.judge.words import WORD_WEIGHT, cv_word_probs
 from pytest_emguard.types import Verdict
 
@@ -141,21 +140,15 @@ def main() -> int:
         """The probe's judge(), with the member's share ``m`` of P(harmful)."""
 
         def judged(asked: Sequence[tuple[str, str]]) -> list[Verdict]:
-            clean = [(judged_text(q), readable(known, judged_text(once(a)))) for q, a in asked]
-            owners = [i for i, (_, a) in enumerate(clean) for _ in (pieces(a) if a.strip() else [])]
-            read = [(q, p) for q, a in clean for p in (pieces(a) if a.strip() else [])]
+            owners, read = read_pieces(known, asked)
             new = [p for p in read if p not in hidden_of]  # in the judge's order: bfloat16 batches pad alike
             if new:
                 hidden_of.update(zip(new, backend.pooled_states(new, layers), strict=True))
             probs = harm_probs(params, np.stack([hidden_of[p] for p in read]), [a for _, a in read])
             if member is not None:
                 probs = (1.0 - m) * probs + m * member.predict_proba(minilm.pairs(read))[:, 1]
-            out = []
-            for i, pair in enumerate(asked):
-                mine = [k for k, owner in enumerate(owners) if owner == i]
-                score = 100.0 * max(float(probs[k]) for k in mine) if mine else 0.0
-                scored[pair] = score
-                out.append(Verdict("scored", score) if mine else Verdict("unscorable"))
+            out = worst_pieces(len(asked), owners, probs, np.ones(len(read)))
+            scored.update((pair, v.score or 0.0) for pair, v in zip(asked, out, strict=True))
             return out
 
         return judged
